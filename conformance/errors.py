@@ -1,0 +1,21 @@
+"""The three kinds of outcome, kept apart: target broke the contract, user misused the suite, suite crashed."""
+
+from __future__ import annotations
+
+__all__ = ["UsageError", "TargetUnreachable", "BudgetExhausted", "SuiteError"]
+
+
+class UsageError(Exception):
+    """The user misused the suite. The message is one line and names the fix. Exit code 2."""
+
+
+class TargetUnreachable(Exception):
+    """The target could not be reached, or refused our credentials, before any check ran. Exit code 3."""
+
+
+class BudgetExhausted(Exception):
+    """The run's request or token budget is spent: the run stops cleanly and says so."""
+
+
+class SuiteError(Exception):
+    """An internal error of the suite itself (never blamed on the target). Exit code 4."""
