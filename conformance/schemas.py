@@ -1,0 +1,35 @@
+"""JSON Schema validators for the named schemas of spec/openapi.yaml (built once per process)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from conformance.specfiles import openapi
+
+__all__ = ["validator", "schema_errors"]
+
+_URI = "urn:chat-conformance:openapi"
+
+
+@functools.cache
+def _registry() -> Registry:
+    return Registry().with_resource(_URI, Resource.from_contents(openapi(), default_specification=DRAFT202012))
+
+
+@functools.cache
+def validator(name: str) -> Draft202012Validator:
+    """Validator for ``#/components/schemas/<name>``."""
+    if name not in openapi().get("components", {}).get("schemas", {}):
+        raise KeyError(f"schema {name!r} not in spec/openapi.yaml")
+    return Draft202012Validator({"$ref": f"{_URI}#/components/schemas/{name}"}, registry=_registry())
+
+
+def schema_errors(name: str, instance: Any, limit: int = 10) -> list[tuple[str, str]]:
+    """(JSON path, message) of each way ``instance`` breaks schema ``name``, best first."""
+    errs = sorted(validator(name).iter_errors(instance), key=lambda e: (len(e.absolute_path), str(e.path)))
+    return [(e.json_path, e.message[:300]) for e in errs[:limit]]

@@ -1,0 +1,97 @@
+"""Typed failures: a violation names the requirement it breaks, where, what was expected and received."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance.evidence import Exchange
+
+__all__ = ["Violation", "ViolationError", "Judge", "Inconclusive"]
+
+_MAX_SHOWN = 500
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= _MAX_SHOWN else text[:_MAX_SHOWN] + f"... ({len(text)} chars)"
+
+
+@dataclass
+class Violation:
+    """One broken promise, with the evidence to act on it."""
+
+    requirement: str
+    message: str
+    path: str = "$"
+    expected: str = ""
+    received: str = ""
+    exchange: int | None = None  # index into the check's exchanges
+
+    def __str__(self) -> str:
+        return (f"[{self.requirement}] {self.message} at {self.path}: "
+                f"expected {self.expected}, received {self.received}")
+
+
+class ViolationError(AssertionError):
+    """Raised to stop a check at its first hard violation (pytest reports it as a failure)."""
+
+    def __init__(self, violation: Violation) -> None:
+        super().__init__(str(violation))
+        self.violation = violation
+
+
+class Inconclusive(Exception):
+    """The check could not decide (e.g. the target's output gave nothing to judge); not a failure."""
+
+
+@dataclass
+class Judge:
+    """Collects violations for one check. ``check`` is soft (all are reported), ``require`` is hard."""
+
+    requirements: tuple[str, ...] = ()
+    violations: list[Violation] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list)
+    judged: set[str] = field(default_factory=set)
+
+    def _index(self, exchange: Exchange | None) -> int | None:
+        if exchange is None:
+            return None
+        for i, ex in enumerate(self.exchanges):
+            if ex is exchange:
+                return i
+        return None
+
+    def _make(self, requirement: str, message: str, path: str, expected: Any, received: Any,
+              exchange: Exchange | None) -> Violation:
+        if self.requirements and requirement not in self.requirements:
+            raise ValueError(f"check judges {requirement} but is not marked with it "
+                             f"(marked: {', '.join(self.requirements)})")
+        return Violation(requirement, message, path, _show(expected), _show(received), self._index(exchange))
+
+    def check(self, ok: bool, requirement: str, message: str, *, path: str = "$", expected: Any = "",
+              received: Any = "", exchange: Exchange | None = None) -> bool:
+        """Record a violation when ``ok`` is false; return ``ok``. The check goes on."""
+        self.judged.add(requirement)
+        if not ok:
+            self.violations.append(self._make(requirement, message, path, expected, received, exchange))
+        return ok
+
+    def require(self, ok: bool, requirement: str, message: str, *, path: str = "$", expected: Any = "",
+                received: Any = "", exchange: Exchange | None = None) -> None:
+        """Like ``check``, but stop the check when ``ok`` is false."""
+        self.judged.add(requirement)
+        if not ok:
+            v = self._make(requirement, message, path, expected, received, exchange)
+            self.violations.append(v)
+            raise ViolationError(v)
+
+    def fail(self, requirement: str, message: str, **kw: Any) -> None:
+        self.require(False, requirement, message, **kw)
