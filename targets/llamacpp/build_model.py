@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Build a tiny, reproducible GGUF chat model for conformance runs against llama.cpp.
+
+The model is a 2-layer llama with random weights (fixed seed) and a byte-level BPE
+tokenizer trained locally on a small built-in text.  It produces gibberish, but it
+loads in llama.cpp's server, exposes a ChatML chat template with Hermes-style tool
+calls (<tool_call>{"name": ..., "arguments": ...}</tool_call>), and is small enough
+(< 1 MB) to build in about a second.  Nothing is downloaded.
+
+Usage: python targets/llamacpp/build_model.py [OUT.gguf] [--ctx 1024] [--seed 1234]
+Requires: numpy, gguf, tokenizers.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "build" / "tiny-chat.gguf"
+
+# Special tokens. Ids follow this order (0..6).
+ENDOFTEXT = "<|endoftext|>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+TEXT_SPECIALS = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
+SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, *TEXT_SPECIALS]
+
+VOCAB_SIZE = 768
+N_EMBD = 64
+N_HEAD = 4
+N_HEAD_KV = 4
+N_LAYER = 2
+N_FF = 128
+
+# Qwen2.5-style ChatML template with a Hermes tools section and <tool_call> blocks,
+# so that llama.cpp recognises the Hermes 2 Pro tool-call format.
+CHAT_TEMPLATE = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- messages[0]['content'] }}
+    {%- else %}
+        {{- 'You are a helpful assistant.' }}
+    {%- endif %}
+    {{- "\n\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0]['role'] == 'system' %}
+        {{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}
+    {%- else %}
+        {{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- for message in messages %}
+    {%- if (message.role == "user") or (message.role == "system" and not loop.first) or (message.role == "assistant" and not message.tool_calls) %}
+        {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role }}
+        {%- if message.content %}
+            {{- '\n' + message.content }}
+        {%- endif %}
+        {%- for tool_call in message.tool_calls %}
+            {%- if tool_call.function is defined %}
+                {%- set tool_call = tool_call.function %}
+            {%- endif %}
+            {{- '\n<tool_call>\n{"name": "' }}
+            {{- tool_call.name }}
+            {{- '", "arguments": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- '}\n</tool_call>' }}
+        {%- endfor %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {{- message.content }}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+
+# Small built-in training text: prose, chat turns, JSON and tool calls, so that the
+# merges cover the strings the conformance suite sends and grammars produce.
+_PROSE = """\
+The quick brown fox jumps over the lazy dog. Hello, world! How are you today?
+You are a helpful assistant. Answer the question briefly and politely.
+Say hello. Count from one to ten: one two three four five six seven eight nine ten.
+What is the weather like in Paris? It is sunny and warm in Paris today.
+What is the capital of France? The capital of France is Paris.
+Please write a short poem about the sea. The sea is blue and the sky is wide.
+The user asked for a list of colors: red, green, blue, yellow, orange, purple.
+Numbers: 0 1 2 3 4 5 6 7 8 9 10 11 12 42 100 1000 3.14 -1 true false null.
+Stop here. The end. STOP. Done. Yes. No. Maybe. OK.
+"""
+_JSON = [
+    {"name": "get_weather", "arguments": {"location": "Paris", "unit": "celsius"}},
+    {"name": "get_time", "arguments": {"timezone": "UTC"}},
+    {"type": "object", "properties": {"answer": {"type": "string"}, "count": {"type": "integer"}},
+     "required": ["answer"], "additionalProperties": False},
+    {"answer": "Paris", "count": 3, "ok": True, "items": [1, 2, 3], "value": None},
+    {"role": "assistant", "content": "Hello!", "tool_calls": []},
+]
+
+
+def training_text() -> list[str]:
+    lines = _PROSE.splitlines()
+    for obj in _JSON:
+        lines.append(json.dumps(obj))
+        lines.append(json.dumps(obj, indent=2))
+        if "arguments" in obj:
+            lines.append("<tool_call>\n" + json.dumps(obj) + "\n</tool_call>")
+    lines.append("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                 "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there!<|im_end|>")
+    lines.append("<think>\nLet me think about it.\n</think>\nThe answer is 42.")
+    # Repeat so that frequent pairs dominate and training is stable.
+    return lines * 8
+
+
+def train_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        min_frequency=1,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(training_text(), trainer=trainer)
+    spec = json.loads(tok.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
+    tokens = [None] * len(vocab)
+    for piece, idx in vocab.items():
+        tokens[idx] = piece
+    assert all(t is not None for t in tokens), "vocab ids are not contiguous"
+    for i, s in enumerate(SPECIAL_TOKENS):
+        assert tokens[i] == s, (i, tokens[i], s)
+    return tokens, merges
+
+
+def build(out: Path, ctx: int = 1024, seed: int = 1234) -> Path:
+    import gguf
+
+    tokens, merges = train_tokenizer()
+    n_vocab = len(tokens)
+    token_types = []
+    for t in tokens:
+        if t in (ENDOFTEXT, IM_START, IM_END):
+            token_types.append(gguf.TokenType.CONTROL)
+        elif t in TEXT_SPECIALS:
+            # Rendered as text so the server's Hermes parser sees "<tool_call>".
+            token_types.append(gguf.TokenType.USER_DEFINED)
+        else:
+            token_types.append(gguf.TokenType.NORMAL)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(out), "llama")
+    w.add_name("tiny-chat")
+    w.add_context_length(ctx)
+    w.add_embedding_length(N_EMBD)
+    w.add_block_count(N_LAYER)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(N_HEAD)
+    w.add_head_count_kv(N_HEAD_KV)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(N_EMBD // N_HEAD)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(token_types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(SPECIAL_TOKENS.index(ENDOFTEXT))
+    w.add_pad_token_id(SPECIAL_TOKENS.index(ENDOFTEXT))
+    w.add_eos_token_id(SPECIAL_TOKENS.index(IM_END))
+    w.add_eot_token_id(SPECIAL_TOKENS.index(IM_END))
+    w.add_add_bos_token(False)
+    w.add_chat_template(CHAT_TEMPLATE)
+
+    rng = np.random.default_rng(seed)
+
+    def rnd(*shape, scale=0.02):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    ones = lambda n: np.ones((n,), dtype=np.float32)  # noqa: E731
+    # numpy shape (rows, cols) is stored as GGUF ne = [cols, rows], as llama.cpp expects.
+    w.add_tensor("token_embd.weight", rnd(n_vocab, N_EMBD, scale=1.0))
+    for i in range(N_LAYER):
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_norm.weight", ones(N_EMBD))
+        w.add_tensor(p + "attn_q.weight", rnd(N_EMBD, N_EMBD, scale=0.2))
+        w.add_tensor(p + "attn_k.weight", rnd(N_EMBD * N_HEAD_KV // N_HEAD, N_EMBD, scale=0.2))
+        w.add_tensor(p + "attn_v.weight", rnd(N_EMBD * N_HEAD_KV // N_HEAD, N_EMBD, scale=0.2))
+        w.add_tensor(p + "attn_output.weight", rnd(N_EMBD, N_EMBD, scale=0.2))
+        w.add_tensor(p + "ffn_norm.weight", ones(N_EMBD))
+        w.add_tensor(p + "ffn_gate.weight", rnd(N_FF, N_EMBD, scale=0.2))
+        w.add_tensor(p + "ffn_up.weight", rnd(N_FF, N_EMBD, scale=0.2))
+        w.add_tensor(p + "ffn_down.weight", rnd(N_EMBD, N_FF, scale=0.2))
+    w.add_tensor("output_norm.weight", ones(N_EMBD))
+    w.add_tensor("output.weight", rnd(n_vocab, N_EMBD, scale=0.3))
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", nargs="?", default=str(DEFAULT_OUT), help="output .gguf path")
+    ap.add_argument("--ctx", type=int, default=1024, help="llama.context_length (default 1024)")
+    ap.add_argument("--seed", type=int, default=1234, help="weight RNG seed (default 1234)")
+    args = ap.parse_args(argv)
+    out = build(Path(args.out), ctx=args.ctx, seed=args.seed)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    print(f"wrote {out} ({out.stat().st_size} bytes, sha256 {digest})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
