@@ -37,6 +37,38 @@ N_HEAD_KV = 4
 N_LAYER = 2
 N_FF = 128
 
+BIAS_C = 8.0      # value of the constant residual channel (see build())
+SUPPRESS = 10.0   # output.weight[:, 0] for suppressed tokens (times h[0] ~ 4..6)
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2 byte-level alphabet: printable char -> byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_DECODER = _byte_decoder()
+
+
+def suppressed_token(piece: str) -> bool:
+    """True for special tokens and for pieces that are not printable UTF-8 text."""
+    if piece in SPECIAL_TOKENS:
+        return True
+    try:
+        text = bytes(_BYTE_DECODER[ch] for ch in piece).decode("utf-8")
+    except (KeyError, UnicodeDecodeError):
+        return True
+    return any(ord(ch) < 32 and ch != "\n" for ch in text) or "\x7f" in text
+
+
 # Qwen2.5-style ChatML template with a Hermes tools section and <tool_call> blocks,
 # so that llama.cpp recognises the Hermes 2 Pro tool-call format.
 CHAT_TEMPLATE = r"""{%- if tools %}
@@ -206,21 +238,43 @@ def build(out: Path, ctx: int = 1024, seed: int = 1234) -> Path:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     ones = lambda n: np.ones((n,), dtype=np.float32)  # noqa: E731
+
+    # Residual-stream dimension 0 is a constant "bias channel": every embedding has
+    # BIAS_C there and no layer writes to it (row 0 of attn_output/ffn_down is zero),
+    # so after the final RMSNorm h[0] > 0 and column 0 of output.weight acts as a
+    # per-token logit bias.  It is used to make unwanted tokens very unlikely (about
+    # -40 logits; logit_bias +100 still selects them):
+    #   * byte tokens that are not valid UTF-8 alone and control characters, so the
+    #     generated text is printable and valid UTF-8;
+    #   * all special tokens, including <|im_end|> (EOS): generation runs until
+    #     max_tokens / a stop sequence / the context end (finish_reason "length"),
+    #     unless a client forces EOS with logit_bias {"2": 100};
+    #   * <tool_call> and <think>: the model never starts a tool call or a thought on
+    #     its own; tool calls appear only when a grammar forces them.
+    embd = rnd(n_vocab, N_EMBD, scale=1.0)
+    embd[:, 0] = BIAS_C
+    out_w = rnd(n_vocab, N_EMBD, scale=0.3)
+    out_w[:, 0] = [(-SUPPRESS if suppressed_token(t) else 0.0) for t in tokens]
+
     # numpy shape (rows, cols) is stored as GGUF ne = [cols, rows], as llama.cpp expects.
-    w.add_tensor("token_embd.weight", rnd(n_vocab, N_EMBD, scale=1.0))
+    w.add_tensor("token_embd.weight", embd)
     for i in range(N_LAYER):
         p = f"blk.{i}."
         w.add_tensor(p + "attn_norm.weight", ones(N_EMBD))
         w.add_tensor(p + "attn_q.weight", rnd(N_EMBD, N_EMBD, scale=0.2))
         w.add_tensor(p + "attn_k.weight", rnd(N_EMBD * N_HEAD_KV // N_HEAD, N_EMBD, scale=0.2))
         w.add_tensor(p + "attn_v.weight", rnd(N_EMBD * N_HEAD_KV // N_HEAD, N_EMBD, scale=0.2))
-        w.add_tensor(p + "attn_output.weight", rnd(N_EMBD, N_EMBD, scale=0.2))
+        attn_out = rnd(N_EMBD, N_EMBD, scale=0.2)
+        attn_out[0, :] = 0.0
+        w.add_tensor(p + "attn_output.weight", attn_out)
         w.add_tensor(p + "ffn_norm.weight", ones(N_EMBD))
         w.add_tensor(p + "ffn_gate.weight", rnd(N_FF, N_EMBD, scale=0.2))
         w.add_tensor(p + "ffn_up.weight", rnd(N_FF, N_EMBD, scale=0.2))
-        w.add_tensor(p + "ffn_down.weight", rnd(N_EMBD, N_FF, scale=0.2))
+        ffn_down = rnd(N_EMBD, N_FF, scale=0.2)
+        ffn_down[0, :] = 0.0
+        w.add_tensor(p + "ffn_down.weight", ffn_down)
     w.add_tensor("output_norm.weight", ones(N_EMBD))
-    w.add_tensor("output.weight", rnd(n_vocab, N_EMBD, scale=0.3))
+    w.add_tensor("output.weight", out_w)
 
     w.write_header_to_file()
     w.write_kv_data_to_file()
