@@ -76,6 +76,10 @@ class Judge:
                              f"(marked: {', '.join(self.requirements)})")
         return Violation(requirement, message, path, _show(expected), _show(received), self._index(exchange))
 
+    def wants(self, requirement: str) -> bool:
+        """Whether this check is marked with ``requirement`` (shared judging code asks before judging)."""
+        return not self.requirements or requirement in self.requirements
+
     def check(self, ok: bool, requirement: str, message: str, *, path: str = "$", expected: Any = "",
               received: Any = "", exchange: Exchange | None = None) -> bool:
         """Record a violation when ``ok`` is false; return ``ok``. The check goes on."""

@@ -1,0 +1,37 @@
+"""Bearer authentication: missing and wrong keys are refused with 401 and nothing is generated."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.checks._support import body, judge_error_shape
+from conformance.violations import Inconclusive
+
+WRONG_KEY = "sk-chat-conformance-wrong-key"
+
+
+def _judge_refusal(judge, ex, requirement, what):
+    judge.check(ex.status == 401, requirement, f"{what} was not refused with 401", path="status", expected=401,
+                received=ex.status, exchange=ex)
+    data = ex.json()
+    generated = isinstance(data, dict) and bool(data.get("choices")) or bool(ex.events)
+    judge.check(not generated, "AUTH-NOTHING-GENERATED", f"{what}: a completion was returned",
+                path="$.choices", expected="an error body", received=(ex.body_text or "")[:200], exchange=ex)
+    if ex.status == 401:
+        judge_error_shape(judge, ex)
+
+
+@pytest.mark.requirement("AUTH-MISSING-KEY", "AUTH-NOTHING-GENERATED", "ERROR-SHAPE")
+def test_missing_key_refused(client, judge, conformance_target):
+    if not conformance_target.api_key:
+        raise Inconclusive("no API key configured, so the target cannot be expected to require one")
+    ex = client.chat(body(conformance_target, max_tokens=2), auth=False, label="no Authorization header")
+    _judge_refusal(judge, ex, "AUTH-MISSING-KEY", "a request without a key")
+
+
+@pytest.mark.requirement("AUTH-WRONG-KEY", "AUTH-NOTHING-GENERATED", "ERROR-SHAPE")
+def test_wrong_key_refused(client, judge, conformance_target):
+    if not conformance_target.api_key:
+        raise Inconclusive("no API key configured, so the target cannot be expected to require one")
+    ex = client.chat(body(conformance_target, max_tokens=2), auth=WRONG_KEY, label="wrong bearer key")
+    _judge_refusal(judge, ex, "AUTH-WRONG-KEY", "a request with a wrong key")

@@ -1,0 +1,325 @@
+"""The recording client: every request to the target becomes an ``Exchange`` (evidence), never an exception.
+
+Timeouts, resets, refused connections, oversized or garbage responses end up in
+``Exchange.transport_error``; only the suite's own limits (``BudgetExhausted``) and programming errors
+raise. Secrets never enter an exchange: request and response headers are masked, and the target's API key
+is scrubbed from every recorded string (URL, bodies, events, error texts).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import fields, is_dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from .budget import Budget
+from .evidence import MASK, Exchange, mask_headers
+from .sse import parse_event_data, read_body, read_stream
+from .target import Target
+
+__all__ = ["Client", "retry_after_seconds", "usage_tokens", "USER_AGENT"]
+
+USER_AGENT = "chat-conformance/0.1"
+_RETRY_STATUSES = frozenset({429, 503})
+_NO_DEFAULT_MAX_TOKENS = "_no_default_max_tokens"
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or HTTP-date); None when absent or invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def usage_tokens(ex: Exchange) -> int:
+    """Tokens a finished 2xx exchange used: ``usage.total_tokens`` of the body or of the last stream chunk
+    carrying usage; otherwise a rough count (content chunks of a stream, the request's max_tokens else)."""
+
+    def total(obj: Any) -> int | None:
+        if isinstance(obj, dict):
+            usage = obj.get("usage")
+            if isinstance(usage, dict):
+                t = usage.get("total_tokens")
+                if isinstance(t, int) and not isinstance(t, bool) and t >= 0:
+                    return t
+                parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+                if all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
+                    return sum(parts)  # type: ignore[arg-type]
+        return None
+
+    if ex.events:
+        for ev in reversed(ex.events):
+            t = total(ev.json)
+            if t is not None:
+                return t
+        n = 0
+        for ev in ex.events:
+            choices = ev.json.get("choices") if isinstance(ev.json, dict) else None
+            if isinstance(choices, list) and any(
+                isinstance(c, dict) and isinstance(c.get("delta"), dict) and c["delta"].get("content")
+                for c in choices
+            ):
+                n += 1
+        return n
+    t = total(ex.json())
+    if t is not None:
+        return t
+    req = ex.request_json
+    mt = req.get("max_tokens") if isinstance(req, dict) else None
+    return mt if isinstance(mt, int) and not isinstance(mt, bool) and mt > 0 else 0
+
+
+def _scrub(obj: Any, secret: str) -> None:
+    """Replace ``secret`` by the mask in every string of a dataclass tree (in place)."""
+    if not is_dataclass(obj) or isinstance(obj, type):
+        return
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        new = _scrub_value(value, secret)
+        if new is not value:
+            setattr(obj, f.name, new)
+    # a scrubbed event's JSON must follow its data
+    if hasattr(obj, "data") and hasattr(obj, "json_error") and isinstance(obj.data, str):
+        if secret in json.dumps(obj.json, default=str) if obj.json is not None else False:
+            obj.json, obj.json_error = parse_event_data(obj.data)
+
+
+def _scrub_value(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(secret, MASK) if secret in value else value
+    if isinstance(value, dict):
+        out = {_scrub_value(k, secret): _scrub_value(v, secret) for k, v in value.items()}
+        return out if out != value else value
+    if isinstance(value, list):
+        for item in value:
+            if is_dataclass(item):
+                _scrub(item, secret)
+        if all(is_dataclass(item) for item in value):
+            return value
+        return [_scrub_value(v, secret) for v in value]
+    if is_dataclass(value) and not isinstance(value, type):
+        _scrub(value, secret)
+    return value
+
+
+def _safe_url(url: httpx.URL) -> str:
+    if url.userinfo:
+        url = url.copy_with(username=MASK, password=MASK if url.password else None)
+    return str(url)
+
+
+class Client:
+    """Recording client for one target, on one ``httpx.Client`` (connections are reused)."""
+
+    def __init__(self, target: Target, *, budget: Budget | None = None,
+                 transport: httpx.BaseTransport | None = None,
+                 on_exchange: Callable[[Exchange], None] | None = None) -> None:
+        self.target = target
+        self.limits = target.limits
+        self.budget = budget
+        self.on_exchange = on_exchange
+        verify: ssl.SSLContext | bool
+        if isinstance(target.verify_tls, str):
+            verify = ssl.create_default_context(cafile=target.verify_tls)
+        else:
+            verify = bool(target.verify_tls)
+        self._http = httpx.Client(
+            transport=transport,
+            verify=verify,
+            follow_redirects=False,
+            timeout=self._timeout(),
+            headers={"User-Agent": USER_AGENT, **target.extra_headers},
+            limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
+        )
+
+    # ---- lifecycle --------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- requests ---------------------------------------------------------------------------------
+    def chat(self, body: dict[str, Any], *, label: str = "", auth: bool | str = True,
+             headers: dict[str, str] | None = None, stream: bool | None = None) -> Exchange:
+        """POST {base}/chat/completions with ``body`` as JSON.
+
+        ``max_tokens`` is set to ``limits.default_max_tokens`` unless the body sets ``max_tokens`` or
+        ``max_completion_tokens``, or carries the key ``_no_default_max_tokens`` (removed before sending).
+        ``stream`` (default: ``body["stream"] is True``) reads a 2xx response as an event stream, whatever
+        its content type."""
+        body = dict(body)
+        if body.pop(_NO_DEFAULT_MAX_TOKENS, False) is False and not (
+            "max_tokens" in body or "max_completion_tokens" in body
+        ):
+            body["max_tokens"] = self.limits.default_max_tokens
+        text = json.dumps(body, ensure_ascii=False)
+        is_stream = body.get("stream") is True if stream is None else bool(stream)
+        return self._exchange("POST", "chat/completions", content=text.encode("utf-8"), body_text=text,
+                              label=label, auth=auth, headers=headers, content_type="application/json",
+                              stream=is_stream)
+
+    def post_raw(self, path: str, content: bytes, *, label: str = "", auth: bool | str = True,
+                 headers: dict[str, str] | None = None, content_type: str | None = "application/json",
+                 stream: bool = False) -> Exchange:
+        """POST raw bytes (malformed JSON, wrong content types) to {base}/{path}."""
+        return self._exchange("POST", path, content=content,
+                              body_text=content.decode("utf-8", errors="replace"), label=label, auth=auth,
+                              headers=headers, content_type=content_type, stream=stream)
+
+    def get(self, path: str, *, label: str = "", auth: bool | str = True,
+            headers: dict[str, str] | None = None) -> Exchange:
+        """GET {base}/{path} (e.g. ``models`` for discovery)."""
+        return self._exchange("GET", path, content=None, body_text=None, label=label, auth=auth,
+                              headers=headers, content_type=None, stream=False)
+
+    # ---- internals --------------------------------------------------------------------------------
+    def _timeout(self) -> httpx.Timeout:
+        lim = self.limits
+        first_read = min(lim.idle_timeout, lim.total_timeout)
+        return httpx.Timeout(connect=min(lim.connect_timeout, lim.total_timeout), read=first_read,
+                             write=lim.total_timeout, pool=lim.total_timeout)
+
+    def _headers(self, auth: bool | str, headers: dict[str, str] | None,
+                 content_type: str | None) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if content_type is not None:
+            out["Content-Type"] = content_type
+        if auth is True:
+            if self.target.api_key:
+                out["Authorization"] = f"Bearer {self.target.api_key}"
+        elif isinstance(auth, str):
+            out["Authorization"] = f"Bearer {auth}"
+        for k, v in (headers or {}).items():
+            for existing in [e for e in out if e.lower() == k.lower()]:
+                del out[existing]
+            out[k] = v
+        return out
+
+    def _exchange(self, method: str, path: str, *, content: bytes | None, body_text: str | None, label: str,
+                  auth: bool | str, headers: dict[str, str] | None, content_type: str | None,
+                  stream: bool) -> Exchange:
+        url = self.target.url(path)
+        req_headers = self._headers(auth, headers, content_type)
+        retries = 0
+        while True:
+            if self.budget is not None:
+                self.budget.acquire(retry=retries > 0)
+            ex = self._attempt(method, url, req_headers, content, body_text, label, stream)
+            ex.retries = retries
+            if ex.status not in _RETRY_STATUSES or retries >= self.limits.max_retries:
+                break
+            delay = retry_after_seconds(_header(ex.response_headers, "retry-after"))
+            if delay is None:
+                delay = 0.5 * 2**retries
+            elif delay > self.limits.max_retry_after:
+                break  # not worth waiting: the 429/503 is the answer
+            time.sleep(delay)
+            retries += 1
+        if self.budget is not None and ex.status is not None and 200 <= ex.status < 300:
+            self.budget.add_tokens(usage_tokens(ex))
+        if self.target.api_key:
+            _scrub(ex, self.target.api_key)
+        if self.on_exchange is not None:
+            self.on_exchange(ex)
+        return ex
+
+    def _attempt(self, method: str, url: str, headers: dict[str, str], content: bytes | None,
+                 body_text: str | None, label: str, stream: bool) -> Exchange:
+        lim = self.limits
+        ex = Exchange(label=label, method=method, url=url, request_headers=mask_headers(dict(headers)),
+                      request_body=body_text, stream=stream)
+        try:
+            request = self._http.build_request(method, url, headers=headers, content=content)
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
+            ex.transport_error = f"invalid request: {e}"
+            return ex
+        ex.url = _safe_url(request.url)
+        ex.request_headers = mask_headers(dict(request.headers.items()))
+        start = time.monotonic()
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.ConnectTimeout:
+            connect = min(lim.connect_timeout, lim.total_timeout)
+            ex.transport_error = f"connect failed: no connection within {connect}s"
+        except httpx.ConnectError as e:
+            ex.transport_error = f"connect failed: {_text(e)}"
+        except httpx.ReadTimeout:
+            if lim.total_timeout <= lim.idle_timeout:
+                ex.transport_error = f"total deadline {lim.total_timeout}s exceeded (no response headers)"
+            else:
+                ex.transport_error = f"idle timeout: no data for {lim.idle_timeout}s (no response headers)"
+        except httpx.WriteTimeout:
+            ex.transport_error = f"write timeout: request not sent within {lim.total_timeout}s"
+        except httpx.PoolTimeout:
+            ex.transport_error = "connection pool timeout"
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
+            ex.transport_error = f"connection closed before response headers: {_text(e)}"
+        except httpx.UnsupportedProtocol as e:
+            ex.transport_error = f"unsupported URL: {_text(e)}"
+        except (httpx.HTTPError, httpx.StreamError) as e:
+            ex.transport_error = f"transport error ({type(e).__name__}): {_text(e)}"
+        if ex.transport_error is not None:
+            ex.elapsed = round(time.monotonic() - start, 6)
+            return ex
+        try:
+            ex.ttfb = round(time.monotonic() - start, 6)
+            ex.status = response.status_code
+            ex.response_headers = mask_headers(_header_dict(response.headers))
+            if stream and 200 <= response.status_code < 300:
+                is_sse = ex.content_type == "text/event-stream"
+                raw: list[str] | None = None if is_sse else []
+                ex.events, ex.comments, ex.transport_error = read_stream(response, start=start, limits=lim,
+                                                                         raw_text=raw)
+                if raw is not None:
+                    ex.body_text = "".join(raw)
+                    ex.body_truncated = bool(ex.transport_error and ex.transport_error.startswith("response "))
+            else:
+                ex.body_text, ex.body_truncated, ex.transport_error = read_body(response, start=start, limits=lim)
+        finally:
+            response.close()
+        ex.elapsed = round(time.monotonic() - start, 6)
+        return ex
+
+
+def _header(headers: dict[str, str], name: str) -> str | None:
+    for k, v in headers.items():
+        if k.lower() == name:
+            return v
+    return None
+
+
+def _header_dict(headers: httpx.Headers) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in headers.multi_items():
+        out[k] = f"{out[k]}, {v}" if k in out else v
+    return out
+
+
+def _text(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 300 else text[:300] + "..."

@@ -1,0 +1,469 @@
+"""The pytest plugin (``pytest11`` entry point): options, markers, fixtures, evidence and results.
+
+Inert unless ``--conformance-base-url`` is given. Heavy imports happen inside hooks and fixtures.
+Under pytest-xdist each worker sends its records on the test report (``user_properties``); only the
+controller aggregates them and writes the reports.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from conformance.client import Client
+    from conformance.profiles import Profile
+    from conformance.target import Target
+    from conformance.violations import Judge
+
+RECORD_KEY = "conformance"
+_records = pytest.StashKey[list[dict[str, Any]]]()
+_state = pytest.StashKey[dict[str, Any]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("conformance", "chat-conformance: judge a /chat/completions endpoint")
+    g.addoption("--conformance-base-url", metavar="URL", help="base URL ending before /chat/completions, "
+                "e.g. http://127.0.0.1:8080/v1 (enables the plugin)")
+    g.addoption("--conformance-model", metavar="NAME", help="model name to request")
+    g.addoption("--conformance-api-key-env", metavar="VAR", default="CONFORMANCE_API_KEY",
+                help="environment variable holding the API key (default CONFORMANCE_API_KEY)")
+    g.addoption("--conformance-profile", metavar="NAME|FILE", default="seed",
+                help="seed (default), openai, or a profile .toml file")
+    g.addoption("--conformance-level", choices=("must", "should", "may"), default="may",
+                help="run requirements up to this level (default may: all)")
+    g.addoption("--conformance-only", action="append", default=[], metavar="ID|CAPABILITY",
+                help="run only the checks of these requirement ids or capabilities (repeatable)")
+    g.addoption("--conformance-require", action="append", default=[], metavar="CAPABILITY",
+                help="make an optional capability mandatory (repeatable)")
+    g.addoption("--conformance-report-dir", metavar="DIR", default=None,
+                help="write results.json, junit.xml, summary.md and report.html here")
+    g.addoption("--conformance-expectations", metavar="FILE", default=None,
+                help="TOML file of known failures (waivers)")
+    g.addoption("--conformance-strict-waivers", action="store_true", default=False,
+                help="a waived requirement that passes fails the gate")
+    g.addoption("--conformance-max-requests", type=int, default=None, help="request budget of the run")
+    g.addoption("--conformance-max-tokens-total", type=int, default=None, help="token budget of the run")
+    g.addoption("--conformance-rate-limit", type=float, default=None,
+                help="requests per second, shared by all workers")
+    g.addoption("--conformance-timeout", type=float, default=60.0, help="deadline of one exchange, seconds")
+    g.addoption("--conformance-idle-timeout", type=float, default=20.0,
+                help="longest silence between bytes, seconds")
+    g.addoption("--conformance-header", action="append", default=[], metavar="'NAME: VALUE'",
+                help="extra request header (repeatable)")
+    g.addoption("--conformance-insecure", action="store_true", default=False,
+                help="accept an unverified TLS certificate")
+    g.addoption("--conformance-ca-bundle", metavar="FILE", default=None, help="CA bundle for TLS")
+    g.addoption("--conformance-skip-discovery", action="store_true", default=False,
+                help="do not probe optional capabilities (treat undeclared ones as supported)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requirement(*ids): the requirement ids of spec/requirements.yaml "
+                            "that this check judges")
+    if not config.getoption("conformance_base_url", None):
+        return
+    from conformance.errors import UsageError
+
+    config.stash[_records] = []
+    try:
+        state = _worker_state(config) if hasattr(config, "workerinput") else _controller_state(config)
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_state] = state
+    config.pluginmanager.register(_Recorder(config), "conformance-recorder")
+
+
+def _target_from_options(config: pytest.Config) -> Target:
+    from conformance.errors import UsageError
+    from conformance.target import Limits, Target
+
+    base_url = config.getoption("conformance_base_url")
+    if not base_url.startswith(("http://", "https://")):
+        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL: give e.g. http://127.0.0.1:8080/v1")
+    if base_url.rstrip("/").endswith("/chat/completions"):
+        raise UsageError("--base-url must end before /chat/completions: give e.g. http://127.0.0.1:8080/v1")
+    model = config.getoption("conformance_model")
+    if not model:
+        raise UsageError("no model given: pass --model NAME (the name the target serves)")
+    key_env = config.getoption("conformance_api_key_env")
+    api_key = os.environ.get(key_env) or None
+    if key_env != "CONFORMANCE_API_KEY" and api_key is None:
+        raise UsageError(f"environment variable {key_env} is not set: export it with the API key")
+    headers: dict[str, str] = {}
+    for h in config.getoption("conformance_header"):
+        name, sep, value = h.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header {h!r} is not 'NAME: VALUE': write e.g. --header 'X-Org: acme'")
+        headers[name.strip()] = value.strip()
+    verify: bool | str = True
+    if config.getoption("conformance_insecure"):
+        verify = False
+    elif config.getoption("conformance_ca_bundle"):
+        verify = config.getoption("conformance_ca_bundle")
+    limits = Limits(
+        total_timeout=config.getoption("conformance_timeout"),
+        idle_timeout=config.getoption("conformance_idle_timeout"),
+        rate_limit=config.getoption("conformance_rate_limit"),
+        max_requests=config.getoption("conformance_max_requests"),
+        max_tokens_total=config.getoption("conformance_max_tokens_total"),
+    )
+    return Target(base_url=base_url.rstrip("/"), model=model, api_key=api_key,
+                  profile=config.getoption("conformance_profile"), extra_headers=headers,
+                  verify_tls=verify, limits=limits)
+
+
+def _controller_state(config: pytest.Config) -> dict[str, Any]:
+    """Validate options, load the profile and expectations, probe capabilities: once, on the controller."""
+    from conformance.catalog import CAPABILITIES, OPTIONAL_CAPABILITIES, catalog
+    from conformance.errors import UsageError
+    from conformance.profiles import load_profile
+
+    target = _target_from_options(config)
+    profile = load_profile(target.profile)
+    for sel in config.getoption("conformance_only"):
+        if sel not in catalog() and sel not in CAPABILITIES:
+            raise UsageError(f"--only {sel!r} is neither a requirement id nor a capability: "
+                             "list them with `chat-conformance requirements`")
+    for cap in config.getoption("conformance_require"):
+        if cap not in OPTIONAL_CAPABILITIES:
+            raise UsageError(f"--require {cap!r} is not an optional capability: use one of "
+                             + ", ".join(OPTIONAL_CAPABILITIES))
+    waivers: dict[str, Any] = {}
+    if config.getoption("conformance_expectations"):
+        from conformance.expectations import load_expectations
+
+        waivers = load_expectations(config.getoption("conformance_expectations"))
+    state_dir = tempfile.mkdtemp(prefix="conformance-run-")
+    return {"target": target, "profile": profile, "waivers": waivers, "state_dir": state_dir,
+            "capabilities": None, "started": time.time(), "interrupted": False}
+
+
+def _worker_state(config: pytest.Config) -> dict[str, Any]:
+    from conformance.profiles import load_profile
+
+    wi = config.workerinput  # type: ignore[attr-defined]
+    target = _target_from_options(config)
+    return {"target": target, "profile": load_profile(target.profile), "waivers": {},
+            "state_dir": wi["conformance_state_dir"], "capabilities": wi.get("conformance_capabilities"),
+            "started": time.time(), "interrupted": False}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # pytest-xdist: hand the run's shared state to a worker
+    state = node.config.stash.get(_state, None)
+    if state is None:
+        return
+    node.workerinput["conformance_state_dir"] = state["state_dir"]
+    node.workerinput["conformance_capabilities"] = _capabilities(node.config)
+
+
+def _capabilities(config: pytest.Config) -> dict[str, dict[str, Any]]:
+    """Optional capabilities: declared by the profile, else discovered once (cheap probes)."""
+    state = config.stash[_state]
+    if state["capabilities"] is None:
+        from conformance.discovery import discover
+
+        state["capabilities"] = discover(
+            _make_client(config), state["profile"],
+            skip=config.getoption("conformance_skip_discovery"),
+            required=tuple(config.getoption("conformance_require")))
+    return state["capabilities"]
+
+
+def _make_client(config: pytest.Config, on_exchange: Any = None) -> Client:
+    from conformance.budget import Budget
+    from conformance.client import Client
+
+    state = config.stash[_state]
+    t: Target = state["target"]
+    if "budget" not in state:
+        state["budget"] = Budget(Path(state["state_dir"]), max_requests=t.limits.max_requests,
+                                 max_tokens_total=t.limits.max_tokens_total, rate_limit=t.limits.rate_limit)
+    return Client(t, budget=state["budget"], on_exchange=on_exchange)
+
+
+# ---- selection ---------------------------------------------------------------------------------------------
+
+def _item_requirements(item: pytest.Item) -> tuple[str, ...]:
+    ids: list[str] = []
+    for mark in item.iter_markers("requirement"):
+        ids.extend(mark.args)
+    return tuple(dict.fromkeys(ids))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _state not in config.stash:
+        return
+    from conformance.catalog import catalog, level_rank
+
+    state = config.stash[_state]
+    profile = state["profile"].name
+    level = level_rank(config.getoption("conformance_level"))
+    only = set(config.getoption("conformance_only"))
+    keep, drop = [], []
+    for item in items:
+        reqs = [catalog()[r] for r in _item_requirements(item) if r in catalog()]
+        live = [r for r in reqs if r.applies_to(profile) and level_rank(r.level_for(profile)) <= level]
+        if only:
+            live = [r for r in live if r.id in only or r.capability in only]
+        (keep if live else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# ---- fixtures ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def conformance_target(pytestconfig: pytest.Config) -> Target:
+    if _state not in pytestconfig.stash:
+        pytest.skip("chat-conformance checks need --conformance-base-url (use `chat-conformance run`)")
+    return pytestconfig.stash[_state]["target"]
+
+
+@pytest.fixture(scope="session")
+def profile(pytestconfig: pytest.Config, conformance_target: Target) -> Profile:
+    return pytestconfig.stash[_state]["profile"]
+
+
+@pytest.fixture(scope="session")
+def capabilities(pytestconfig: pytest.Config, conformance_target: Target) -> dict[str, dict[str, Any]]:
+    return _capabilities(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def _session_client(pytestconfig: pytest.Config, conformance_target: Target) -> Any:
+    sink: dict[str, Any] = {"judge": None}
+
+    def on_exchange(ex: Any) -> None:
+        if sink["judge"] is not None:
+            sink["judge"].exchanges.append(ex)
+
+    client = _make_client(pytestconfig, on_exchange)
+    client.sink = sink  # type: ignore[attr-defined]
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def judge(request: pytest.FixtureRequest, _session_client: Any,
+          capabilities: dict[str, dict[str, Any]]) -> Judge:
+    """Collects this check's violations and exchanges; skips checks of unsupported optional capabilities."""
+    from conformance.catalog import catalog
+    from conformance.violations import Judge
+
+    reqs = _item_requirements(request.node)
+    if not reqs:
+        raise RuntimeError(f"{request.node.nodeid} has no @pytest.mark.requirement(...)")
+    for rid in reqs:
+        cap = catalog()[rid].capability
+        info = capabilities.get(cap)
+        if info is not None and not info.get("supported", True):
+            pytest.skip(f"unsupported: {cap}: {info.get('reason', 'declared unsupported')}")
+    j = Judge(requirements=reqs)
+    request.node.stash[_judge_key] = j
+    _session_client.sink["judge"] = j
+    yield j
+    _session_client.sink["judge"] = None
+
+
+@pytest.fixture
+def client(judge: Judge, _session_client: Client) -> Client:
+    """The recording client; every exchange lands in this check's evidence."""
+    return _session_client
+
+
+_judge_key = pytest.StashKey[Any]()
+
+
+@pytest.fixture(scope="session")
+def _shared_cache() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+def shared(judge: Judge, _session_client: Any, _shared_cache: dict[str, Any]) -> Any:
+    """``shared(key, body, **kw)``: one exchange sent once per worker and judged by every check that asks
+    for it (each check's evidence gets it). Use only for requests whose answer several checks judge."""
+
+    def get(key: str, body: dict[str, Any], **kw: Any) -> Any:
+        if key in _shared_cache:
+            ex = _shared_cache[key]
+            judge.exchanges.append(ex)
+            return ex
+        ex = _session_client.chat(body, label=kw.pop("label", key), **kw)
+        _shared_cache[key] = ex
+        return ex
+
+    return get
+
+
+# ---- outcome ----------------------------------------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    from conformance.errors import BudgetExhausted
+    from conformance.violations import Inconclusive, ViolationError
+
+    try:
+        result = yield
+    except Inconclusive as exc:
+        pytest.skip(f"inconclusive: {exc}")
+    except BudgetExhausted as exc:
+        item.session.shouldstop = f"budget exhausted: {exc}"
+        pytest.skip(f"not run: budget exhausted: {exc}")
+    judge = item.stash.get(_judge_key, None)
+    if judge is not None and judge.violations:
+        raise ViolationError(judge.violations[0]) if len(judge.violations) == 1 else AssertionError(
+            "\n".join(str(v) for v in judge.violations))
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if _state not in item.config.stash:
+        return report
+    judge = item.stash.get(_judge_key, None)
+    final = report.when == "call" or (report.when == "setup" and not report.passed)
+    if not final:
+        return report
+    outcome = report.outcome
+    error = ""
+    excinfo = call.excinfo
+    if report.failed and excinfo is not None and not isinstance(excinfo.value, AssertionError):
+        outcome, error = "error", "".join(traceback.format_exception_only(excinfo.type, excinfo.value)).strip()
+        error += "\n" + str(report.longrepr)[-3000:]
+    elif report.failed and (judge is None or not judge.violations):
+        # a bare assert in a check: blame the check's requirements, with the assertion text
+        msg = str(excinfo.value) if excinfo else "failed"
+        reqs = _item_requirements(item)
+        if judge is not None:
+            from conformance.violations import Violation
+
+            judge.violations.append(Violation(reqs[0] if reqs else "?", msg.splitlines()[0] if msg else "failed"))
+    skip_reason = ""
+    if report.skipped and isinstance(report.longrepr, tuple):
+        skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+    record = {
+        "nodeid": item.nodeid,
+        "requirements": list(_item_requirements(item)),
+        "outcome": outcome if outcome in ("passed", "failed", "skipped", "error") else "error",
+        "skip_reason": skip_reason,
+        "error": error,
+        "duration": round(report.duration, 4),
+        "judged": sorted(judge.judged) if judge else [],
+        "violations": [vars(v) for v in judge.violations] if judge else [],
+        "exchanges": [ex.to_dict() for ex in judge.exchanges] if judge else [],
+    }
+    report.user_properties.append((RECORD_KEY, record))
+    return report
+
+
+class _Recorder:
+    """Registered on an enabled run: gathers records (its own and every xdist worker's) on the controller."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for key, value in report.user_properties:
+            if key == RECORD_KEY:
+                self.config.stash[_records].append(value)
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        self.config.stash[_state]["interrupted"] = True
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if _state not in config.stash or hasattr(config, "workerinput"):
+        return
+    from conformance.results import build_results, write_all
+
+    state = config.stash[_state]
+    t: Target = state["target"]
+    records = list(config.stash[_records])
+    cost = _cost(records)
+    if "budget" in state:
+        cost["budget"] = state["budget"].snapshot()
+    notes = []
+    if session.shouldstop:
+        notes.append(str(session.shouldstop))
+    results = build_results(
+        records,
+        target={"base_url": t.base_url, "model": t.model, "profile": t.profile},
+        profile=state["profile"].name, level=config.getoption("conformance_level"),
+        started=state["started"], finished=time.time(), cost=cost,
+        capabilities=state["capabilities"] or {}, waivers=state["waivers"],
+        strict_waivers=config.getoption("conformance_strict_waivers"),
+        interrupted=state["interrupted"] or exitstatus == pytest.ExitCode.INTERRUPTED, notes=notes)
+    config.stash[_state]["results"] = results
+    report_dir = config.getoption("conformance_report_dir")
+    if report_dir:
+        paths = write_all(results, Path(report_dir))
+        try:
+            from conformance.reports.html import write_html
+
+            paths.append(write_html(results, Path(report_dir)))
+        except ImportError:
+            pass
+        state["written"] = paths
+    session.exitstatus = results["exit_code"]
+
+
+def _cost(records: list[dict[str, Any]]) -> dict[str, Any]:
+    requests = retries = prompt = completion = 0
+    for r in records:
+        for ex in r["exchanges"]:
+            requests += 1 + ex.get("retries", 0)
+            retries += ex.get("retries", 0)
+            usage = _usage_of(ex)
+            prompt += usage.get("prompt_tokens", 0) or 0
+            completion += usage.get("completion_tokens", 0) or 0
+    return {"requests": requests, "retries": retries, "prompt_tokens": prompt, "completion_tokens": completion}
+
+
+def _usage_of(ex: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    if ex.get("stream"):
+        for ev in reversed(ex.get("events", [])):
+            j = ev.get("json")
+            if isinstance(j, dict) and isinstance(j.get("usage"), dict):
+                return j["usage"]
+        return {}
+    try:
+        body = json.loads(ex.get("body_text") or "")
+    except ValueError:
+        return {}
+    u = body.get("usage") if isinstance(body, dict) else None
+    return u if isinstance(u, dict) else {}
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if _state not in config.stash or "results" not in config.stash[_state]:
+        return
+    res = config.stash[_state]["results"]
+    tr = terminalreporter
+    tr.section("chat-conformance")
+    counts = ", ".join(f"{n} {v}" for v, n in sorted(res["counts"].items()))
+    tr.write_line(f"{res['verdict']} (level reached: {res['level_reached']}); requirements: {counts}")
+    for r in res["requirements"].values():
+        if r["verdict"] in ("fail", "error"):
+            tr.write_line(f"  FAIL {r['id']} ({r['level']}): {r['reason'][:200]}")
+    unsupported = [r for r in res["requirements"].values() if r["verdict"] == "unsupported"]
+    for r in unsupported[:20]:
+        tr.write_line(f"  UNSUPPORTED {r['id']}: {r['reason'][:160]}")
+    c = res["cost"]
+    tr.write_line(f"cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
+                  f"completion tokens, {c['retries']} retries")
+    for p in config.stash[_state].get("written", []):
+        tr.write_line(f"wrote {p}")

@@ -1,0 +1,232 @@
+"""Aggregate per-check records into per-requirement verdicts, and write results.json, JUnit and summary.md.
+
+Knows nothing about pytest or the CLI: it consumes plain dicts (the records the plugin collects).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from conformance import __version__
+from conformance.catalog import catalog, level_rank
+
+__all__ = ["RESULTS_SCHEMA_VERSION", "VERDICTS", "aggregate", "gate", "write_all", "render_summary",
+           "render_junit"]
+
+RESULTS_SCHEMA_VERSION = "1.0"
+VERDICTS = ("pass", "fail", "waived", "unexpectedly-passing", "unsupported", "not-run", "informational", "error")
+
+
+def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tuple[str, str]:
+    """(verdict, reason) of one requirement over the records of the checks that judge it."""
+    mine = [r for r in records if req_id in r["requirements"]]
+    if not mine:
+        return "not-run", "no check for this requirement was run (deselected or filtered)"
+    failing = [r for r in mine if any(v["requirement"] == req_id for v in r.get("violations", []))]
+    if failing:
+        return ("informational" if level == "MAY" else "fail"), failing[0]["violations"][0]["message"]
+    errors = [r for r in mine if r["outcome"] == "error"]
+    if errors:
+        return "error", "internal error of the suite in " + errors[0]["nodeid"]
+    judged = [r for r in mine if r["outcome"] == "passed" or req_id in r.get("judged", [])]
+    judged = [r for r in judged if req_id in r.get("judged", [])]
+    if judged:
+        return "pass", ""
+    skipped = [r for r in mine if r["outcome"] == "skipped"]
+    for r in skipped:
+        if r.get("skip_reason", "").startswith("unsupported"):
+            return "unsupported", r["skip_reason"]
+    if skipped:
+        return "not-run", skipped[0].get("skip_reason", "skipped")
+    return "not-run", "the check ended before judging this requirement"
+
+
+def aggregate(records: list[dict[str, Any]], *, profile: str, level: str,
+              waivers: dict[str, dict[str, Any]] | None = None,
+              today: dt.date | None = None) -> dict[str, dict[str, Any]]:
+    """Per requirement: id, level, capability, statement, verdict, reason, checks (nodeids)."""
+    waivers = waivers or {}
+    today = today or dt.date.today()
+    out: dict[str, dict[str, Any]] = {}
+    for req in catalog().values():
+        if not req.applies_to(profile):
+            continue
+        lvl = req.level_for(profile)
+        verdict, reason = _verdict_for(req.id, lvl, records)
+        if level_rank(lvl) > level_rank(level) and verdict == "not-run":
+            reason = f"above the run's level ({level.upper()})"
+        waiver = waivers.get(req.id)
+        expired = False
+        if waiver is not None:
+            expires = waiver.get("expires")
+            expired = expires is not None and expires < today
+            if verdict == "fail" and not expired:
+                verdict, reason = "waived", f"waived: {waiver.get('reason', '')} (was: {reason})"
+            elif verdict == "pass":
+                verdict, reason = "unexpectedly-passing", f"a waiver expects a failure: {waiver.get('reason', '')}"
+            elif verdict == "fail" and expired:
+                reason = f"waiver expired on {expires}: {reason}"
+        out[req.id] = {
+            "id": req.id, "level": lvl, "capability": req.capability, "statement": req.statement,
+            "source": req.source, "verdict": verdict, "reason": reason, "waiver_expired": expired,
+            "checks": sorted({r["nodeid"] for r in records if req.id in r["requirements"]}),
+        }
+    return out
+
+
+def gate(requirements: dict[str, dict[str, Any]], records: list[dict[str, Any]], *,
+         strict_waivers: bool = False) -> tuple[int, str]:
+    """(exit code, one-line verdict): 0 conformant, 1 not conformant, 4 internal error."""
+    internal = [r for r in records if r["outcome"] == "error"]
+    if internal:
+        return 4, f"internal error of the suite in {len(internal)} check(s); the verdict is incomplete"
+    fails = [r for r in requirements.values() if r["verdict"] == "fail"]
+    if fails:
+        by = Counter(r["level"] for r in fails)
+        return 1, "NOT CONFORMANT: " + ", ".join(f"{n} {lvl}" for lvl, n in sorted(by.items())) + \
+            " requirement(s) failed"
+    if strict_waivers:
+        unexpected = [r for r in requirements.values() if r["verdict"] == "unexpectedly-passing"]
+        if unexpected:
+            return 1, f"NOT CONFORMANT (strict waivers): {len(unexpected)} waived requirement(s) now pass"
+    return 0, "CONFORMANT"
+
+
+def level_reached(requirements: dict[str, dict[str, Any]]) -> str:
+    """The highest level whose requirements (and those above it) have no failure: MAY, SHOULD, MUST or none."""
+    reached = "none"
+    for lvl in ("MUST", "SHOULD", "MAY"):
+        bad = [r for r in requirements.values() if r["level"] == lvl and r["verdict"] in ("fail",
+                                                                                            "informational")]
+        if bad:
+            break
+        reached = lvl
+    return reached
+
+
+def render_summary(results: dict[str, Any]) -> str:
+    reqs = results["requirements"]
+    lines = [f"# chat-conformance: {results['verdict']}", ""]
+    t = results["target"]
+    lines.append(f"Target `{t['base_url']}`, model `{t['model']}`, profile `{results['profile']}`, "
+                 f"level reached: **{results['level_reached']}**.")
+    lines.append("")
+    counts = Counter(r["verdict"] for r in reqs.values())
+    lines.append("| verdict | requirements |")
+    lines.append("|---|---|")
+    for v in VERDICTS:
+        if counts.get(v):
+            lines.append(f"| {v} | {counts[v]} |")
+    lines.append("")
+    lines.append("| level | pass | fail | other |")
+    lines.append("|---|---|---|---|")
+    for lvl in ("MUST", "SHOULD", "MAY"):
+        rs = [r for r in reqs.values() if r["level"] == lvl]
+        p = sum(r["verdict"] == "pass" for r in rs)
+        f = sum(r["verdict"] in ("fail", "informational") for r in rs)
+        lines.append(f"| {lvl} | {p} | {f} | {len(rs) - p - f} |")
+    lines.append("")
+    fails = [r for r in reqs.values() if r["verdict"] in ("fail", "informational", "error")]
+    if fails:
+        lines.append("## Failures")
+        lines.append("")
+        for r in fails:
+            reason = r["reason"].replace("\n", " ").replace("|", "\\|").replace("<", "&lt;")
+            lines.append(f"- **{r['id']}** ({r['level']}, {r['capability']}): {reason}")
+        lines.append("")
+    unsupported = [r for r in reqs.values() if r["verdict"] == "unsupported"]
+    if unsupported:
+        lines.append("## Unsupported")
+        lines.append("")
+        for r in unsupported:
+            lines.append(f"- {r['id']}: {r['reason'].replace('<', '&lt;')}")
+        lines.append("")
+    c = results["cost"]
+    lines.append(f"Cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
+                 f"completion tokens, {c['retries']} retries; {results['duration_s']:.1f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def render_junit(results: dict[str, Any]) -> str:
+    checks = results["checks"]
+    suite = ET.Element("testsuite", name="chat-conformance", tests=str(len(checks)),
+                       failures=str(sum(c["outcome"] == "failed" for c in checks)),
+                       errors=str(sum(c["outcome"] == "error" for c in checks)),
+                       skipped=str(sum(c["outcome"] == "skipped" for c in checks)),
+                       time=f"{results['duration_s']:.3f}")
+    for c in checks:
+        mod, _, name = c["nodeid"].rpartition("::")
+        case = ET.SubElement(suite, "testcase", classname=mod.replace("/", ".").removesuffix(".py"), name=name,
+                             time=f"{c.get('duration', 0.0):.3f}")
+        props = ET.SubElement(case, "properties")
+        for rid in c["requirements"]:
+            ET.SubElement(props, "property", name="requirement", value=rid)
+        if c["outcome"] == "failed":
+            msg = "; ".join(f"[{v['requirement']}] {v['message']}" for v in c["violations"]) or "failed"
+            el = ET.SubElement(case, "failure", message=msg[:1000])
+            el.text = "\n".join(f"{v['requirement']} at {v['path']}: expected {v['expected']}, "
+                                f"received {v['received']}" for v in c["violations"])
+        elif c["outcome"] == "error":
+            el = ET.SubElement(case, "error", message="internal error of the suite")
+            el.text = c.get("error", "")
+        elif c["outcome"] == "skipped":
+            ET.SubElement(case, "skipped", message=c.get("skip_reason", ""))
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def build_results(records: list[dict[str, Any]], *, target: dict[str, Any], profile: str, level: str,
+                  started: float, finished: float, cost: dict[str, Any], capabilities: dict[str, Any],
+                  waivers: dict[str, dict[str, Any]] | None = None, strict_waivers: bool = False,
+                  interrupted: bool = False, notes: list[str] | None = None) -> dict[str, Any]:
+    from conformance.specfiles import spec_hash
+
+    reqs = aggregate(records, profile=profile, level=level, waivers=waivers)
+    code, verdict = gate(reqs, records, strict_waivers=strict_waivers)
+    if interrupted:
+        verdict = "INTERRUPTED: " + verdict
+        code = code or 1
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "suite_version": __version__,
+        "spec_hash": spec_hash(),
+        "profile": profile,
+        "level": level.upper(),
+        "target": target,
+        "capabilities": capabilities,
+        "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),
+        "finished": dt.datetime.fromtimestamp(finished, dt.UTC).isoformat(),
+        "duration_s": round(finished - started, 3),
+        "verdict": verdict,
+        "exit_code": code,
+        "level_reached": level_reached(reqs),
+        "interrupted": interrupted,
+        "notes": notes or [],
+        "cost": cost,
+        "counts": dict(Counter(r["verdict"] for r in reqs.values())),
+        "requirements": reqs,
+        "checks": records,
+    }
+
+
+def write_all(results: dict[str, Any], report_dir: Path) -> list[Path]:
+    """Write results.json, junit.xml and summary.md atomically; return the paths written."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("results.json", json.dumps(results, indent=1, ensure_ascii=False)),
+                       ("junit.xml", render_junit(results)),
+                       ("summary.md", render_summary(results))):
+        path = report_dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        written.append(path)
+    return written
