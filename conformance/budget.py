@@ -77,10 +77,9 @@ class Budget:
         the shared rate limit. Raises ``BudgetExhausted`` when the request or token budget is spent."""
         wait = 0.0
         with self._locked() as state:
-            if self.max_tokens_total is not None and state["tokens"] >= self.max_tokens_total:
-                raise BudgetExhausted(f"token budget of {self.max_tokens_total} exhausted (--max-tokens-total)")
-            if self.max_requests is not None and state["requests"] >= self.max_requests:
-                raise BudgetExhausted(f"request budget of {self.max_requests} exhausted (--max-requests)")
+            why = self._why(state)
+            if why is not None:
+                raise BudgetExhausted(why)
             state["requests"] += 1
             if retry:
                 state["retries"] += 1
@@ -103,7 +102,9 @@ class Budget:
     @property
     def exhausted(self) -> str | None:
         """Why the next ``acquire`` would raise, or None."""
-        state = self.snapshot()
+        return self._why(self.snapshot())
+
+    def _why(self, state: dict[str, Any]) -> str | None:
         if self.max_tokens_total is not None and state["tokens"] >= self.max_tokens_total:
             return f"token budget of {self.max_tokens_total} exhausted (--max-tokens-total)"
         if self.max_requests is not None and state["requests"] >= self.max_requests:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from .budget import Budget
-from .evidence import MASK, Exchange, mask_headers
+from .evidence import MASK, Exchange, SSEEvent, mask_headers
 from .sse import parse_event_data, read_body, read_stream
 from .target import Target
 
@@ -99,24 +99,16 @@ def _scrub(obj: Any, secret: str) -> None:
         new = _scrub_value(value, secret)
         if new is not value:
             setattr(obj, f.name, new)
-    # a scrubbed event's JSON must follow its data
-    if hasattr(obj, "data") and hasattr(obj, "json_error") and isinstance(obj.data, str):
-        if secret in json.dumps(obj.json, default=str) if obj.json is not None else False:
-            obj.json, obj.json_error = parse_event_data(obj.data)
+    if isinstance(obj, SSEEvent) and obj.json is not None and secret in json.dumps(obj.json, default=str):
+        obj.json, obj.json_error = parse_event_data(obj.data)  # the parsed JSON follows the scrubbed data
 
 
 def _scrub_value(value: Any, secret: str) -> Any:
     if isinstance(value, str):
         return value.replace(secret, MASK) if secret in value else value
     if isinstance(value, dict):
-        out = {_scrub_value(k, secret): _scrub_value(v, secret) for k, v in value.items()}
-        return out if out != value else value
+        return {_scrub_value(k, secret): _scrub_value(v, secret) for k, v in value.items()}
     if isinstance(value, list):
-        for item in value:
-            if is_dataclass(item):
-                _scrub(item, secret)
-        if all(is_dataclass(item) for item in value):
-            return value
         return [_scrub_value(v, secret) for v in value]
     if is_dataclass(value) and not isinstance(value, type):
         _scrub(value, secret)
@@ -297,9 +289,11 @@ class Client:
                                                                          raw_text=raw)
                 if raw is not None:
                     ex.body_text = "".join(raw)
-                    ex.body_truncated = bool(ex.transport_error and ex.transport_error.startswith("response "))
+                    error = ex.transport_error or ""
+                    ex.body_truncated = error.startswith("response larger than")
             else:
-                ex.body_text, ex.body_truncated, ex.transport_error = read_body(response, start=start, limits=lim)
+                text, truncated, error_ = read_body(response, start=start, limits=lim)
+                ex.body_text, ex.body_truncated, ex.transport_error = text, truncated, error_
         finally:
             response.close()
         ex.elapsed = round(time.monotonic() - start, 6)
