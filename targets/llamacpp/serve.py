@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run without an API key when the env var is unset")
     ap.add_argument("--alias", default="tiny-chat", help="model name served (default tiny-chat)")
     ap.add_argument("--ctx", type=int, default=1024, help="context size per slot (default 1024)")
-    ap.add_argument("--parallel", type=int, default=2, help="number of slots (default 2)")
+    ap.add_argument("--parallel", type=int, default=4,
+                    help="number of slots = largest n accepted (default 4)")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--verbosity", type=int, default=2, help="llama.cpp log verbosity (default 2)")
     ap.add_argument("--ready-timeout", type=float, default=60.0)
@@ -83,27 +84,40 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-
     import xllamacpp
 
-    server = xllamacpp.Server(build_params(args, api_key))  # starts listening in background threads
+    try:
+        holder = [xllamacpp.Server(build_params(args, api_key))]  # listens in native threads
+    except RuntimeError as e:  # e.g. port already in use
+        print(f"serve.py: llama.cpp server failed to start: {e}", file=sys.stderr)
+        return 1
+
+    # Install handlers after the native server started, so they win over any it set.
+    stop = threading.Event()
+
+    def on_signal(*_):
+        if stop.is_set():  # second signal: leave at once
+            os._exit(0)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
     base = f"http://127.0.0.1:{args.port}"
     if not wait_healthy(base, args.ready_timeout):
         print(f"serve.py: server did not become healthy on {base}", file=sys.stderr)
-        return 1
+        os._exit(1)
     print(f"ready {base}/v1", flush=True)
     while not stop.wait(0.5):
         pass
     print("serve.py: stopping", file=sys.stderr, flush=True)
+    # Graceful native shutdown can wait on open keep-alive connections: give it 2 s.
+    t = threading.Thread(target=holder.clear, daemon=True)  # drops the last reference
+    t.start()
+    t.join(2.0)
     sys.stdout.flush()
     sys.stderr.flush()
-    del server
-    # The native server threads do not always shut down promptly; exit hard.
     os._exit(0)
-
 
 if __name__ == "__main__":
     sys.exit(main())
