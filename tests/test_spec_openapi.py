@@ -305,9 +305,9 @@ def test_request_documents_every_seed_field(doc: dict[str, Any]) -> None:
     props = doc["components"]["schemas"]["CreateChatCompletionRequest"]["properties"]
     for field in (
         "model", "messages", "max_tokens", "context_length_exceeded_behavior", "stream", "stream_options",
-        "n", "seed", "frequency_penalty", "presence_penalty", "repetition_penalty", "stop", "temperature", "top_p",
-        "top_k", "min_p", "logit_bias", "logprobs", "top_logprobs", "tools", "tool_choice", "response_format",
-        "separate_reasoning", "enable_thinking",
+        "n", "seed", "frequency_penalty", "presence_penalty", "repetition_penalty", "stop", "temperature",
+        "top_p", "top_k", "min_p", "logit_bias", "logprobs", "top_logprobs", "tools", "tool_choice",
+        "response_format", "separate_reasoning", "enable_thinking",
     ):
         assert field in props, field
     ranged = ("n", "frequency_penalty", "presence_penalty", "repetition_penalty", "temperature", "top_p",
