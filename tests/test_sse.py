@@ -1,4 +1,4 @@
-"""sse.read_stream: framing (CR, LF, CRLF, comments, multi-line data), bad input, limits — over MockTransport."""
+"""sse.read_stream over MockTransport: framing (CR, LF, CRLF, comments, multi-line data), bad input, caps."""
 
 from __future__ import annotations
 

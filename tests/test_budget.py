@@ -1,0 +1,106 @@
+"""The run budget: counters and the rate limit shared by processes through a state directory."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from conformance.budget import Budget
+from conformance.errors import BudgetExhausted
+
+
+def _ctx() -> multiprocessing.context.BaseContext:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _spend(state_dir: str, max_requests: int, rate: float | None, out: multiprocessing.Queue) -> None:
+    budget = Budget(Path(state_dir), max_requests=max_requests, max_tokens_total=None, rate_limit=rate)
+    stamps: list[float] = []
+    refused = 0
+    for _ in range(40):
+        try:
+            budget.acquire()
+        except BudgetExhausted:
+            refused += 1
+            continue
+        stamps.append(time.monotonic())
+    out.put((len(stamps), refused, stamps))
+
+
+def _run(state_dir: Path, n_procs: int, max_requests: int, rate: float | None) -> list[tuple[int, int, list]]:
+    ctx = _ctx()
+    out = ctx.Queue()
+    args = (str(state_dir), max_requests, rate, out)
+    procs = [ctx.Process(target=_spend, args=args) for _ in range(n_procs)]  # type: ignore[attr-defined]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=20) for _ in procs]
+    for p in procs:
+        p.join(10)
+        assert p.exitcode == 0
+    return results
+
+
+def test_two_processes_never_exceed_max_requests(tmp_path: Path) -> None:
+    results = _run(tmp_path, 2, 25, None)
+    granted = sum(r[0] for r in results)
+    assert granted == 25
+    assert sum(r[1] for r in results) == 80 - 25
+    snap = Budget(tmp_path, max_requests=25).snapshot()
+    assert snap["requests"] == 25
+
+
+def test_shared_rate_limit_spaces_requests_across_processes(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    results = _run(tmp_path, 2, 10, 20.0)  # 10 granted in all, at 20 rps
+    wall = time.monotonic() - t0
+    stamps = sorted(s for r in results for s in r[2])
+    assert len(stamps) == 10
+    assert stamps[-1] - stamps[0] >= 0.4  # 9 gaps of 0.05 s; a lower bound only
+    assert wall >= 0.4
+
+
+def test_rate_limit_in_one_process(tmp_path: Path) -> None:
+    budget = Budget(tmp_path, max_requests=None, max_tokens_total=None, rate_limit=20.0)
+    t0 = time.monotonic()
+    for _ in range(10):
+        budget.acquire()
+    assert time.monotonic() - t0 >= 0.4
+
+
+def test_token_budget_lets_the_crossing_request_finish(tmp_path: Path) -> None:
+    budget = Budget(tmp_path, max_requests=None, max_tokens_total=100, rate_limit=None)
+    budget.acquire()
+    budget.add_tokens(60)
+    budget.acquire()
+    budget.add_tokens(60)  # crosses the line: no error here
+    assert budget.exhausted == "token budget of 100 exhausted (--max-tokens-total)"
+    with pytest.raises(BudgetExhausted, match=r"token budget of 100 exhausted \(--max-tokens-total\)"):
+        budget.acquire()
+    assert budget.snapshot() == {"requests": 2, "tokens": 120, "retries": 0, "max_requests": None,
+                                 "max_tokens_total": 100, "rate_limit": None}
+
+
+def test_request_budget_message_and_retries(tmp_path: Path) -> None:
+    budget = Budget(tmp_path, max_requests=2)
+    budget.acquire()
+    budget.acquire(retry=True)
+    with pytest.raises(BudgetExhausted, match=r"^request budget of 2 exhausted \(--max-requests\)$"):
+        budget.acquire()
+    snap = budget.snapshot()
+    assert snap["requests"] == 2 and snap["retries"] == 1
+    other = Budget(tmp_path, max_requests=2)  # another worker sees the same counters
+    assert other.exhausted is not None
+
+
+def test_unlimited_and_validation(tmp_path: Path) -> None:
+    budget = Budget(tmp_path / "new" / "dir")
+    for _ in range(50):
+        budget.acquire()
+    assert budget.snapshot()["requests"] == 50 and budget.exhausted is None
+    with pytest.raises(ValueError):
+        Budget(tmp_path, rate_limit=0)
