@@ -161,3 +161,44 @@ def judge_error_shape(judge: Judge, ex: Exchange) -> None:
         judge.check(ex.content_type == "application/json", "ERROR-CONTENT-TYPE", "error not sent as JSON",
                     path="headers.content-type", expected="application/json", received=ex.content_type,
                     exchange=ex)
+
+
+# ---- deterministic requests and logprobs (sampling, stop, penalties, logit-bias, logprobs checks) ----------
+
+DETERMINISTIC_LOGPROBS = "deterministic-logprobs-16"  # shared key of deterministic_logprobs()
+
+
+def deterministic_body(target: Any, profile: Any, **fields: Any) -> dict[str, Any]:
+    """A request with the profile's deterministic sampling parameters (spec/DECISIONS.md#determinism)."""
+    return body(target, **{**profile.deterministic, **fields})
+
+
+def deterministic_logprobs(shared: Any, target: Any, profile: Any) -> Exchange:
+    """One deterministic 16-token completion with logprobs and 5 top alternatives, shared by the checks that
+    judge it (logprobs shape, greedy consistency) or start from it (penalties, logit-bias baseline)."""
+    return shared(DETERMINISTIC_LOGPROBS,
+                  deterministic_body(target, profile, max_tokens=16, logprobs=True, top_logprobs=5),
+                  label="deterministic, 16 tokens, logprobs with top_logprobs 5")
+
+
+def logprob_entries(data: dict[str, Any], index: int = 0) -> list[Any] | None:
+    """choices[index].logprobs.content, or None when it is not a list."""
+    try:
+        lp = data["choices"][index].get("logprobs")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+    entries = lp.get("content") if isinstance(lp, dict) else None
+    return entries if isinstance(entries, list) else None
+
+
+def usage_of(data: dict[str, Any], key: str = "completion_tokens") -> int | None:
+    usage = data.get("usage")
+    v = usage.get(key) if isinstance(usage, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def finish_of(data: dict[str, Any], index: int = 0) -> Any:
+    try:
+        return data["choices"][index].get("finish_reason")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
