@@ -38,8 +38,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = [
-    "EOS_ID", "THINK_ID", "END_THINK_ID", "MASK", "Vocabulary", "VOCAB", "TinyModel", "MODEL",
-    "SamplingParams", "Decoder", "Step", "log_softmax", "VALUE_WORD_IDS",
+    "EOS_ID",
+    "THINK_ID",
+    "END_THINK_ID",
+    "MASK",
+    "Vocabulary",
+    "VOCAB",
+    "TinyModel",
+    "MODEL",
+    "SamplingParams",
+    "Decoder",
+    "Step",
+    "log_softmax",
+    "VALUE_WORD_IDS",
 ]
 
 EOS_ID = 0
@@ -50,29 +61,193 @@ MASK = 1e4
 _SPECIALS = ["<eos>", "<think>", "</think>"]
 _CHARS = ["\n", "\t"] + [chr(c) for c in range(32, 127)]
 _WORDS = [
-    " the", " cat", " dog", " sat", " on", " mat", " a", " and", " is", " was", " it", " of", " to", " in",
-    " sun", " moon", " tree", " red", " blue", " green", " big", " small", " house", " river", " bird",
-    " sings", " runs", " jumps", " over", " under", " quick", " brown", " fox", " lazy", " day", " night",
-    " light", " dark", " cold", " warm", " rain", " snow", " wind", " sky", " star", " sea", " ship",
-    " road", " city", " town", " weather", " today", " tomorrow", " hello", " world", " yes", " no",
-    " maybe", " good", " bad", " happy", " sad", " one", " two", " three", " four", " five", " time",
-    " place", " thing", " word", " book", " story", " song", " friend", " water", " fire", " stone",
-    " bread", " apple", " The", " I", " you", " we", " they", " he", " she", " with", " from", " for",
-    " at", " by", " as", " that", " this", " there", " here", " very", " more", " less", " all", " some",
-    " many", " few", " every", " new", " old", " long", " short", " what", " how", " why", " when",
-    " where", " who", " Paris", " London", " think", " answer", " question", " because", " so", " then",
-    " now", " again",
+    " the",
+    " cat",
+    " dog",
+    " sat",
+    " on",
+    " mat",
+    " a",
+    " and",
+    " is",
+    " was",
+    " it",
+    " of",
+    " to",
+    " in",
+    " sun",
+    " moon",
+    " tree",
+    " red",
+    " blue",
+    " green",
+    " big",
+    " small",
+    " house",
+    " river",
+    " bird",
+    " sings",
+    " runs",
+    " jumps",
+    " over",
+    " under",
+    " quick",
+    " brown",
+    " fox",
+    " lazy",
+    " day",
+    " night",
+    " light",
+    " dark",
+    " cold",
+    " warm",
+    " rain",
+    " snow",
+    " wind",
+    " sky",
+    " star",
+    " sea",
+    " ship",
+    " road",
+    " city",
+    " town",
+    " weather",
+    " today",
+    " tomorrow",
+    " hello",
+    " world",
+    " yes",
+    " no",
+    " maybe",
+    " good",
+    " bad",
+    " happy",
+    " sad",
+    " one",
+    " two",
+    " three",
+    " four",
+    " five",
+    " time",
+    " place",
+    " thing",
+    " word",
+    " book",
+    " story",
+    " song",
+    " friend",
+    " water",
+    " fire",
+    " stone",
+    " bread",
+    " apple",
+    " The",
+    " I",
+    " you",
+    " we",
+    " they",
+    " he",
+    " she",
+    " with",
+    " from",
+    " for",
+    " at",
+    " by",
+    " as",
+    " that",
+    " this",
+    " there",
+    " here",
+    " very",
+    " more",
+    " less",
+    " all",
+    " some",
+    " many",
+    " few",
+    " every",
+    " new",
+    " old",
+    " long",
+    " short",
+    " what",
+    " how",
+    " why",
+    " when",
+    " where",
+    " who",
+    " Paris",
+    " London",
+    " think",
+    " answer",
+    " question",
+    " because",
+    " so",
+    " then",
+    " now",
+    " again",
 ]
 _PIECES = [
-    "ing", "ed", "er", "ly", "es", "the", "cat", "dog", "sun", "tree", "weather", "hello", "world",
-    "user", "assistant", "system", "tool", "<|", "|>", "{\"", "\":", "\"}", "\", \"", ": \"", "\": \"",
-    "\",", "\"]", "[\"", ", ", ": ", "{}", "[]", "true", "false", "null", "10", "00", "  ", "\n\n", "...",
+    "ing",
+    "ed",
+    "er",
+    "ly",
+    "es",
+    "the",
+    "cat",
+    "dog",
+    "sun",
+    "tree",
+    "weather",
+    "hello",
+    "world",
+    "user",
+    "assistant",
+    "system",
+    "tool",
+    "<|",
+    "|>",
+    '{"',
+    '":',
+    '"}',
+    '", "',
+    ': "',
+    '": "',
+    '",',
+    '"]',
+    '["',
+    ", ",
+    ": ",
+    "{}",
+    "[]",
+    "true",
+    "false",
+    "null",
+    "10",
+    "00",
+    "  ",
+    "\n\n",
+    "...",
 ]
 _COVERED = {ord(c) for c in _CHARS}
 _BYTES = [b for b in range(256) if b not in _COVERED]
 _POOL_WORDS = [
-    " the", " cat", " dog", " sat", " on", " mat", " a", " and", " sun", " tree", " red", " blue",
-    " bird", " sings", " sky", " sea",
+    " the",
+    " cat",
+    " dog",
+    " sat",
+    " on",
+    " mat",
+    " a",
+    " and",
+    " sun",
+    " tree",
+    " red",
+    " blue",
+    " bird",
+    " sings",
+    " sky",
+    " sea",
 ]
 
 
@@ -109,7 +284,7 @@ class Vocabulary:
         i, n = 0, len(text)
         while i < n:
             for length in range(min(self._max_len, n - i), 0, -1):
-                tid = self._index.get(text[i:i + length])
+                tid = self._index.get(text[i : i + length])
                 if tid is not None:
                     out.append(tid)
                     i += length
@@ -217,8 +392,14 @@ class Step:
 class Decoder:
     """Generation state of one choice: context, penalties and the sampler's random source."""
 
-    def __init__(self, prompt_ids: Sequence[int], params: SamplingParams, rng: random.Random,
-                 model: TinyModel = MODEL, salt: int | None = None) -> None:
+    def __init__(
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        rng: random.Random,
+        model: TinyModel = MODEL,
+        salt: int | None = None,
+    ) -> None:
         self.model = model
         self.params = params
         self.rng = rng
@@ -260,7 +441,7 @@ class Decoder:
         if filtering:
             order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))
             if p.top_k is not None:
-                order = order[:max(1, p.top_k)]
+                order = order[: max(1, p.top_k)]
             if p.top_p < 1.0:
                 total = math.fsum(probs)
                 kept, cum = [], 0.0
@@ -285,8 +466,14 @@ class Decoder:
                 return i
         return candidates[-1]
 
-    def step(self, *, allowed: frozenset[int] | None = None, forced: int | None = None,
-             want_logprobs: bool = False, advance: bool = True) -> Step:
+    def step(
+        self,
+        *,
+        allowed: frozenset[int] | None = None,
+        forced: int | None = None,
+        want_logprobs: bool = False,
+        advance: bool = True,
+    ) -> Step:
         """Choose (or force) the next token and, when ``advance``, append it to the context."""
         if forced is not None:
             allowed = frozenset((forced,))

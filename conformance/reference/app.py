@@ -1,0 +1,1195 @@
+"""The embedded reference server: a conformant ``POST /v1/chat/completions`` over :mod:`.model`.
+
+Behaviour the checks can rely on (clean server):
+
+* ``GET /v1/models`` lists one model (default ``reference-tiny``) with ``context_size`` (default 256).
+* Chat template: ``<|role|>content\\n`` per message, then ``<|assistant|>``; prompt_tokens counts its tokens.
+* Default max_tokens: ``min(64, context_length - prompt_tokens)``. Greedy text usually reaches ``<eos>``
+  between 55 and 65 tokens, so small max_tokens end with finish_reason "length".
+* Tools: tool_choice "required" or named always calls; "auto" (or absent) calls when the last message is a
+  user message mentioning "weather" or a tool's name; "none" never calls. Arguments are generated to
+  validate against the function's parameters schema.
+* Reasoning: ``separate_reasoning: true`` (and enable_thinking not false) -> ``message.reasoning_content``
+  (6 tokens); ``enable_thinking: true`` without separate_reasoning -> ``<think>...</think>`` at the start of
+  content; otherwise no reasoning. Reasoning tokens count toward max_tokens and completion_tokens.
+* Stop: profile "seed" keeps the stop sequence at the end of the text, profile "openai" cuts before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from conformance.reference import jsongen
+from conformance.reference.faults import FAULTS
+from conformance.reference.model import (
+    END_THINK_ID,
+    EOS_ID,
+    THINK_ID,
+    VALUE_WORD_IDS,
+    VOCAB,
+    Decoder,
+    SamplingParams,
+)
+
+__all__ = ["create_app", "PROFILES", "REASONING_TOKENS", "DEFAULT_MAX_TOKENS"]
+
+PROFILES = ("seed", "openai")
+REASONING_TOKENS = 6
+DEFAULT_MAX_TOKENS = 64
+ROLES = ("system", "developer", "user", "assistant", "tool")
+_CREATED_AT = int(time.time())
+_SAMPLING_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "n",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "seed",
+        "stream",
+        "logprobs",
+        "top_logprobs",
+    }
+)
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        err_type: str = "invalid_request_error",
+        field_type_error: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.err_type = err_type
+        self.field_type_error = field_type_error
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    prompt_ids: list[int]
+    max_tokens: int
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+    seed: int | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+    stop: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    call_tool: str | None = None
+    response_format: dict[str, Any] | None = None
+    reasoning: str = "none"  # none | separate | inline
+
+
+@dataclass
+class Piece:
+    token: int
+    text: str
+    logprobs: list[float] | None = None
+
+
+@dataclass
+class ChoiceOut:
+    index: int
+    reasoning: list[Piece] = field(default_factory=list)
+    content: list[Piece] = field(default_factory=list)
+    answer_start: int = 0  # index in content where the answer (after inline reasoning) starts
+    tool_call: dict[str, Any] | None = None
+    tool_pieces: list[Piece] = field(default_factory=list)
+    finish_reason: str = "stop"
+    completion_tokens: int = 0
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _bad(message: str, param: str | None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param, code)
+
+
+def _type_error(name: str, expected: str) -> ApiError:
+    return ApiError(
+        400, f"'{name}' must be {expected}", name, "invalid_type", field_type_error=name in _SAMPLING_FIELDS
+    )
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _content_text(content: Any, where: str, *, allow_parts: bool) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        if not allow_parts:
+            raise _bad(f"{where}.content as an array of parts is not supported", f"{where}.content")
+        texts = []
+        for j, part in enumerate(content):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise _bad(
+                    f"{where}.content[{j}] must be a text part {{type: 'text', text: string}}",
+                    f"{where}.content[{j}]",
+                )
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _type_error(f"{where}.content", "a string or an array of text parts")
+
+
+class _Server:
+    def __init__(
+        self,
+        api_key: str | None,
+        faults: frozenset[str],
+        profile: str,
+        model_name: str,
+        context_length: int,
+        latency_s: float,
+    ) -> None:
+        self.api_key = api_key
+        self.faults = faults
+        self.profile = profile
+        self.model_name = model_name
+        self.context_length = context_length
+        self.latency_s = latency_s
+
+    def f(self, name: str) -> bool:
+        return name in self.faults
+
+    # ----------------------------------------------------------------------- errors
+
+    def error_response(self, err: ApiError, *, stream: bool = False) -> Response:
+        status = err.status
+        if err.field_type_error and self.f("bad-input-500"):
+            status = 500
+        if self.f("error-with-200") and 400 <= status < 500 and status != 401:
+            status = 200
+        inner: dict[str, Any] = {
+            "message": err.message,
+            "type": err.err_type,
+            "param": err.param,
+            "code": err.code,
+        }
+        if self.f("error-no-type"):
+            del inner["type"]
+        body: dict[str, Any] = {"error": err.message} if self.f("error-shape-wrong") else {"error": inner}
+        if status == 401 and self.f("auth-error-completion"):
+            body = {
+                "id": "chatcmpl-" + uuid.uuid4().hex,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": self.model_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "Hello"},
+                    }
+                ],
+            }
+        payload = json.dumps(body)
+        if stream and self.f("stream-error-as-events"):
+            return Response(
+                f"data: {payload}\n\ndata: [DONE]\n\n", status_code=status, media_type="text/event-stream"
+            )
+        media = "text/plain" if self.f("error-content-type-text") else "application/json"
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return Response(payload, status_code=status, media_type=media, headers=headers)
+
+    def check_auth(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        header = request.headers.get("authorization")
+        if header is None:
+            if self.f("auth-not-checked"):
+                return
+            raise ApiError(
+                401, "Missing bearer authentication (Authorization: Bearer <key>).", None, "invalid_api_key"
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and (token.strip() == self.api_key or self.f("wrong-key-accepted")):
+            return
+        raise ApiError(401, "Incorrect API key provided.", None, "invalid_api_key")
+
+    # ----------------------------------------------------------------------- validation
+
+    def _number(
+        self,
+        body: dict[str, Any],
+        name: str,
+        lo: float,
+        hi: float,
+        default: Any,
+        *,
+        integer: bool = False,
+        fault: str | None = None,
+    ) -> Any:
+        v = body.get(name)
+        if v is None:
+            return default
+        if integer and not _is_int(v):
+            raise _type_error(name, "an integer")
+        if not _is_num(v):
+            raise _type_error(name, "a number")
+        if not lo <= v <= hi:
+            if fault is not None and self.f(fault):
+                return type(v)(min(max(v, lo), hi))
+            raise _bad(f"'{name}' must be between {lo} and {hi}, got {v}", name)
+        return v
+
+    def _bool(self, body: dict[str, Any], name: str) -> bool | None:
+        v = body.get(name)
+        if v is None:
+            return None
+        if not isinstance(v, bool):
+            raise _type_error(name, "a boolean")
+        return v
+
+    def _messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        messages = body.get("messages")
+        default = [{"role": "user", "content": "Hello"}]
+        if messages is None:
+            if self.f("missing-messages-accepted"):
+                return default
+            raise ApiError(400, "'messages' is a required property", "messages", "missing_required_parameter")
+        if isinstance(messages, dict) and self.f("wrong-type-accepted"):
+            messages = [messages]
+        if not isinstance(messages, list):
+            raise ApiError(400, "'messages' must be an array", "messages", "invalid_type")
+        if not messages:
+            if self.f("empty-messages-accepted"):
+                return default
+            raise _bad("'messages' must hold at least one message", "messages", "empty_array")
+        out = []
+        for i, m in enumerate(messages):
+            where = f"messages[{i}]"
+            if not isinstance(m, dict):
+                raise ApiError(400, f"{where} must be an object", where, "invalid_type")
+            role = m.get("role")
+            if not isinstance(role, str):
+                raise ApiError(
+                    400, f"{where}.role is required and must be a string", f"{where}.role", "invalid_type"
+                )
+            if role not in ROLES:
+                if not self.f("unknown-role-accepted"):
+                    raise _bad(
+                        f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role"
+                    )
+                role = "user"
+            if m.get("name") is not None and not isinstance(m.get("name"), str):
+                raise _type_error(f"{where}.name", "a string")
+            parts_ok = not self.f("content-parts-rejected")
+            tool_calls = m.get("tool_calls")
+            text = ""
+            if role == "assistant":
+                if tool_calls is not None:
+                    if not isinstance(tool_calls, list):
+                        raise _type_error(f"{where}.tool_calls", "an array")
+                    for j, tc in enumerate(tool_calls):
+                        fn = tc.get("function") if isinstance(tc, dict) else None
+                        if (
+                            not isinstance(tc, dict)
+                            or not isinstance(tc.get("id"), str)
+                            or tc.get("type", "function") != "function"
+                            or not isinstance(fn, dict)
+                            or not isinstance(fn.get("name"), str)
+                            or not isinstance(fn.get("arguments"), str)
+                        ):
+                            raise _bad(
+                                f"{where}.tool_calls[{j}] must be {{id, type: 'function', function: "
+                                "{name, arguments: string}}",
+                                f"{where}.tool_calls[{j}]",
+                            )
+                elif self.f("multi-turn-rejected"):
+                    raise _bad(f"{where}: assistant messages are not supported", where)
+                if m.get("content") is not None:
+                    text = _content_text(m["content"], where, allow_parts=parts_ok)
+                elif not tool_calls:
+                    raise _bad(f"{where}.content is required unless tool_calls is set", f"{where}.content")
+            else:
+                if "content" not in m or m["content"] is None:
+                    raise ApiError(
+                        400, f"{where}.content is required", f"{where}.content", "missing_required_parameter"
+                    )
+                text = _content_text(m["content"], where, allow_parts=parts_ok)
+                if role == "tool":
+                    if self.f("tool-result-rejected"):
+                        raise _bad(f"{where}: tool messages are not supported", where)
+                    if not isinstance(m.get("tool_call_id"), str) or not m["tool_call_id"]:
+                        raise ApiError(
+                            400,
+                            f"{where}.tool_call_id is required for tool messages",
+                            f"{where}.tool_call_id",
+                            "missing_required_parameter",
+                        )
+            out.append({"role": role, "text": text, "tool_calls": tool_calls})
+        return out
+
+    def _tools(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+        tools = body.get("tools")
+        if tools is None:
+            tools = []
+        if not isinstance(tools, list):
+            raise _type_error("tools", "an array")
+        for i, t in enumerate(tools):
+            fn = t.get("function") if isinstance(t, dict) else None
+            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
+                raise _bad(
+                    f"tools[{i}] must be {{type: 'function', function: {{name, parameters}}}}", f"tools[{i}]"
+                )
+            if not isinstance(fn.get("name"), str) or not fn["name"]:
+                raise _bad(
+                    f"tools[{i}].function.name must be a non-empty string", f"tools[{i}].function.name"
+                )
+            if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+                raise _type_error(f"tools[{i}].function.parameters", "an object (a JSON schema)")
+            if fn.get("description") is not None and not isinstance(fn["description"], str):
+                raise _type_error(f"tools[{i}].function.description", "a string")
+        names = [t["function"]["name"] for t in tools]
+        choice = body.get("tool_choice")
+        if choice is None:
+            return tools, "auto" if tools else "none"
+        if isinstance(choice, str):
+            if choice not in ("none", "auto", "required"):
+                raise _bad(
+                    "tool_choice must be none, auto, required or {type: 'function', function: {name}}",
+                    "tool_choice",
+                )
+            if choice == "auto" and self.f("tool-auto-rejected"):
+                raise _bad("tool_choice 'auto' is not supported", "tool_choice")
+            if choice == "required" and not tools:
+                raise _bad("tool_choice 'required' needs tools", "tool_choice")
+            return tools, choice
+        if (
+            not isinstance(choice, dict)
+            or choice.get("type") != "function"
+            or not isinstance(choice.get("function"), dict)
+            or not isinstance(choice["function"].get("name"), str)
+        ):
+            raise _bad(
+                "tool_choice must be none, auto, required or {type: 'function', function: {name}}",
+                "tool_choice",
+            )
+        name = choice["function"]["name"]
+        if name not in names:
+            if self.f("tool-unknown-choice-accepted"):
+                return tools, "auto" if tools else "none"
+            raise _bad(f"tool_choice names function {name!r}, which is not among the tools", "tool_choice")
+        return tools, {"name": name}
+
+    def _response_format(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        rf = body.get("response_format")
+        if rf is None:
+            return None
+        if not isinstance(rf, dict):
+            raise _type_error("response_format", "an object")
+        kind = rf.get("type")
+        if kind == "text":
+            if self.f("format-text-rejected"):
+                raise _bad("response_format text is not supported", "response_format")
+            return None
+        if kind == "json_object":
+            return rf
+        if kind == "json_schema":
+            js = rf.get("json_schema")
+            if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
+                raise _bad(
+                    "response_format json_schema needs json_schema.schema (an object)",
+                    "response_format.json_schema",
+                )
+            if js.get("name") is not None and not isinstance(js["name"], str):
+                raise _type_error("response_format.json_schema.name", "a string")
+            return rf
+        raise _bad("response_format.type must be text, json_object or json_schema", "response_format.type")
+
+    def validate(self, body: Any) -> ChatRequest:
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object", None, "invalid_type")
+        model = body.get("model")
+        if model is None:
+            if not self.f("missing-model-accepted"):
+                raise ApiError(400, "'model' is a required property", "model", "missing_required_parameter")
+            model = self.model_name
+        if not isinstance(model, str):
+            raise ApiError(400, "'model' must be a string", "model", "invalid_type")
+        messages = self._messages(body)
+
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+        mt_name = "max_tokens" if "max_tokens" in body else "max_completion_tokens"
+        if isinstance(max_tokens, str) and self.f("wrong-type-accepted") and max_tokens.strip().isdigit():
+            max_tokens = int(max_tokens)
+        if max_tokens is not None:
+            if not _is_int(max_tokens):
+                raise ApiError(400, f"'{mt_name}' must be an integer", mt_name, "invalid_type")
+            if max_tokens < 1:
+                if not self.f("max-tokens-zero-accepted"):
+                    raise _bad(f"'{mt_name}' must be at least 1, got {max_tokens}", mt_name)
+                max_tokens = None
+
+        stream = bool(self._bool(body, "stream"))
+        so = body.get("stream_options")
+        include_usage = False
+        if so is not None:
+            if not isinstance(so, dict):
+                raise _type_error("stream_options", "an object")
+            if not stream and not self.f("stream-options-without-stream-accepted"):
+                raise _bad("stream_options is only allowed when stream is true", "stream_options")
+            iu = so.get("include_usage")
+            if iu is not None and not isinstance(iu, bool):
+                raise _type_error("stream_options.include_usage", "a boolean")
+            include_usage = bool(iu) and stream
+
+        n = self._number(body, "n", 1, 128, 1, integer=True, fault="n-out-of-range-accepted")
+        if n == 128 and self.f("n-128-rejected"):
+            raise _bad("'n' must be below 128", "n")
+        seed = body.get("seed")
+        if seed is not None and not _is_int(seed):
+            raise _type_error("seed", "an integer")
+        temperature = self._number(body, "temperature", 0, 2, 1.0, fault="temperature-out-of-range-accepted")
+        top_p = self._number(body, "top_p", 0, 1, 1.0, fault="top-p-out-of-range-accepted")
+        if body.get("top_p") == 0 and self.f("top-p-zero-rejected"):
+            raise _bad("'top_p' must be greater than 0", "top_p")
+        top_k = self._number(body, "top_k", 1, 128, None, integer=True, fault="top-k-out-of-range-accepted")
+        if top_k is not None and 1 < top_k < 128 and self.f("top-k-rejected-inside"):
+            raise _bad("'top_k' is not supported", "top_k")
+        min_p = self._number(body, "min_p", 0, 1, 0.0, fault="min-p-out-of-range-accepted")
+        fp = self._number(body, "frequency_penalty", -2, 2, 0.0, fault="penalty-out-of-range-accepted")
+        pp = self._number(
+            body, "presence_penalty", -2, 2, 0.0, fault="presence-penalty-out-of-range-accepted"
+        )
+        rp = self._number(
+            body, "repetition_penalty", 0, 2, 1.0, fault="repetition-penalty-out-of-range-accepted"
+        )
+        if body.get("repetition_penalty") == 0 and self.f("repetition-penalty-zero-rejected"):
+            raise _bad("'repetition_penalty' must be greater than 0", "repetition_penalty")
+
+        logprobs = bool(self._bool(body, "logprobs"))
+        top_logprobs = self._number(
+            body, "top_logprobs", 0, 20, None, integer=True, fault="top-logprobs-out-of-range-accepted"
+        )
+        if top_logprobs is not None and not logprobs and not self.f("top-logprobs-without-logprobs-accepted"):
+            raise _bad("'top_logprobs' requires 'logprobs' to be true", "top_logprobs")
+
+        bias_raw = body.get("logit_bias")
+        bias: dict[int, float] = {}
+        if bias_raw is not None:
+            if not isinstance(bias_raw, dict):
+                raise _type_error("logit_bias", "an object mapping token ids to numbers")
+            for k, v in bias_raw.items():
+                if (
+                    not (isinstance(k, str) and k.strip().lstrip("-").isdigit())
+                    or not 0 <= int(k) < VOCAB.size
+                ):
+                    raise _bad(f"logit_bias key {k!r} is not a token id (0..{VOCAB.size - 1})", "logit_bias")
+                if not _is_num(v):
+                    raise _type_error(f"logit_bias[{k}]", "a number")
+                if not -100 <= v <= 100:
+                    if not self.f("logit-bias-out-of-range-accepted"):
+                        raise _bad(f"logit_bias values must be between -100 and 100, got {v}", "logit_bias")
+                    v = min(max(v, -100), 100)
+                bias[int(k)] = float(v)
+
+        stop_raw = body.get("stop")
+        stops: list[str] = []
+        if stop_raw is not None:
+            if isinstance(stop_raw, str):
+                if self.f("stop-string-rejected"):
+                    raise _bad("'stop' must be an array", "stop")
+                stops = [stop_raw]
+            elif isinstance(stop_raw, list):
+                if not all(isinstance(s, str) for s in stop_raw):
+                    raise _type_error("stop", "a string or an array of strings")
+                if len(stop_raw) > 4 and not self.f("five-stops-accepted"):
+                    raise _bad(f"'stop' holds at most 4 sequences, got {len(stop_raw)}", "stop")
+                stops = list(stop_raw)
+            else:
+                raise _type_error("stop", "a string or an array of strings")
+            if any(s == "" for s in stops):
+                raise _bad("stop sequences must be non-empty", "stop")
+
+        behavior = body.get("context_length_exceeded_behavior")
+        if behavior is None:
+            behavior = "truncate"
+        if not isinstance(behavior, str):
+            raise _type_error("context_length_exceeded_behavior", "a string")
+        if behavior not in ("truncate", "error"):
+            if not self.f("context-behavior-any-accepted"):
+                raise _bad(
+                    "context_length_exceeded_behavior must be truncate or error",
+                    "context_length_exceeded_behavior",
+                )
+            behavior = "truncate"
+
+        tools, tool_choice = self._tools(body)
+        response_format = self._response_format(body)
+        separate = self._bool(body, "separate_reasoning")
+        thinking = self._bool(body, "enable_thinking")
+
+        if model != self.model_name and not self.f("unknown-model-accepted"):
+            raise ApiError(404, f"The model {model!r} does not exist", "model", "model_not_found")
+
+        # ---- prompt and context
+        prompt_ids = VOCAB.encode(_render_prompt(messages))
+        ctx = self.context_length
+        if len(prompt_ids) >= ctx:
+            if not self.f("prompt-too-long-accepted"):
+                raise _bad(
+                    f"The prompt has {len(prompt_ids)} tokens; the context length is {ctx}",
+                    "messages",
+                    "context_length_exceeded",
+                )
+            prompt_ids = prompt_ids[-(ctx // 2) :]
+        remaining = ctx - len(prompt_ids)
+        if max_tokens is None:
+            max_tokens = min(DEFAULT_MAX_TOKENS, remaining)
+        elif len(prompt_ids) + max_tokens > ctx:
+            refuse = (behavior == "error" and not self.f("context-error-ignored")) or (
+                behavior == "truncate" and self.f("context-truncate-errors")
+            )
+            if refuse:
+                raise _bad(
+                    f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({max_tokens}) exceeds the "
+                    f"context length {ctx}",
+                    "max_tokens",
+                    "context_length_exceeded",
+                )
+            max_tokens = remaining
+        if self.f("max-tokens-ignored") or (stream and self.f("stream-max-tokens-ignored")):
+            max_tokens = remaining
+
+        # ---- tools and reasoning decisions
+        names = [t["function"]["name"] for t in tools]
+        call: str | None = None
+        if tools:
+            last = messages[-1]
+            mentions = [nm for nm in names if nm.lower() in last["text"].lower()]
+            preferred = mentions[0] if mentions else names[0]
+            if isinstance(tool_choice, dict):
+                call = tool_choice["name"]
+            elif tool_choice == "required":
+                call = None if self.f("tool-required-ignored") else preferred
+            elif tool_choice == "auto":
+                if last["role"] == "user" and ("weather" in last["text"].lower() or mentions):
+                    call = preferred
+            elif tool_choice == "none" and self.f("tool-choice-none-ignored"):
+                call = names[0]
+        if separate is False and self.f("reasoning-when-not-separated"):
+            separate = True
+        if thinking is False and self.f("thinking-not-disabled"):
+            thinking = True
+        if thinking is True and self.f("thinking-enable-ignored"):
+            thinking = None
+            separate = None
+        reasoning = "none"
+        if thinking is not False:
+            if separate:
+                reasoning = "inline" if self.f("reasoning-in-content") else "separate"
+            elif thinking:
+                reasoning = "inline"
+
+        params = SamplingParams(
+            temperature=0.0 if self.f("always-greedy") else float(temperature),
+            top_p=1.0 if self.f("top-p-ignored") else float(top_p),
+            top_k=None if self.f("top-k-ignored") else top_k,
+            min_p=0.0 if self.f("min-p-ignored") else float(min_p),
+            frequency_penalty=0.0 if self.f("penalties-ignored") else float(fp),
+            presence_penalty=0.0 if self.f("presence-penalty-ignored") else float(pp),
+            repetition_penalty=1.0 if self.f("repetition-penalty-ignored") else float(rp),
+            logit_bias={
+                k: v
+                for k, v in bias.items()
+                if not (v > 0 and self.f("logit-bias-ignored"))
+                and not (v < 0 and self.f("logit-bias-ban-ignored"))
+            },
+        )
+        if self.f("stop-ignored") or (stream and self.f("stop-stream-ignored")):
+            stops = []
+        if self.f("n-ignored"):
+            n = 1
+        elif self.f("n-default-two") and body.get("n") is None:
+            n = 2
+        return ChatRequest(
+            model=model,
+            prompt_ids=prompt_ids,
+            max_tokens=max_tokens,
+            n=n,
+            stream=stream,
+            include_usage=include_usage,
+            seed=None if self.f("seed-ignored") else seed,
+            params=params,
+            stop=stops,
+            logprobs=logprobs or self.f("logprobs-by-default"),
+            top_logprobs=top_logprobs or 0,
+            tools=tools,
+            call_tool=call,
+            response_format=response_format,
+            reasoning=reasoning,
+        )
+
+    # ----------------------------------------------------------------------- generation
+
+    def generate_choice(self, req: ChatRequest, index: int) -> ChoiceOut:
+        rng = random.Random(f"{req.seed}/{index}") if req.seed is not None else random.Random()
+        dec = Decoder(req.prompt_ids, req.params, rng)
+        want = req.logprobs
+        budget = req.max_tokens
+        out = ChoiceOut(index=index)
+        used = 0
+
+        def take(step_token: int, lps: list[float] | None) -> Piece:
+            return Piece(step_token, VOCAB.token_str(step_token), lps)
+
+        # reasoning
+        if req.reasoning != "none":
+            target = out.reasoning if req.reasoning == "separate" else out.content
+            if req.reasoning == "inline" and used < budget:
+                st = dec.step(forced=THINK_ID, want_logprobs=want)
+                target.append(take(st.token, st.logprobs))
+                used += 1
+            for _ in range(REASONING_TOKENS):
+                if used >= budget:
+                    break
+                st = dec.step(allowed=VALUE_WORD_IDS, want_logprobs=want)
+                target.append(take(st.token, st.logprobs))
+                used += 1
+            if req.reasoning == "inline" and used < budget:
+                st = dec.step(forced=END_THINK_ID, want_logprobs=want)
+                target.append(take(st.token, st.logprobs))
+                used += 1
+            if used >= budget:
+                out.finish_reason = "length"
+                out.answer_start = len(out.content)
+                out.completion_tokens = used
+                return out
+        out.answer_start = len(out.content)
+
+        planner = Decoder(req.prompt_ids + [THINK_ID], req.params, rng)
+
+        def words() -> str:
+            return VOCAB.token_str(planner.step(allowed=VALUE_WORD_IDS).token)
+
+        forced_text: str | None = None
+        if req.call_tool is not None:
+            tool = next(t for t in req.tools if t["function"]["name"] == req.call_tool)
+            name = req.call_tool
+            schema = tool["function"].get("parameters") or {"type": "object", "properties": {}}
+            args = jsongen.generate(schema, words)
+            if not isinstance(args, dict):
+                args = {}
+            if self.f("tool-args-invalid-schema"):
+                args = jsongen.violate(args, schema)
+            if self.f("tool-named-wrong"):
+                others = [t["function"]["name"] for t in req.tools if t["function"]["name"] != name]
+                name = others[0] if others else name + "_other"
+            text = json.dumps(args, ensure_ascii=False)
+            cut = False
+            for tid in VOCAB.encode(text):
+                if used >= budget:
+                    cut = True
+                    break
+                st = dec.step(forced=tid, want_logprobs=False)
+                out.tool_pieces.append(take(st.token, None))
+                used += 1
+            arguments = "".join(p.text for p in out.tool_pieces)
+            out.tool_call = {
+                "id": "call_" + uuid.uuid4().hex[:24],
+                "name": name,
+                "arguments": arguments,
+                "args_value": args if not cut else None,
+            }
+            out.finish_reason = "length" if cut else "tool_calls"
+            if not cut and (self.f("tool-finish-stop")):
+                out.finish_reason = "stop"
+            out.completion_tokens = used
+            return out
+
+        rf = req.response_format
+        if rf is not None and rf["type"] == "json_object" and not self.f("json-object-prose"):
+            key = words().strip()
+            value = (words() + words()).strip()
+            forced_text = json.dumps({key: value}, ensure_ascii=False)
+        elif rf is not None and rf["type"] == "json_schema":
+            schema = rf["json_schema"]["schema"]
+            value = jsongen.generate(schema, words)
+            if self.f("json-schema-invalid"):
+                value = jsongen.violate(value, schema)
+            forced_text = json.dumps(value, ensure_ascii=False)
+
+        answer: list[Piece] = []
+        finish = "length"
+        before_answer = used
+        running = ""
+        max_stop = max((len(s) for s in req.stop), default=0)
+        forced_ids = VOCAB.encode(forced_text) if forced_text is not None else None
+        while used < budget:
+            if forced_ids is not None:
+                if len(answer) >= len(forced_ids):
+                    finish = "stop"
+                    break
+                st = dec.step(forced=forced_ids[len(answer)], want_logprobs=want)
+            else:
+                st = dec.step(want_logprobs=want)
+                if st.token == EOS_ID:
+                    finish = "stop"
+                    break
+            piece = take(st.token, st.logprobs)
+            answer.append(piece)
+            used += 1
+            if req.stop:
+                running += piece.text
+                tail = running[-(max_stop + len(piece.text) + 1) :]
+                if any(s in tail for s in req.stop):
+                    break
+        if forced_ids is not None and len(answer) >= len(forced_ids):
+            finish = "stop"
+        consumed = len(answer)
+        if req.stop:
+            include = self.profile == "seed"
+            if self.f("stop-wrong-inclusion"):
+                include = False
+            if self.f("stop-kept"):
+                include = True
+            answer, hit, consumed = _apply_stop(answer, req.stop, include)
+            if hit:
+                finish = "stop"
+        out.content.extend(answer)
+        out.completion_tokens = before_answer + consumed
+        out.finish_reason = finish
+        return out
+
+    def complete(self, req: ChatRequest) -> list[ChoiceOut]:
+        return [self.generate_choice(req, i) for i in range(req.n)]
+
+    # ----------------------------------------------------------------------- rendering
+
+    def usage(self, req: ChatRequest, choices: list[ChoiceOut], *, stream: bool) -> dict[str, Any]:
+        prompt: float = len(req.prompt_ids)
+        if self.f("prompt-tokens-constant"):
+            prompt = 10
+        completion = sum(c.completion_tokens for c in choices)
+        if self.f("n-usage-one-choice"):
+            completion = choices[0].completion_tokens
+        if not stream:
+            if self.f("completion-tokens-wrong") and completion > 0:
+                completion -= 1
+            if self.f("usage-float"):
+                prompt += 0.5
+        elif self.f("stream-usage-differs"):
+            prompt += 1
+        total = prompt + completion
+        if self.f("usage-total-wrong"):
+            total += 1
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
+    def lp_entry(self, piece: Piece, k: int) -> dict[str, Any]:
+        vec = piece.logprobs
+        assert vec is not None
+        lp = vec[piece.token]
+        tops = heapq.nsmallest(
+            k + (1 if self.f("top-logprobs-count-wrong") else 0), range(len(vec)), key=lambda i: (-vec[i], i)
+        )
+        suffix = "_" if self.f("logprobs-tokens-wrong") else ""
+        top_list = []
+        for i in tops:
+            tok = VOCAB.token_str(i) + suffix
+            top_list.append({"token": tok, "logprob": vec[i], "bytes": list(tok.encode("utf-8"))})
+        if self.f("top-logprobs-unsorted"):
+            top_list.reverse()
+        if self.f("logprobs-positive"):
+            lp = -lp + 0.5
+        elif self.f("logprobs-greedy-inconsistent"):
+            lp = lp - 0.25
+        tok = piece.text + suffix
+        return {"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8")), "top_logprobs": top_list}
+
+    def choice_logprobs(self, req: ChatRequest, c: ChoiceOut) -> dict[str, Any] | None:
+        if not req.logprobs:
+            return None
+        entries = [self.lp_entry(p, req.top_logprobs) for p in c.content if p.logprobs is not None]
+        if self.f("logprobs-count-wrong") and entries:
+            entries = entries[:-1]
+        return {"content": entries, "refusal": None}
+
+    def tool_call_obj(self, c: ChoiceOut, *, arguments: Any) -> dict[str, Any]:
+        assert c.tool_call is not None
+        obj: dict[str, Any] = {
+            "id": c.tool_call["id"],
+            "type": "function",
+            "function": {"name": c.tool_call["name"], "arguments": arguments},
+        }
+        if self.f("tool-call-no-type"):
+            del obj["type"]
+        return obj
+
+    def finish(self, c: ChoiceOut) -> str:
+        if c.finish_reason == "length" and self.f("length-reported-as-stop"):
+            return "stop"
+        return c.finish_reason
+
+    def body(
+        self, req: ChatRequest, choices: list[ChoiceOut], completion_id: str, created: int
+    ) -> dict[str, Any]:
+        out_choices = []
+        for c in choices:
+            content: str | None = "".join(p.text for p in c.content)
+            message: dict[str, Any] = {
+                "role": "bot" if self.f("role-wrong") else "assistant",
+                "content": content,
+            }
+            if c.tool_call is not None:
+                message["content"] = None
+                args: Any = c.tool_call["arguments"]
+                if self.f("tool-args-object"):
+                    try:
+                        args = json.loads(args)
+                    except ValueError:
+                        args = {"partial": args}
+                message["tool_calls"] = [self.tool_call_obj(c, arguments=args)]
+            elif self.f("content-null") and req.response_format is None:
+                message["content"] = None
+            if req.reasoning == "separate":
+                message["reasoning_content"] = "".join(p.text for p in c.reasoning)
+            finish = self.finish(c)
+            if finish == "stop" and self.f("finish-reason-invalid"):
+                finish = "end"
+            out_choices.append(
+                {
+                    "index": c.index + (1 if self.f("choices-index-wrong") else 0),
+                    "message": message,
+                    "logprobs": self.choice_logprobs(req, c),
+                    "finish_reason": finish,
+                }
+            )
+        body: dict[str, Any] = {
+            "id": "" if self.f("id-empty") else completion_id,
+            "object": "chat_completion" if self.f("wrong-object") else "chat.completion",
+            "created": created * 1000 if self.f("created-milliseconds") else created,
+            "model": "some-other-model" if self.f("model-name-wrong") else req.model,
+            "choices": out_choices,
+            "usage": self.usage(req, choices, stream=False),
+        }
+        if self.f("model-missing"):
+            del body["model"]
+        if self.f("usage-missing"):
+            del body["usage"]
+        return body
+
+    def stream_chunks(
+        self, req: ChatRequest, choices: list[ChoiceOut], completion_id: str, created: int
+    ) -> list[dict[str, Any]]:
+        """The chunks of a stream, in order (the usage chunk last when asked for)."""
+        per_choice: list[list[dict[str, Any]]] = []
+        plain = not req.stop and req.response_format is None and req.call_tool is None
+        for c in choices:
+            idx = c.index + (1 if self.f("stream-choice-index-wrong") else 0)
+            events: list[tuple[dict[str, Any], Any, bool]] = []  # (delta, logprobs, is_content)
+            first: dict[str, Any] = {"role": "assistant", "content": None if c.tool_call else ""}
+            if self.f("no-role-first"):
+                del first["role"]
+            events.append((first, None, False))
+            for p in c.reasoning:
+                key = "content" if self.f("reasoning-stream-in-content") else "reasoning_content"
+                events.append(({key: p.text}, None, True))
+            pieces = list(c.content)
+            if self.f("stream-differs") and plain:
+                pieces = pieces[: c.answer_start] + pieces[c.answer_start :][::-1]
+            with_lp = req.logprobs and not self.f("logprobs-stream-missing")
+            content_events = [
+                (
+                    {"content": p.text},
+                    {"content": [self.lp_entry(p, req.top_logprobs)], "refusal": None}
+                    if with_lp and p.logprobs is not None
+                    else None,
+                    True,
+                )
+                for p in pieces
+            ]
+            if self.f("single-chunk") and len(content_events) > 1:
+                merged_lp = None
+                if with_lp:
+                    merged_lp = {
+                        "content": [e for _, lp, _ in content_events if lp for e in lp["content"]],
+                        "refusal": None,
+                    }
+                content_events = [({"content": "".join(p.text for p in pieces)}, merged_lp, True)]
+            if (
+                self.f("json-schema-stream-invalid")
+                and req.response_format is not None
+                and req.response_format["type"] == "json_schema"
+            ):
+                content_events.insert(0, ({"content": "//"}, None, True))
+            events.extend(content_events)
+            if c.tool_call is not None:
+                frag: dict[str, Any] = {
+                    "index": 0,
+                    "id": c.tool_call["id"],
+                    "type": "function",
+                    "function": {"name": c.tool_call["name"], "arguments": ""},
+                }
+                if self.f("tool-stream-no-id"):
+                    del frag["id"]
+                if self.f("tool-call-no-type"):
+                    del frag["type"]
+                events.append(({"tool_calls": [frag]}, None, True))
+                for p in c.tool_pieces:
+                    events.append(
+                        ({"tool_calls": [{"index": 0, "function": {"arguments": p.text}}]}, None, True)
+                    )
+            finish = self.finish(c)
+            chunks = [
+                {"index": idx, "delta": d, "logprobs": lp, "finish_reason": None} for d, lp, _ in events
+            ]
+            final = {"index": idx, "delta": {}, "logprobs": None, "finish_reason": finish}
+            if self.f("two-finish-reasons") and len(chunks) > 1:
+                chunks[-1]["finish_reason"] = finish
+            if self.f("content-after-finish") and len(chunks) > 1 and events[-1][2]:
+                chunks.insert(len(chunks) - 1, final)
+            else:
+                chunks.append(final)
+            per_choice.append(chunks)
+
+        out: list[dict[str, Any]] = []
+        usage = self.usage(req, choices, stream=True)
+        for chunks in per_choice:
+            for ch in chunks:
+                out.append(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [ch],
+                    }
+                )
+        if req.include_usage:
+            for ch in out:
+                ch["usage"] = dict(usage) if self.f("usage-every-chunk") else None
+            if not self.f("no-usage-chunk"):
+                out.append(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": req.model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+        elif self.f("usage-stream-unrequested") and out:
+            out[-1]["usage"] = usage
+        for i, ch in enumerate(out):
+            if self.f("stream-id-changes"):
+                ch["id"] = "chatcmpl-" + uuid.uuid4().hex
+            if self.f("stream-created-changes") and i % 2 == 1:
+                ch["created"] = created + 1
+            if self.f("stream-model-changes") and i % 2 == 1:
+                ch["model"] = req.model + "-v2"
+            if self.f("chunk-wrong-object"):
+                ch["object"] = "chat.completion"
+            if self.f("chunk-schema-invalid"):
+                ch["created"] = str(ch["created"])
+        return out
+
+    def sse(self, chunks: list[dict[str, Any]]) -> list[str]:
+        prefix = "event: chunk\n" if self.f("stream-event-field") else ""
+        events = [f"{prefix}data: {json.dumps(ch)}\n\n" for ch in chunks]
+        if self.f("stream-invalid-json") and events:
+            events.insert(1, f'{prefix}data: {{"id": "broken", "choices": [\n\n')
+        if not self.f("no-done"):
+            events.append(f"{prefix}data: [DONE]\n\n")
+            if self.f("events-after-done") and chunks:
+                events.append(f"{prefix}data: {json.dumps(chunks[-1])}\n\n")
+        return events
+
+    # ----------------------------------------------------------------------- endpoints
+
+    async def chat_completions(self, request: Request) -> Response:
+        stream_hint = False
+        try:
+            self.check_auth(request)
+            raw = await request.body()
+            try:
+                body = json.loads(raw, parse_constant=_reject_constant)
+            except (ValueError, UnicodeDecodeError) as exc:
+                if self.f("malformed-json-500"):
+                    return Response(
+                        json.dumps(
+                            {
+                                "error": {
+                                    "message": "Internal server error",
+                                    "type": "server_error",
+                                    "param": None,
+                                    "code": None,
+                                }
+                            }
+                        ),
+                        status_code=500,
+                        media_type="application/json",
+                    )
+                raise ApiError(
+                    400, f"The request body is not valid JSON: {exc}", None, "invalid_json"
+                ) from exc
+            stream_hint = isinstance(body, dict) and body.get("stream") is True
+            req = self.validate(body)
+        except ApiError as err:
+            return self.error_response(err, stream=stream_hint)
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
+        choices = await run_in_threadpool(self.complete, req)
+        completion_id = "chatcmpl-reference-fixed" if self.f("id-reused") else "chatcmpl-" + uuid.uuid4().hex
+        created = int(time.time())
+        if not req.stream:
+            media = "text/plain" if self.f("content-type-text") else "application/json"
+            return Response(json.dumps(self.body(req, choices, completion_id, created)), media_type=media)
+        events = self.sse(self.stream_chunks(req, choices, completion_id, created))
+
+        async def gen() -> AsyncIterator[str]:
+            for ev in events:
+                yield ev
+
+        media = "application/x-ndjson" if self.f("stream-wrong-content-type") else "text/event-stream"
+        return StreamingResponse(
+            gen(), media_type=media, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    async def models(self, request: Request) -> Response:
+        try:
+            self.check_auth(request)
+        except ApiError as err:
+            return self.error_response(err)
+        if self.f("models-missing"):
+            return self.error_response(ApiError(404, "Not found", None, "not_found"))
+        entry: dict[str, Any] = {
+            "id": self.model_name,
+            "object": "model",
+            "created": _CREATED_AT,
+            "owned_by": "chat-conformance",
+            "context_size": self.context_length,
+        }
+        if self.f("models-no-context-size"):
+            del entry["context_size"]
+        return Response(json.dumps({"object": "list", "data": [entry]}), media_type="application/json")
+
+
+# --------------------------------------------------------------------------- module helpers
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _render_prompt(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for m in messages:
+        text = m["text"]
+        if m.get("tool_calls"):
+            text += json.dumps(m["tool_calls"], ensure_ascii=False, separators=(",", ":"))
+        parts.append(f"<|{m['role']}|>{text}\n")
+    parts.append("<|assistant|>")
+    return "".join(parts)
+
+
+def _apply_stop(pieces: list[Piece], stops: list[str], include: bool) -> tuple[list[Piece], bool, int]:
+    """Cut ``pieces`` at the first completed stop sequence: (kept pieces, hit, tokens consumed)."""
+    full = "".join(p.text for p in pieces)
+    best: tuple[int, int] | None = None
+    for s in stops:
+        i = full.find(s)
+        if i >= 0 and (best is None or (i + len(s), i) < best):
+            best = (i + len(s), i)
+    if best is None:
+        return pieces, False, len(pieces)
+    end, start = best
+    cut = end if include else start
+    out: list[Piece] = []
+    pos = 0
+    consumed = 0
+    for p in pieces:
+        if pos < end:
+            consumed += 1
+        if pos < cut:
+            out.append(p if pos + len(p.text) <= cut else replace(p, text=p.text[: cut - pos]))
+        pos += len(p.text)
+    return out, True, consumed
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = exc.detail if isinstance(exc, HTTPException) else "Internal server error"
+    return Response(
+        json.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error" if status < 500 else "server_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        ),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+def create_app(
+    *,
+    api_key: str | None = None,
+    faults: Iterable[str] = (),
+    profile: str = "seed",
+    model_name: str = "reference-tiny",
+    context_length: int = 256,
+    latency_s: float = 0.0,
+) -> Starlette:
+    """The reference server as an ASGI app; ``faults`` names entries of :data:`FAULTS` to switch on."""
+    chosen = frozenset(faults)
+    unknown = sorted(chosen - set(FAULTS))
+    if unknown:
+        raise ValueError(f"unknown fault(s): {', '.join(unknown)}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})")
+    server = _Server(api_key, chosen, profile, model_name, context_length, latency_s)
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+            Route("/v1/models", server.models, methods=["GET"]),
+        ],
+        exception_handlers={HTTPException: _not_found, Exception: _not_found},
+    )
+    app.state.reference = server
+    return app

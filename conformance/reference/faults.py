@@ -1,0 +1,288 @@
+"""Fault modes of the reference server: each one breaks exactly one requirement of spec/requirements.yaml.
+
+``create_app(faults=[...])`` switches them on; the kill matrix proves the checks catch each of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Fault", "FAULTS"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    requirement: str
+    description: str
+
+
+_TABLE: list[tuple[str, str, str]] = [
+    # --- core
+    ("wrong-object", "CORE-OBJECT", 'Non-streaming responses carry object "chat_completion".'),
+    ("id-reused", "CORE-ID-UNIQUE", "Every response (and stream) carries the same id."),
+    ("id-empty", "CORE-ID-PRESENT", 'Non-streaming responses carry id "".'),
+    ("created-milliseconds", "CORE-CREATED-SECONDS", "Non-streaming created is in milliseconds."),
+    ("model-missing", "CORE-MODEL-PRESENT", "Non-streaming responses carry no model field."),
+    ("model-name-wrong", "CORE-MODEL-MATCHES", 'Non-streaming responses name model "some-other-model".'),
+    ("choices-index-wrong", "CORE-CHOICE-INDEX", "Non-streaming choices are indexed from 1."),
+    ("role-wrong", "CORE-MESSAGE-ROLE", 'Non-streaming messages carry role "bot".'),
+    ("content-null", "CORE-MESSAGE-CONTENT", "Plain-text non-streaming answers carry content null."),
+    ("finish-reason-invalid", "CORE-FINISH-REASON", 'Non-streaming finish_reason "stop" is sent as "end".'),
+    ("content-type-text", "CORE-CONTENT-TYPE", "Non-streaming 200 responses are sent as text/plain."),
+    (
+        "content-parts-rejected",
+        "CORE-CONTENT-PARTS",
+        "A message whose content is an array of parts gets 400.",
+    ),
+    ("multi-turn-rejected", "CORE-MULTI-TURN", "An assistant message without tool_calls gets 400."),
+    ("models-missing", "CORE-MODELS-LIST", "GET /models answers 404."),
+    ("models-no-context-size", "CORE-CONTEXT-SIZE-PUBLISHED", "GET /models omits context_size."),
+    # --- usage
+    ("usage-missing", "USAGE-PRESENT", "Non-streaming responses carry no usage."),
+    ("usage-float", "USAGE-INTEGERS", "Non-streaming usage.prompt_tokens is a float (e.g. 12.5)."),
+    ("usage-total-wrong", "USAGE-TOTAL-SUM", "usage.total_tokens is one more than the sum."),
+    (
+        "completion-tokens-wrong",
+        "USAGE-COMPLETION-EXACT",
+        "Non-streaming completion_tokens is one less than counted (total kept consistent).",
+    ),
+    ("prompt-tokens-constant", "USAGE-PROMPT-GROWS", "prompt_tokens is always 10 (total kept consistent)."),
+    ("no-usage-chunk", "USAGE-STREAM-LAST-CHUNK", "With include_usage the usage chunk is not sent."),
+    ("usage-every-chunk", "USAGE-STREAM-NULL-ELSEWHERE", "With include_usage every chunk carries the usage."),
+    (
+        "usage-stream-unrequested",
+        "USAGE-STREAM-ABSENT",
+        "Without include_usage the last chunk carries usage.",
+    ),
+    ("stream-usage-differs", "USAGE-STREAM-MATCHES", "Streamed usage counts one more prompt token."),
+    # --- streaming
+    ("stream-wrong-content-type", "STREAM-CONTENT-TYPE", "Streams are sent as application/x-ndjson."),
+    ("stream-event-field", "STREAM-DATA-ONLY", "Every stream event carries an `event: chunk` line."),
+    (
+        "stream-invalid-json",
+        "STREAM-CHUNK-JSON",
+        "An extra event with a non-JSON payload is sent mid-stream.",
+    ),
+    ("chunk-schema-invalid", "STREAM-CHUNK-SCHEMA", "Chunks carry created as a string."),
+    ("chunk-wrong-object", "STREAM-CHUNK-OBJECT", 'Chunks carry object "chat.completion".'),
+    ("no-done", "STREAM-DONE-TERMINATES", "The stream ends without data: [DONE]."),
+    ("events-after-done", "STREAM-NOTHING-AFTER-DONE", "A chunk is sent again after data: [DONE]."),
+    ("stream-id-changes", "STREAM-ID-CONSTANT", "Every chunk carries a fresh id."),
+    ("stream-created-changes", "STREAM-CREATED-CONSTANT", "Odd chunks carry created + 1."),
+    ("stream-model-changes", "STREAM-MODEL-CONSTANT", 'Odd chunks carry the model name plus "-v2".'),
+    ("no-role-first", "STREAM-ROLE-FIRST", "The first delta carries no role."),
+    (
+        "two-finish-reasons",
+        "STREAM-FINISH-ONCE",
+        "The last content chunk already carries the finish_reason that the final chunk repeats.",
+    ),
+    ("content-after-finish", "STREAM-FINISH-LAST", "The finish chunk is sent before the last content chunk."),
+    ("single-chunk", "STREAM-INCREMENTAL", "The whole content is sent in one chunk."),
+    ("stream-choice-index-wrong", "STREAM-CHOICE-INDEX", "Chunk choices are indexed from 1."),
+    (
+        "stream-differs",
+        "STREAM-MATCHES-NONSTREAM",
+        "Plain-text streams (no stop, tools or response_format) send the tokens in reverse order.",
+    ),
+    (
+        "stream-options-without-stream-accepted",
+        "STREAM-OPTIONS-REQUIRES-STREAM",
+        "stream_options without stream true is accepted.",
+    ),
+    # --- max_tokens and context
+    ("max-tokens-ignored", "MAXTOK-BOUND", "max_tokens is ignored (generation runs to eos or the context)."),
+    ("length-reported-as-stop", "MAXTOK-LENGTH-FINISH", 'A choice cut by max_tokens ends with "stop".'),
+    ("stream-max-tokens-ignored", "MAXTOK-STREAM-BOUND", "Streams ignore max_tokens."),
+    ("max-tokens-zero-accepted", "MAXTOK-REJECT-NONPOSITIVE", "max_tokens <= 0 is accepted (default used)."),
+    (
+        "context-truncate-errors",
+        "CONTEXT-TRUNCATE-DEFAULT",
+        "Prompt + max_tokens over the context gets 400 even without behaviour error.",
+    ),
+    (
+        "context-error-ignored",
+        "CONTEXT-ERROR-BEHAVIOR",
+        'context_length_exceeded_behavior "error" truncates.',
+    ),
+    (
+        "prompt-too-long-accepted",
+        "CONTEXT-PROMPT-TOO-LONG",
+        "A prompt longer than the context is cut from the left and answered.",
+    ),
+    (
+        "context-behavior-any-accepted",
+        "CONTEXT-BEHAVIOR-ENUM",
+        "Any context_length_exceeded_behavior string is accepted (as truncate).",
+    ),
+    # --- n
+    ("n-ignored", "N-CHOICES-COUNT", "n is ignored: one choice."),
+    ("n-default-two", "N-DEFAULT-ONE", "Without n, two choices are returned."),
+    ("n-usage-one-choice", "N-USAGE-COUNTS-ALL", "completion_tokens counts only choice 0."),
+    # --- seed and sampling
+    ("seed-ignored", "SEED-DETERMINISM", "seed is ignored (fresh randomness)."),
+    ("always-greedy", "SEED-VARIES", "Sampling is always greedy, whatever the temperature."),
+    ("top-p-ignored", "SAMPLING-TOP-P-EFFECT", "top_p is ignored."),
+    ("min-p-ignored", "SAMPLING-MIN-P-EFFECT", "min_p is ignored."),
+    ("top-k-ignored", "SAMPLING-TOP-K-EFFECT", "top_k is ignored."),
+    # --- stop
+    ("stop-ignored", "STOP-HONOURED", "Stop sequences are ignored."),
+    (
+        "stop-wrong-inclusion",
+        "STOP-SEQUENCE-INCLUDED",
+        "The stop sequence is cut from the text (seed profile).",
+    ),
+    ("stop-kept", "STOP-SEQUENCE-EXCLUDED", "The stop sequence stays in the text (openai profile)."),
+    ("stop-string-rejected", "STOP-STRING-OR-ARRAY", "stop as a single string gets 400."),
+    ("stop-stream-ignored", "STOP-STREAM", "Streams ignore stop sequences."),
+    # --- penalties and logit_bias
+    ("penalties-ignored", "PENALTY-FREQUENCY-EFFECT", "frequency_penalty is ignored."),
+    ("presence-penalty-ignored", "PENALTY-PRESENCE-EFFECT", "presence_penalty is ignored."),
+    ("repetition-penalty-ignored", "PENALTY-REPETITION-EFFECT", "repetition_penalty is ignored."),
+    ("logit-bias-ignored", "LOGIT-BIAS-FORCE", "Positive logit_bias values are ignored."),
+    ("logit-bias-ban-ignored", "LOGIT-BIAS-BAN", "Negative logit_bias values are ignored."),
+    # --- logprobs
+    ("logprobs-count-wrong", "LOGPROBS-PRESENT", "logprobs.content is one entry short."),
+    ("logprobs-positive", "LOGPROBS-VALUES", "Each entry's logprob is sent as a positive number."),
+    (
+        "logprobs-tokens-wrong",
+        "LOGPROBS-TOKENS-CONCAT",
+        'Each logprob token string (and its top entry) gets "_".',
+    ),
+    ("top-logprobs-count-wrong", "LOGPROBS-TOP-COUNT", "top_logprobs carries k + 1 alternatives."),
+    ("top-logprobs-unsorted", "LOGPROBS-TOP-ORDER", "top_logprobs are sorted from least to most likely."),
+    (
+        "logprobs-greedy-inconsistent",
+        "LOGPROBS-GREEDY-CONSISTENT",
+        "The chosen token's logprob is 0.25 below its own top_logprobs entry.",
+    ),
+    ("logprobs-by-default", "LOGPROBS-ABSENT-BY-DEFAULT", "logprobs are returned even when not asked for."),
+    (
+        "top-logprobs-without-logprobs-accepted",
+        "LOGPROBS-TOP-REQUIRES-LOGPROBS",
+        "top_logprobs without logprobs true is accepted.",
+    ),
+    ("logprobs-stream-missing", "LOGPROBS-STREAM", "Streamed chunks carry no logprobs."),
+    # --- tools
+    ("tool-call-no-type", "TOOLS-CALL-SHAPE", "Tool calls carry no type."),
+    (
+        "tool-args-object",
+        "TOOLS-ARGS-JSON",
+        "Non-streaming tool-call arguments are a JSON object, not a string.",
+    ),
+    (
+        "tool-args-invalid-schema",
+        "TOOLS-ARGS-SCHEMA",
+        "Tool-call arguments do not validate against the schema.",
+    ),
+    ("tool-finish-stop", "TOOLS-FINISH-REASON", 'Tool-call answers end with finish_reason "stop".'),
+    ("tool-choice-none-ignored", "TOOLS-CHOICE-NONE", 'tool_choice "none" still calls the first tool.'),
+    ("tool-auto-rejected", "TOOLS-CHOICE-AUTO", 'tool_choice "auto" gets 400.'),
+    ("tool-required-ignored", "TOOLS-CHOICE-REQUIRED", 'tool_choice "required" answers with plain content.'),
+    ("tool-named-wrong", "TOOLS-CHOICE-NAMED", "A named tool_choice calls another function."),
+    ("tool-result-rejected", "TOOLS-RESULT-TURN", "A conversation holding a tool message gets 400."),
+    ("tool-stream-no-id", "TOOLS-STREAM-FRAGMENTS", "The first streamed tool-call fragment carries no id."),
+    (
+        "tool-unknown-choice-accepted",
+        "TOOLS-UNKNOWN-CHOICE",
+        "A named tool_choice matching no tool is accepted.",
+    ),
+    # --- response formats
+    ("format-text-rejected", "FORMAT-TEXT", 'response_format {"type": "text"} gets 400.'),
+    ("json-object-prose", "JSON-OBJECT-VALID", "json_object answers are prose."),
+    ("json-schema-invalid", "JSON-SCHEMA-VALID", "json_schema answers are JSON that violates the schema."),
+    ("json-schema-stream-invalid", "JSON-SCHEMA-STREAM", "Streamed json_schema answers start with '//'."),
+    # --- reasoning / thinking
+    (
+        "reasoning-in-content",
+        "REASONING-SEPARATE",
+        "With separate_reasoning true the reasoning is put in content inside <think> markup.",
+    ),
+    ("reasoning-stream-in-content", "REASONING-STREAM", "Streamed reasoning arrives in delta.content."),
+    (
+        "reasoning-when-not-separated",
+        "REASONING-NOT-SEPARATED",
+        "separate_reasoning false is treated as true (reasoning_content is a string).",
+    ),
+    ("thinking-not-disabled", "THINKING-DISABLE", "enable_thinking false is treated as true."),
+    ("thinking-enable-ignored", "THINKING-ENABLE", "enable_thinking true produces no reasoning."),
+    # --- errors
+    ("error-shape-wrong", "ERROR-SHAPE", 'Error bodies are {"error": "<message>"}.'),
+    ("error-no-type", "ERROR-SHAPE-FIELDS", "Error objects carry no type."),
+    ("error-content-type-text", "ERROR-CONTENT-TYPE", "Error responses are sent as text/plain."),
+    (
+        "bad-input-500",
+        "ERROR-NO-5XX",
+        "A wrong JSON type on a sampling field (temperature, top_p, top_k, min_p, n, penalties, seed, "
+        "stream, logprobs, top_logprobs) gets 500; model, messages and max_tokens still get 400.",
+    ),
+    ("error-with-200", "ERROR-NOT-200", "Validation errors (not auth) are sent with status 200."),
+    ("malformed-json-500", "ERROR-MALFORMED-JSON", "A body that is not JSON gets 500."),
+    ("missing-messages-accepted", "ERROR-MISSING-MESSAGES", "A request without messages is answered."),
+    ("empty-messages-accepted", "ERROR-EMPTY-MESSAGES", "A request with messages [] is answered."),
+    ("missing-model-accepted", "ERROR-MISSING-MODEL", "A request without model is answered."),
+    ("unknown-model-accepted", "ERROR-UNKNOWN-MODEL", "Any model name is answered."),
+    (
+        "wrong-type-accepted",
+        "ERROR-WRONG-TYPE",
+        "max_tokens given as a numeric string is coerced; messages as an object is wrapped in a list.",
+    ),
+    ("unknown-role-accepted", "ERROR-INVALID-ROLE", "Messages with unknown roles are treated as user."),
+    (
+        "stream-error-as-events",
+        "ERROR-STREAM-BEFORE-EVENTS",
+        "Invalid requests with stream true get a 400 text/event-stream with an error event.",
+    ),
+    # --- auth
+    ("auth-not-checked", "AUTH-MISSING-KEY", "A request without Authorization is accepted."),
+    ("wrong-key-accepted", "AUTH-WRONG-KEY", "Any bearer key is accepted."),
+    ("auth-error-completion", "AUTH-NOTHING-GENERATED", "A 401 carries a completion in its body."),
+    # --- ranges
+    (
+        "temperature-out-of-range-accepted",
+        "RANGE-TEMPERATURE-REJECT",
+        "temperature outside [0, 2] is clamped.",
+    ),
+    ("top-p-out-of-range-accepted", "RANGE-TOP-P-REJECT", "top_p outside [0, 1] is clamped."),
+    ("top-p-zero-rejected", "RANGE-TOP-P-BOUNDARY", "top_p 0 gets 400."),
+    ("top-k-out-of-range-accepted", "RANGE-TOP-K-REJECT", "top_k outside [1, 128] is clamped."),
+    ("top-k-rejected-inside", "RANGE-TOP-K-ACCEPT", "top_k between 2 and 127 gets 400."),
+    ("min-p-out-of-range-accepted", "RANGE-MIN-P-REJECT", "min_p outside [0, 1] is clamped."),
+    ("n-out-of-range-accepted", "RANGE-N-REJECT", "n outside [1, 128] is clamped."),
+    ("n-128-rejected", "RANGE-N-BOUNDARY", "n 128 gets 400."),
+    (
+        "penalty-out-of-range-accepted",
+        "RANGE-FREQUENCY-PENALTY-REJECT",
+        "frequency_penalty outside [-2, 2] is clamped.",
+    ),
+    (
+        "presence-penalty-out-of-range-accepted",
+        "RANGE-PRESENCE-PENALTY-REJECT",
+        "presence_penalty outside [-2, 2] is clamped.",
+    ),
+    (
+        "repetition-penalty-out-of-range-accepted",
+        "RANGE-REPETITION-PENALTY-REJECT",
+        "repetition_penalty outside [0, 2] is clamped.",
+    ),
+    (
+        "repetition-penalty-zero-rejected",
+        "RANGE-REPETITION-PENALTY-BOUNDARY",
+        "repetition_penalty 0 gets 400.",
+    ),
+    (
+        "top-logprobs-out-of-range-accepted",
+        "RANGE-TOP-LOGPROBS-REJECT",
+        "top_logprobs outside [0, 20] clamps.",
+    ),
+    (
+        "logit-bias-out-of-range-accepted",
+        "RANGE-LOGIT-BIAS-REJECT",
+        "logit_bias values outside [-100, 100] clamp.",
+    ),
+    ("five-stops-accepted", "RANGE-STOP-REJECT", "More than 4 stop sequences are accepted."),
+]
+
+FAULTS: dict[str, Fault] = {name: Fault(name, req, desc) for name, req, desc in _TABLE}
+if len(FAULTS) != len(_TABLE):  # pragma: no cover - guards the table
+    raise AssertionError("duplicate fault names")

@@ -1,0 +1,100 @@
+"""Run the reference server in a background thread (tests, ``cli run``) or the foreground (``cli serve``)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterable
+
+import uvicorn
+
+from conformance.reference.app import create_app
+
+__all__ = ["RunningServer", "start_in_thread", "serve_forever"]
+
+DEFAULT_MODEL = "reference-tiny"
+
+
+class RunningServer:
+    """A reference server answering on ``base_url`` (``http://HOST:PORT/v1``) until :meth:`stop`."""
+
+    def __init__(
+        self, server: uvicorn.Server, thread: threading.Thread, host: str, port: int, model: str
+    ) -> None:
+        self._server = server
+        self._thread = thread
+        self.host = host
+        self.port = port
+        self.model = model
+        self.base_url = f"http://{host}:{port}/v1"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout)
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def start_in_thread(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    faults: Iterable[str] = (),
+    profile: str = "seed",
+    latency_s: float = 0.0,
+    model_name: str = DEFAULT_MODEL,
+    context_length: int = 256,
+    startup_timeout: float = 10.0,
+) -> RunningServer:
+    """Start uvicorn in a daemon thread on a free port (``port=0``) and wait until it accepts connections."""
+    app = create_app(
+        api_key=api_key,
+        faults=faults,
+        profile=profile,
+        model_name=model_name,
+        context_length=context_length,
+        latency_s=latency_s,
+    )
+    if port == 0:
+        port = _free_port(host)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"reference-server-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if server.started:
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return RunningServer(server, thread, host, port, model_name)
+            except OSError:
+                pass
+        if not thread.is_alive():
+            break
+        time.sleep(0.02)
+    server.should_exit = True
+    raise RuntimeError(f"the reference server did not start on {host}:{port}")
+
+
+def serve_forever(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    faults: Iterable[str] = (),
+    profile: str = "seed",
+) -> None:
+    """Serve in the foreground until interrupted (the CLI's ``serve`` command)."""
+    app = create_app(api_key=api_key, faults=faults, profile=profile)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
