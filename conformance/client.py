@@ -19,7 +19,8 @@ from typing import Any
 import httpx
 
 from .budget import Budget
-from .evidence import MASK, Exchange, SSEEvent, mask_headers
+from .errors import UsageError
+from .evidence import MASK, SENSITIVE_HEADERS, Exchange, SSEEvent, mask_headers
 from .sse import parse_event_data, read_body, read_stream
 from .target import Target
 
@@ -133,7 +134,11 @@ class Client:
         self.on_exchange = on_exchange
         verify: ssl.SSLContext | bool
         if isinstance(target.verify_tls, str):
-            verify = ssl.create_default_context(cafile=target.verify_tls)
+            try:
+                verify = ssl.create_default_context(cafile=target.verify_tls)
+            except (OSError, ssl.SSLError) as e:
+                msg = f"cannot read the CA bundle {target.verify_tls!r} ({e}): give a PEM file"
+                raise UsageError(msg) from e
         else:
             verify = bool(target.verify_tls)
         self._http = httpx.Client(
@@ -141,7 +146,7 @@ class Client:
             verify=verify,
             follow_redirects=False,
             timeout=self._timeout(),
-            headers={"User-Agent": USER_AGENT, **target.extra_headers},
+            headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
         )
 
@@ -198,18 +203,27 @@ class Client:
 
     def _headers(self, auth: bool | str, headers: dict[str, str] | None,
                  content_type: str | None) -> dict[str, str]:
+        """target.extra_headers, Content-Type, credentials, then the call's own headers (last wins). Unless
+        ``auth`` is True, credential headers of extra_headers (Authorization, api-key, ...) are dropped."""
         out: dict[str, str] = {}
+
+        def put(name: str, value: str) -> None:
+            for existing in [e for e in out if e.lower() == name.lower()]:
+                del out[existing]
+            out[name] = value
+
+        for k, v in self.target.extra_headers.items():
+            if auth is True or k.lower() not in SENSITIVE_HEADERS:
+                put(k, v)
         if content_type is not None:
-            out["Content-Type"] = content_type
+            put("Content-Type", content_type)
         if auth is True:
             if self.target.api_key:
-                out["Authorization"] = f"Bearer {self.target.api_key}"
+                put("Authorization", f"Bearer {self.target.api_key}")
         elif isinstance(auth, str):
-            out["Authorization"] = f"Bearer {auth}"
+            put("Authorization", f"Bearer {auth}")
         for k, v in (headers or {}).items():
-            for existing in [e for e in out if e.lower() == k.lower()]:
-                del out[existing]
-            out[k] = v
+            put(k, v)
         return out
 
     def _exchange(self, method: str, path: str, *, content: bytes | None, body_text: str | None, label: str,

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from conformance.budget import Budget
 from conformance.client import Client, retry_after_seconds, usage_tokens
-from conformance.errors import BudgetExhausted
+from conformance.errors import BudgetExhausted, UsageError
 from conformance.evidence import Exchange
 from conformance.target import Limits, Target
 
@@ -380,6 +380,25 @@ def test_auth_variants() -> None:
     with _mock(rec2, api_key=None) as c:
         c.chat({})
     assert "authorization" not in rec2.requests[0].headers
+
+
+def test_credentials_in_extra_headers_follow_auth() -> None:
+    rec = Recorder()
+    target = Target("http://x.test/v1", "m", api_key=None, limits=LIMITS,
+                    extra_headers={"api-key": KEY, "X-Team": "t"})
+    with Client(target, transport=httpx.MockTransport(rec)) as c:
+        with_key = c.chat({})
+        c.chat({}, auth=False)
+        c.chat({}, auth="sk-wrong")
+    assert rec.requests[0].headers["api-key"] == KEY and with_key.request_headers["api-key"] == "***"
+    assert "api-key" not in rec.requests[1].headers and rec.requests[1].headers["x-team"] == "t"
+    assert "api-key" not in rec.requests[2].headers
+    assert rec.requests[2].headers["authorization"] == "Bearer sk-wrong"
+
+
+def test_bad_ca_bundle_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="CA bundle"):
+        Client(Target("https://x.test", "m", verify_tls=str(tmp_path / "missing.pem")))
 
 
 def test_post_raw_and_get() -> None:
