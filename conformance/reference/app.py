@@ -282,7 +282,7 @@ class _Server:
 
     def _messages(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         messages = body.get("messages")
-        default = [{"role": "user", "content": "Hello"}]
+        default: list[dict[str, Any]] = [{"role": "user", "text": "Hello", "tool_calls": None}]
         if messages is None:
             if self.f("missing-messages-accepted"):
                 return default

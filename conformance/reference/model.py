@@ -1,6 +1,6 @@
 """A tiny deterministic language model for the embedded reference server (pure Python).
 
-Vocabulary (``VOCAB``, 415 tokens):
+Vocabulary (``VOCAB``, 424 tokens):
 
 * ids 0..2 are specials: ``<eos>`` (0), ``<think>`` (1), ``</think>`` (2);
 * ids 3..99 are single characters: ``\\n``, ``\\t`` and printable ASCII (space .. ``~``);
