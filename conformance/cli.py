@@ -186,7 +186,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"chat-conformance: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         pargs = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-                 "-p", "no:cacheprovider", "-q" if not args.verbose else "-" + "v" * args.verbose,
+                 "-p", "no:cacheprovider", "-p", "no:anyio", "-q" if not args.verbose else "-" + "v" * args.verbose,
                  "--conformance-base-url", base_url, "--conformance-model", model,
                  "--conformance-api-key-env", env_key, "--conformance-profile", args.profile,
                  "--conformance-level", args.level, "--conformance-report-dir", args.report_dir,

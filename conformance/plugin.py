@@ -413,8 +413,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             from conformance.reports.html import write_html
 
             paths.append(write_html(results, Path(report_dir)))
-        except ImportError:
-            pass
+        except Exception as exc:  # the suite's own fault: say so, keep the other reports
+            results["exit_code"] = 4
+            results["notes"].append(f"internal error writing report.html: {type(exc).__name__}: {exc}")
+            paths = write_all(results, Path(report_dir))
         state["written"] = paths
     session.exitstatus = results["exit_code"]
 

@@ -7,7 +7,7 @@ import pytest
 from conformance.checks._support import body, ok_json
 from conformance.checks.test_core import _basic
 
-LONG_PROMPT = " ".join(["Tell me everything you know about cats, dogs, birds and fish."] * 8)
+LONG_PROMPT = " ".join(["Tell me everything you know about cats, dogs, birds and fish."] * 3)
 
 
 @pytest.mark.requirement("USAGE-PRESENT", "USAGE-INTEGERS", "USAGE-TOTAL-SUM")
