@@ -1,0 +1,331 @@
+"""Tool calling: tool-call shape and arguments, tool_choice, the tool-result turn, streamed fragments.
+
+Tools are an optional capability: the ``judge`` fixture skips these checks when discovery finds the target
+rejects tools cleanly. A target that accepts tools but does not honour them fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from conformance.checks._support import ERROR_SHAPE_REQS, body, judge_error_response, ok_json, ok_stream
+from conformance.violations import Inconclusive, Judge
+
+PROMPT = "What is the weather in Paris today?"
+MAX_TOKENS = 48  # arguments take tokens
+
+WEATHER_PARAMS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "description": "the city name"},
+                   "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "required": ["city"],
+}
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Get the current weather "
+                                            "in a city", "parameters": WEATHER_PARAMS}}
+TIME = {"type": "function", "function": {"name": "get_time", "description": "Get the local time in a city",
+                                         "parameters": {"type": "object",
+                                                        "properties": {"city": {"type": "string"}},
+                                                        "required": ["city"]}}}
+SCHEMAS = {"get_weather": WEATHER_PARAMS, "get_time": TIME["function"]["parameters"]}
+REQUIRED_KEY = "tools-required"
+
+
+def _tool_body(target: Any, profile: Any, tool_choice: Any, *, tools: list[dict[str, Any]] | None = None,
+               max_tokens: int = MAX_TOKENS, **fields: Any) -> dict[str, Any]:
+    return body(target, messages=[{"role": "user", "content": PROMPT}], tools=tools or [WEATHER],
+                tool_choice=tool_choice, max_tokens=max_tokens, **dict(profile.deterministic, **fields))
+
+
+def _required(shared: Any, target: Any, profile: Any) -> Any:
+    """The shared forced call: tool_choice "required" with the weather tool."""
+    return shared(REQUIRED_KEY, _tool_body(target, profile, "required"), label='tool_choice "required"')
+
+
+def _accepted(judge: Judge, ex: Any, requirement: str, what: str) -> dict[str, Any]:
+    """A request the capability promises to serve: not answering it 2xx breaks ``requirement``."""
+    judge.require(ex.status is not None and 200 <= ex.status < 300, requirement, f"{what} was not answered",
+                  path="status", expected="2xx",
+                  received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)
+    data = ex.json()
+    judge.require(isinstance(data, dict) and isinstance(data.get("choices"), list) and bool(data["choices"]),
+                  requirement, f"{what}: the answer is not a completion", path="$.choices",
+                  expected="non-empty choices", received=(ex.body_text or "")[:200], exchange=ex)
+    return data
+
+
+def _choice(data: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    ch = data["choices"][0] if isinstance(data["choices"][0], dict) else {}
+    msg = ch.get("message") if isinstance(ch.get("message"), dict) else {}
+    return msg, ch.get("finish_reason")
+
+
+def _calls(msg: dict[str, Any]) -> list[Any]:
+    calls = msg.get("tool_calls")
+    return calls if isinstance(calls, list) else []
+
+
+def _judge_call_shape(judge: Judge, requirement: str, calls: list[Any], ex: Any, where: str) -> None:
+    for i, call in enumerate(calls):
+        path = f"{where}.tool_calls[{i}]"
+        c = call if isinstance(call, dict) else {}
+        fn = c.get("function") if isinstance(c.get("function"), dict) else {}
+        problems = []
+        if not (isinstance(c.get("id"), str) and c["id"]):
+            problems.append(("id", "non-empty string", c.get("id")))
+        if c.get("type") != "function":
+            problems.append(("type", "function", c.get("type")))
+        if not (isinstance(fn.get("name"), str) and fn["name"]):
+            problems.append(("function.name", "non-empty string", fn.get("name")))
+        if not isinstance(fn.get("arguments"), str):
+            problems.append(("function.arguments", "string", fn.get("arguments")))
+        for field, expected, received in problems:
+            judge.check(False, requirement, f"tool call {field} is malformed", path=f"{path}.{field}",
+                        expected=expected, received=received, exchange=ex)
+        if not problems:
+            judge.check(True, requirement, "")
+
+
+def _forced_call(shared: Any, target: Any, profile: Any) -> tuple[Any, dict[str, Any], list[Any], Any]:
+    ex = _required(shared, target, profile)
+    data = ok_json(ex, 'tool_choice "required"')
+    msg, fr = _choice(data)
+    calls = _calls(msg)
+    if not calls:
+        raise Inconclusive('the forced call carried no tool_calls (judged by TOOLS-CHOICE-REQUIRED)')
+    return ex, msg, calls, fr
+
+
+def _arguments(call: Any) -> Any:
+    fn = call.get("function") if isinstance(call, dict) else None
+    return fn.get("arguments") if isinstance(fn, dict) else None
+
+
+@pytest.mark.requirement("TOOLS-CHOICE-REQUIRED")
+def test_choice_required_calls_a_tool(shared, judge, conformance_target, profile):
+    ex = _required(shared, conformance_target, profile)
+    data = _accepted(judge, ex, "TOOLS-CHOICE-REQUIRED", 'a request with tool_choice "required"')
+    msg, _ = _choice(data)
+    calls = _calls(msg)
+    judge.check(len(calls) >= 1, "TOOLS-CHOICE-REQUIRED", 'tool_choice "required" produced no tool call',
+                path="$.choices[0].message.tool_calls", expected="at least one tool call",
+                received=msg.get("tool_calls", "absent") if msg.get("tool_calls") is not None
+                else {"content": msg.get("content")}, exchange=ex)
+
+
+@pytest.mark.requirement("TOOLS-CALL-SHAPE")
+def test_tool_call_shape(shared, judge, conformance_target, profile):
+    ex, _, calls, _ = _forced_call(shared, conformance_target, profile)
+    _judge_call_shape(judge, "TOOLS-CALL-SHAPE", calls, ex, "$.choices[0].message")
+
+
+@pytest.mark.requirement("TOOLS-ARGS-JSON")
+def test_tool_arguments_are_json(shared, judge, conformance_target, profile):
+    ex, _, calls, fr = _forced_call(shared, conformance_target, profile)
+    truncated = []
+    for i, call in enumerate(calls):
+        args = _arguments(call)
+        path = f"$.choices[0].message.tool_calls[{i}].function.arguments"
+        if not judge.check(isinstance(args, str), "TOOLS-ARGS-JSON", "arguments is not a JSON-encoded string",
+                           path=path, expected="string", received=args, exchange=ex):
+            continue
+        try:
+            parsed = json.loads(args)
+        except ValueError as exc:
+            if fr == "length":
+                truncated.append(i)  # cut by max_tokens: the arguments may be incomplete
+                continue
+            judge.check(False, "TOOLS-ARGS-JSON", "arguments do not parse as JSON", path=path,
+                        expected="a JSON object", received=f"{args[:200]!r} ({exc})", exchange=ex)
+            continue
+        judge.check(isinstance(parsed, dict), "TOOLS-ARGS-JSON", "arguments are JSON but not an object",
+                    path=path, expected="a JSON object", received=args, exchange=ex)
+    if truncated and not judge.violations:
+        raise Inconclusive(f"tool call(s) {truncated} were cut by max_tokens before their arguments ended")
+
+
+@pytest.mark.requirement("TOOLS-ARGS-SCHEMA")
+def test_tool_arguments_match_schema(shared, judge, conformance_target, profile):
+    ex, _, calls, fr = _forced_call(shared, conformance_target, profile)
+    judged = 0
+    for i, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        try:
+            parsed = json.loads(_arguments(call))
+        except (TypeError, ValueError):
+            continue  # not JSON: TOOLS-ARGS-JSON judges it (or it was cut by max_tokens)
+        schema = SCHEMAS.get(name) if isinstance(name, str) else None
+        if schema is None or not isinstance(parsed, dict):
+            continue
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(parsed),
+                        key=lambda e: list(e.path))
+        for err in errors[:3]:
+            judge.check(False, "TOOLS-ARGS-SCHEMA", f"arguments do not validate against {name}'s parameters",
+                        path=f"$.choices[0].message.tool_calls[{i}].function.arguments"
+                        + "".join(f"[{p!r}]" for p in err.path),
+                        expected=f"parameters schema of {name}", received=err.message, exchange=ex)
+        judged += 1
+    if not judged:
+        why = "cut by max_tokens" if fr == "length" else "no call to a known function with object arguments"
+        raise Inconclusive(f"no tool-call arguments to validate ({why})")
+    judge.check(True, "TOOLS-ARGS-SCHEMA", "")
+
+
+@pytest.mark.requirement("TOOLS-FINISH-REASON")
+def test_tool_call_finish_reason(shared, judge, conformance_target, profile):
+    ex, _, _, fr = _forced_call(shared, conformance_target, profile)
+    if fr == "length":
+        raise Inconclusive("the tool call was cut by max_tokens (finish_reason length)")
+    judge.check(fr == "tool_calls", "TOOLS-FINISH-REASON", "a response carrying tool_calls did not end with "
+                "finish_reason tool_calls", path="$.choices[0].finish_reason", expected="tool_calls",
+                received=fr, exchange=ex)
+
+
+@pytest.mark.requirement("TOOLS-CHOICE-NONE")
+def test_choice_none_calls_no_tool(client, judge, conformance_target, profile):
+    ex = client.chat(_tool_body(conformance_target, profile, "none", max_tokens=8),
+                     label='tool_choice "none"')
+    data = _accepted(judge, ex, "TOOLS-CHOICE-NONE", 'a request with tool_choice "none"')
+    msg, fr = _choice(data)
+    calls = msg.get("tool_calls")
+    judge.check(not calls, "TOOLS-CHOICE-NONE", 'tool_choice "none" produced tool calls',
+                path="$.choices[0].message.tool_calls", expected="null, absent or []", received=calls,
+                exchange=ex)
+    judge.check(fr != "tool_calls", "TOOLS-CHOICE-NONE", 'tool_choice "none" ended with finish_reason '
+                "tool_calls", path="$.choices[0].finish_reason", expected="stop or length", received=fr,
+                exchange=ex)
+
+
+@pytest.mark.requirement("TOOLS-CHOICE-AUTO")
+def test_choice_auto(client, judge, conformance_target, profile):
+    ex = client.chat(_tool_body(conformance_target, profile, "auto"), label='tool_choice "auto"')
+    data = _accepted(judge, ex, "TOOLS-CHOICE-AUTO", 'a request with tool_choice "auto"')
+    msg, _ = _choice(data)
+    calls = msg.get("tool_calls")
+    if calls:
+        judge.check(isinstance(calls, list), "TOOLS-CHOICE-AUTO", "tool_calls is not an array",
+                    path="$.choices[0].message.tool_calls", expected="array", received=calls, exchange=ex)
+        _judge_call_shape(judge, "TOOLS-CHOICE-AUTO", _calls(msg), ex, "$.choices[0].message")
+    else:
+        judge.check(isinstance(msg.get("content"), str), "TOOLS-CHOICE-AUTO",
+                    "the answer holds neither content nor tool calls", path="$.choices[0].message.content",
+                    expected="string content or tool_calls", received=msg, exchange=ex)
+
+
+@pytest.mark.requirement("TOOLS-CHOICE-NAMED")
+def test_choice_named_calls_that_function(client, judge, conformance_target, profile):
+    choice = {"type": "function", "function": {"name": "get_time"}}
+    ex = client.chat(_tool_body(conformance_target, profile, choice, tools=[WEATHER, TIME]),
+                     label="tool_choice naming get_time (the second of two tools)")
+    data = _accepted(judge, ex, "TOOLS-CHOICE-NAMED", "a request with a named tool_choice")
+    msg, _ = _choice(data)
+    calls = _calls(msg)
+    judge.require(len(calls) >= 1, "TOOLS-CHOICE-NAMED", "a named tool_choice produced no tool call",
+                  path="$.choices[0].message.tool_calls", expected="a call to get_time",
+                  received=msg.get("tool_calls") if msg.get("tool_calls") is not None
+                  else {"content": msg.get("content")}, exchange=ex)
+    for i, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        judge.check(name == "get_time", "TOOLS-CHOICE-NAMED", "the call is not to the named function",
+                    path=f"$.choices[0].message.tool_calls[{i}].function.name", expected="get_time",
+                    received=name, exchange=ex)
+
+
+@pytest.mark.requirement("TOOLS-RESULT-TURN")
+def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
+    msgs = [
+        {"role": "user", "content": PROMPT},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 20}"},
+    ]
+    ex = client.chat(body(conformance_target, messages=msgs, tools=[WEATHER], max_tokens=8),
+                     label="follow-up turn with a tool result")
+    _accepted(judge, ex, "TOOLS-RESULT-TURN", "a conversation holding tool_calls and a tool result")
+
+
+@pytest.mark.requirement("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED")
+def test_streamed_tool_call_fragments(client, judge, conformance_target, profile):
+    ex = client.chat(_tool_body(conformance_target, profile, "required", stream=True),
+                     label='streamed tool_choice "required"')
+    chunks = ok_stream(ex, 'streamed tool_choice "required"')
+    frags: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    finish = None
+    bad_index: list[tuple[int, Any]] = []
+    for n, c in enumerate(chunks):
+        for ch in c.get("choices") or []:
+            if not isinstance(ch, dict) or ch.get("index", 0) != 0:
+                continue
+            finish = ch.get("finish_reason") or finish
+            delta = ch.get("delta") if isinstance(ch.get("delta"), dict) else {}
+            for tc in delta.get("tool_calls") or []:
+                idx = tc.get("index") if isinstance(tc, dict) else None
+                if not isinstance(idx, int) or isinstance(idx, bool):
+                    bad_index.append((n, idx))
+                    continue
+                frags.setdefault(idx, []).append((n, tc))
+    judge.require(bool(frags) or bool(bad_index), "TOOLS-CHOICE-REQUIRED",
+                  'the streamed answer to tool_choice "required" carried no tool-call fragment',
+                  path="chunks[].choices[0].delta.tool_calls", expected="tool-call deltas",
+                  received=f"{len(chunks)} chunks without tool_calls", exchange=ex)
+    judge.check(not bad_index, "TOOLS-STREAM-FRAGMENTS", "a tool-call fragment has no integer index",
+                path=f"chunks[{bad_index[0][0]}].choices[0].delta.tool_calls[].index" if bad_index else "",
+                expected="integer", received=bad_index[0][1] if bad_index else "", exchange=ex)
+    cut: list[int] = []
+    for idx, parts in sorted(frags.items()):
+        n, first = parts[0]
+        fn = first.get("function") if isinstance(first.get("function"), dict) else {}
+        where = f"chunks[{n}].choices[0].delta.tool_calls[index={idx}]"
+        judge.check(isinstance(first.get("id"), str) and bool(first["id"]), "TOOLS-STREAM-FRAGMENTS",
+                    "the first fragment of a tool call has no id", path=f"{where}.id",
+                    expected="non-empty string", received=first.get("id"), exchange=ex)
+        judge.check(first.get("type") == "function", "TOOLS-STREAM-FRAGMENTS",
+                    "the first fragment of a tool call has no type function", path=f"{where}.type",
+                    expected="function", received=first.get("type"), exchange=ex)
+        judge.check(isinstance(fn.get("name"), str) and bool(fn["name"]), "TOOLS-STREAM-FRAGMENTS",
+                    "the first fragment of a tool call has no function.name", path=f"{where}.function.name",
+                    expected="non-empty string", received=fn.get("name"), exchange=ex)
+        pieces = []
+        for m, tc in parts:
+            f = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+            a = f.get("arguments")
+            if a is None:
+                continue
+            if not judge.check(isinstance(a, str), "TOOLS-STREAM-FRAGMENTS", "an arguments fragment is not a "
+                               "string", path=f"chunks[{m}].choices[0].delta.tool_calls[index={idx}]"
+                               ".function.arguments", expected="string", received=a, exchange=ex):
+                break
+            pieces.append(a)
+        else:
+            args = "".join(pieces)
+            try:
+                parsed = json.loads(args)
+            except ValueError as exc:
+                if finish == "length":
+                    cut.append(idx)
+                    continue
+                judge.check(False, "TOOLS-STREAM-FRAGMENTS",
+                            "the concatenated arguments do not parse as JSON",
+                            path=f"tool_calls[index={idx}].function.arguments", expected="a JSON object",
+                            received=f"{args[:200]!r} ({exc})", exchange=ex)
+                continue
+            judge.check(isinstance(parsed, dict), "TOOLS-STREAM-FRAGMENTS",
+                        "the concatenated arguments are not a JSON object",
+                        path=f"tool_calls[index={idx}].function.arguments", expected="a JSON object",
+                        received=args[:200], exchange=ex)
+    if cut and not judge.violations:
+        raise Inconclusive(f"streamed tool call(s) {cut} were cut by max_tokens before their arguments ended")
+
+
+@pytest.mark.requirement("TOOLS-UNKNOWN-CHOICE", *ERROR_SHAPE_REQS)
+def test_unknown_named_choice_rejected(client, judge, conformance_target, profile):
+    choice = {"type": "function", "function": {"name": "no_such_function"}}
+    ex = client.chat(_tool_body(conformance_target, profile, choice, max_tokens=8),
+                     label="tool_choice naming a function that is not in tools")
+    judge_error_response(judge, ex, "TOOLS-UNKNOWN-CHOICE", "a named tool_choice matching no tool")
