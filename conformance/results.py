@@ -191,6 +191,9 @@ def build_results(records: list[dict[str, Any]], *, target: dict[str, Any], prof
 
     reqs = aggregate(records, profile=profile, level=level, waivers=waivers)
     code, verdict = gate(reqs, records, strict_waivers=strict_waivers)
+    budget_stops = [r for r in records if r.get("skip_reason", "").startswith("not run: budget exhausted")]
+    if budget_stops and code == 0:
+        verdict, code = "INCOMPLETE: the run's budget was exhausted before every check ran", 1
     if interrupted:
         verdict = "INTERRUPTED: " + verdict
         code = code or 1

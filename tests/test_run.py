@@ -1,0 +1,66 @@
+"""End-to-end runs of the CLI against the reference server: parallel verdicts, key hygiene, budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.cli import main
+from conformance.reference.server import start_in_thread
+
+CANARY = "sk-canary-4be1d0c2-never-print-me"
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    srv = start_in_thread(api_key=CANARY)
+    yield srv
+    srv.stop()
+
+
+def _verdicts(report: Path) -> dict[str, str]:
+    results = json.loads((report / "results.json").read_text(encoding="utf-8"))
+    return {k: v["verdict"] for k, v in results["requirements"].items()}
+
+
+def test_serial_and_parallel_runs_agree_and_never_leak_the_key(server: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CONFORMANCE_API_KEY", CANARY)
+    common = ["run", "--base-url", server.base_url, "--model", server.model]
+    assert main([*common, "--report-dir", str(tmp_path / "serial")]) == 0
+    assert main([*common, "--report-dir", str(tmp_path / "parallel"), "-n", "2"]) == 0
+    serial, parallel = _verdicts(tmp_path / "serial"), _verdicts(tmp_path / "parallel")
+    assert serial == parallel
+    assert set(serial.values()) == {"pass"}
+    out = capfd.readouterr()
+    assert CANARY not in out.out + out.err
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) >= 6
+    for path in written:
+        assert CANARY not in path.read_text(encoding="utf-8", errors="replace"), f"key leaked into {path}"
+
+
+def test_request_budget_stops_the_run_cleanly(server: Any, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONFORMANCE_API_KEY", CANARY)
+    code = main(["run", "--base-url", server.base_url, "--model", server.model, "--max-requests", "12",
+                 "--report-dir", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert code == 1
+    assert results["verdict"].startswith("INCOMPLETE")
+    assert results["cost"]["budget"]["requests"] <= 12
+    assert "fail" not in _verdicts(tmp_path).values()
+
+
+def test_refused_key_exits_3(server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("CONFORMANCE_API_KEY", "sk-wrong-key-canary-77")
+    code = main(["run", "--base-url", server.base_url, "--model", server.model, "--report-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "refused the credentials (HTTP 401)" in err
+    assert "sk-wrong-key-canary-77" not in err
