@@ -26,11 +26,11 @@ WEATHER_PARAMS: dict[str, Any] = {
 }
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Get the current weather "
                                             "in a city", "parameters": WEATHER_PARAMS}}
+TIME_PARAMS: dict[str, Any] = {"type": "object", "properties": {"city": {"type": "string"}},
+                               "required": ["city"]}
 TIME = {"type": "function", "function": {"name": "get_time", "description": "Get the local time in a city",
-                                         "parameters": {"type": "object",
-                                                        "properties": {"city": {"type": "string"}},
-                                                        "required": ["city"]}}}
-SCHEMAS = {"get_weather": WEATHER_PARAMS, "get_time": TIME["function"]["parameters"]}
+                                         "parameters": TIME_PARAMS}}
+SCHEMAS = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
 REQUIRED_KEY = "tools-required"
 
 
@@ -57,9 +57,13 @@ def _accepted(judge: Judge, ex: Any, requirement: str, what: str) -> dict[str, A
     return data
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _choice(data: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    ch = data["choices"][0] if isinstance(data["choices"][0], dict) else {}
-    msg = ch.get("message") if isinstance(ch.get("message"), dict) else {}
+    ch = _obj(data["choices"][0])
+    msg = _obj(ch.get("message"))
     return msg, ch.get("finish_reason")
 
 
@@ -71,8 +75,8 @@ def _calls(msg: dict[str, Any]) -> list[Any]:
 def _judge_call_shape(judge: Judge, requirement: str, calls: list[Any], ex: Any, where: str) -> None:
     for i, call in enumerate(calls):
         path = f"{where}.tool_calls[{i}]"
-        c = call if isinstance(call, dict) else {}
-        fn = c.get("function") if isinstance(c.get("function"), dict) else {}
+        c = _obj(call)
+        fn = _obj(c.get("function"))
         problems = []
         if not (isinstance(c.get("id"), str) and c["id"]):
             problems.append(("id", "non-empty string", c.get("id")))
@@ -238,7 +242,7 @@ def test_choice_named_calls_that_function(client, judge, conformance_target, pro
 
 @pytest.mark.requirement("TOOLS-RESULT-TURN")
 def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
-    msgs = [
+    msgs: list[dict[str, Any]] = [
         {"role": "user", "content": PROMPT},
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_1", "type": "function",
@@ -263,7 +267,7 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
             if not isinstance(ch, dict) or ch.get("index", 0) != 0:
                 continue
             finish = ch.get("finish_reason") or finish
-            delta = ch.get("delta") if isinstance(ch.get("delta"), dict) else {}
+            delta = _obj(ch.get("delta"))
             for tc in delta.get("tool_calls") or []:
                 idx = tc.get("index") if isinstance(tc, dict) else None
                 if not isinstance(idx, int) or isinstance(idx, bool):
@@ -280,7 +284,7 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
     cut: list[int] = []
     for idx, parts in sorted(frags.items()):
         n, first = parts[0]
-        fn = first.get("function") if isinstance(first.get("function"), dict) else {}
+        fn = _obj(first.get("function"))
         where = f"chunks[{n}].choices[0].delta.tool_calls[index={idx}]"
         judge.check(isinstance(first.get("id"), str) and bool(first["id"]), "TOOLS-STREAM-FRAGMENTS",
                     "the first fragment of a tool call has no id", path=f"{where}.id",
@@ -293,7 +297,7 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
                     expected="non-empty string", received=fn.get("name"), exchange=ex)
         pieces = []
         for m, tc in parts:
-            f = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+            f = _obj(tc.get("function"))
             a = f.get("arguments")
             if a is None:
                 continue
