@@ -1,0 +1,129 @@
+"""logit_bias: +100 on one token id forces it, -100 keeps it out.
+
+The token id is the profile's ``logit_bias_token_id`` (default 100): it must be an ordinary token of the
+target's vocabulary; a user profile names another one when it is not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conformance.checks._support import (
+    body,
+    content_of,
+    deterministic_body,
+    deterministic_logprobs,
+    finish_of,
+    logprob_entries,
+    ok_json,
+    usage_of,
+)
+from conformance.violations import Inconclusive
+
+FORCE_MAX = 8
+# The +100 request samples at a high temperature on purpose: a greedy answer often repeats one token by itself
+# (" cat cat cat ..."), which would hide a bias that is ignored. With the bias, the token is ahead by 100/1.5
+# in scaled logits and nothing else can be drawn; without it, 8 draws at temperature 1.5 are all the same
+# token only by a long chance.
+HOT = 1.5
+FORCE_SEED = 4321
+MAX = 16
+# Penalties spread a deterministic answer over many tokens: a second baseline for the ban, when the plain
+# deterministic answer does not hold the token.
+SPREAD = {"presence_penalty": 1.9, "frequency_penalty": 1.9}
+
+
+def _force(shared: Any, target: Any, profile: Any) -> Any:
+    tid = str(profile.logit_bias_token_id)
+    return shared("logit-bias-force", body(target, temperature=HOT, seed=FORCE_SEED, max_tokens=FORCE_MAX,
+                                           logprobs=True, logit_bias={tid: 100}),
+                  label=f"temperature {HOT}, logit_bias {{{tid}: 100}}, logprobs")
+
+
+def _tokens(data: dict[str, Any]) -> list[str] | None:
+    entries = logprob_entries(data)
+    if entries and all(isinstance(e, dict) and isinstance(e.get("token"), str) for e in entries):
+        return [e["token"] for e in entries]
+    return None
+
+
+def _forced_token(data: dict[str, Any], tid: int) -> str:
+    """The text of the forced token, read from a +100 answer, or Inconclusive."""
+    content = content_of(data)
+    if not content:
+        raise Inconclusive(f"with logit_bias +100 on token {tid} the answer is empty (finish_reason "
+                           f"{finish_of(data)!r}): the token looks like an end or special token; set "
+                           "logit_bias_token_id in a profile to an ordinary token of the target's vocabulary")
+    tokens = _tokens(data)
+    if tokens:
+        return tokens[0]
+    ct = usage_of(data)
+    if ct and len(content) % ct == 0:
+        return content[:len(content) // ct]
+    raise Inconclusive("neither logprobs nor usage tell the forced token apart")
+
+
+@pytest.mark.requirement("LOGIT-BIAS-FORCE")
+def test_logit_bias_forces_token(shared, judge, conformance_target, profile):
+    tid = profile.logit_bias_token_id
+    ex = _force(shared, conformance_target, profile)
+    data = ok_json(ex, "request with logit_bias +100")
+    unit = _forced_token(data, tid)
+    content, ct, fr = content_of(data), usage_of(data), finish_of(data)
+    tokens = _tokens(data)
+    if tokens is not None:
+        others = [(i, t) for i, t in enumerate(tokens) if t != unit]
+        judge.check(not others, "LOGIT-BIAS-FORCE", f"with logit_bias +100 on token {tid} another token was "
+                    "generated", path=f"$.choices[0].logprobs.content[{others[0][0] if others else 0}].token",
+                    expected=unit, received=others[0][1] if others else "", exchange=ex)
+    else:
+        n = ct or 0
+        judge.check(n > 0 and content == unit * n, "LOGIT-BIAS-FORCE",
+                    f"with logit_bias +100 on token {tid} the answer is not one token repeated",
+                    path="$.choices[0].message.content", expected=f"{unit!r} x {n}", received=content,
+                    exchange=ex)
+    # the forced token is never an end of text, so generation runs to max_tokens
+    judge.check(ct == FORCE_MAX and fr == "length", "LOGIT-BIAS-FORCE",
+                f"with logit_bias +100 on token {tid} generation did not run to max_tokens",
+                path="$.choices[0]", expected={"completion_tokens": FORCE_MAX, "finish_reason": "length"},
+                received={"completion_tokens": ct, "finish_reason": fr}, exchange=ex)
+
+
+@pytest.mark.requirement("LOGIT-BIAS-BAN")
+def test_logit_bias_bans_token(shared, client, judge, conformance_target, profile):
+    # The ban only shows when the token would otherwise be generated: find a deterministic answer that holds
+    # it (the plain one, else one spread by penalties), then send the same request with -100 on the token.
+    tid = profile.logit_bias_token_id
+    forced = ok_json(_force(shared, conformance_target, profile), "request with logit_bias +100")
+    banned = _forced_token(forced, tid)
+    if len(set(_tokens(forced) or [banned])) != 1:
+        raise Inconclusive(f"the answer with logit_bias +100 is not one token repeated, so the text of token "
+                           f"{tid} is unknown (judged by LOGIT-BIAS-FORCE)")
+    plain = ok_json(deterministic_logprobs(shared, conformance_target, profile), "deterministic request")
+    extra: dict[str, Any] = {}
+    tokens = _tokens(plain)
+    if tokens is None:
+        raise Inconclusive("the deterministic answer carries no logprob tokens to look for the token in")
+    if banned not in tokens:
+        extra = dict(SPREAD)
+        ex = client.chat(deterministic_body(conformance_target, profile, max_tokens=MAX, logprobs=True,
+                                            **extra),
+                         label="deterministic, 16 tokens, penalties 1.9, logprobs")
+        tokens = _tokens(ok_json(ex, "deterministic request with penalties")) or []
+        if banned not in tokens:
+            raise Inconclusive(f"token {tid} ({banned!r}) appears in no deterministic answer, so banning it "
+                               "shows nothing")
+    ex = client.chat(deterministic_body(conformance_target, profile, max_tokens=MAX, logprobs=True,
+                                        logit_bias={str(tid): -100}, **extra),
+                     label=f"deterministic, 16 tokens, logit_bias {{{tid}: -100}}, logprobs")
+    data = ok_json(ex, "request with logit_bias -100")
+    got = _tokens(data)
+    if got is None:
+        raise Inconclusive("the answer with logit_bias -100 carries no logprob tokens")
+    at = next((i for i, t in enumerate(got) if t == banned), None)
+    judge.check(at is None, "LOGIT-BIAS-BAN",
+                f"token {tid} ({banned!r}) was generated despite logit_bias -100",
+                path=f"$.choices[0].logprobs.content[{at}].token", expected=f"no {banned!r}", received=banned,
+                exchange=ex)
