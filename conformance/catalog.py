@@ -11,9 +11,24 @@ __all__ = ["LEVELS", "CAPABILITIES", "Requirement", "catalog", "get", "level_ran
 
 LEVELS = ("MUST", "SHOULD", "MAY")
 CAPABILITIES = (
-    "core", "streaming", "usage", "sampling", "n", "seed", "stop", "max-tokens", "penalties",
-    "logit-bias", "logprobs", "tools", "json-object", "json-schema", "reasoning", "thinking",
-    "errors", "auth",
+    "core",
+    "streaming",
+    "usage",
+    "sampling",
+    "n",
+    "seed",
+    "stop",
+    "max-tokens",
+    "penalties",
+    "logit-bias",
+    "logprobs",
+    "tools",
+    "json-object",
+    "json-schema",
+    "reasoning",
+    "thinking",
+    "errors",
+    "auth",
 )
 # Capabilities the seed ties to particular models: a clean 4xx makes them "unsupported", not failed.
 OPTIONAL_CAPABILITIES = ("tools", "json-object", "json-schema", "reasoning", "thinking")

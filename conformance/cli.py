@@ -31,32 +31,60 @@ def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="chat-conformance", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    r = sub.add_parser("run", help="run the suite against a target (the embedded reference server by default)")
-    r.add_argument("--base-url", help="target base URL ending before /chat/completions; "
-                   "omitted: start the embedded reference server")
+    r = sub.add_parser(
+        "run", help="run the suite against a target (the embedded reference server by default)"
+    )
+    r.add_argument(
+        "--base-url",
+        help="target base URL ending before /chat/completions; omitted: start the embedded reference server",
+    )
     r.add_argument("--model", help="model name to request (default: the reference server's)")
-    r.add_argument("--api-key-env", default="CONFORMANCE_API_KEY", metavar="VAR",
-                   help="environment variable holding the API key")
-    r.add_argument("--profile", default="seed", metavar="NAME|FILE", help="seed (default), openai, or a .toml")
-    r.add_argument("--report-dir", default="reports", metavar="DIR", help="where reports go (default reports/)")
+    r.add_argument(
+        "--api-key-env",
+        default="CONFORMANCE_API_KEY",
+        metavar="VAR",
+        help="environment variable holding the API key",
+    )
+    r.add_argument(
+        "--profile", default="seed", metavar="NAME|FILE", help="seed (default), openai, or a .toml"
+    )
+    r.add_argument(
+        "--report-dir", default="reports", metavar="DIR", help="where reports go (default reports/)"
+    )
     r.add_argument("--expectations", metavar="FILE", help="TOML file of waived requirement ids")
     r.add_argument("--strict-waivers", action="store_true", help="a waived requirement that passes fails")
     r.add_argument("--level", choices=("must", "should", "may"), default="may", help="run up to this level")
     r.add_argument("--only", action="append", default=[], metavar="ID|CAPABILITY", help="restrict the run")
-    r.add_argument("--require", action="append", default=[], metavar="CAPABILITY",
-                   help="make an optional capability mandatory")
-    r.add_argument("-n", "--workers", default="0", metavar="N", help="parallel workers (pytest-xdist), or auto")
+    r.add_argument(
+        "--require",
+        action="append",
+        default=[],
+        metavar="CAPABILITY",
+        help="make an optional capability mandatory",
+    )
+    r.add_argument(
+        "-n", "--workers", default="0", metavar="N", help="parallel workers (pytest-xdist), or auto"
+    )
     r.add_argument("--max-requests", type=int, metavar="N", help="request budget")
     r.add_argument("--max-tokens-total", type=int, metavar="N", help="token budget")
-    r.add_argument("--rate-limit", type=float, metavar="RPS", help="requests per second, all workers together")
+    r.add_argument(
+        "--rate-limit", type=float, metavar="RPS", help="requests per second, all workers together"
+    )
     r.add_argument("--timeout", type=float, default=60.0, metavar="S", help="deadline of one exchange")
-    r.add_argument("--idle-timeout", type=float, default=20.0, metavar="S", help="longest silence in a response")
+    r.add_argument(
+        "--idle-timeout", type=float, default=20.0, metavar="S", help="longest silence in a response"
+    )
     r.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra header")
     r.add_argument("--insecure", action="store_true", help="accept an unverified TLS certificate")
     r.add_argument("--ca-bundle", metavar="FILE", help="CA bundle for TLS")
     r.add_argument("--skip-discovery", action="store_true", help="do not probe optional capabilities")
-    r.add_argument("--fault", action="append", default=[], metavar="NAME",
-                   help="embedded reference server only: enable a fault mode (see `serve --list-faults`)")
+    r.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="embedded reference server only: enable a fault mode (see `serve --list-faults`)",
+    )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more pytest output")
 
     s = sub.add_parser("serve", help="serve the embedded reference server")
@@ -81,8 +109,12 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
-        handler = {"run": _cmd_run, "serve": _cmd_serve, "requirements": _cmd_requirements,
-                   "report": _cmd_report}[args.command]
+        handler = {
+            "run": _cmd_run,
+            "serve": _cmd_serve,
+            "requirements": _cmd_requirements,
+            "report": _cmd_report,
+        }[args.command]
         return handler(args)
     except UsageError as exc:
         print(f"chat-conformance: error: {exc}", file=sys.stderr)
@@ -100,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- run ---------------------------------------------------------------------------------------------------
 
+
 def _validate_run(args: argparse.Namespace) -> None:
     from conformance.catalog import CAPABILITIES, OPTIONAL_CAPABILITIES, catalog
     from conformance.profiles import load_profile
@@ -107,34 +140,47 @@ def _validate_run(args: argparse.Namespace) -> None:
     load_profile(args.profile)
     for sel in args.only:
         if sel not in catalog() and sel not in CAPABILITIES:
-            raise UsageError(f"--only {sel!r} is neither a requirement id nor a capability: "
-                             "list them with `chat-conformance requirements`")
+            raise UsageError(
+                f"--only {sel!r} is neither a requirement id nor a capability: "
+                "list them with `chat-conformance requirements`"
+            )
     for cap in args.require:
         if cap not in OPTIONAL_CAPABILITIES:
-            raise UsageError(f"--require {cap!r} is not an optional capability: use one of "
-                             + ", ".join(OPTIONAL_CAPABILITIES))
+            raise UsageError(
+                f"--require {cap!r} is not an optional capability: use one of "
+                + ", ".join(OPTIONAL_CAPABILITIES)
+            )
     if args.expectations:
         from conformance.expectations import load_expectations
 
         load_expectations(args.expectations)
     if args.base_url:
         if not args.base_url.startswith(("http://", "https://")):
-            raise UsageError(f"--base-url {args.base_url!r} is not an http(s) URL: give e.g. "
-                             "http://127.0.0.1:8080/v1")
+            raise UsageError(
+                f"--base-url {args.base_url!r} is not an http(s) URL: give e.g. http://127.0.0.1:8080/v1"
+            )
         if args.base_url.rstrip("/").endswith("/chat/completions"):
-            raise UsageError("--base-url must end before /chat/completions: give e.g. http://127.0.0.1:8080/v1")
+            raise UsageError(
+                "--base-url must end before /chat/completions: give e.g. http://127.0.0.1:8080/v1"
+            )
         if not args.model:
             raise UsageError("--model is required with --base-url: give the model name the target serves")
         if args.fault:
-            raise UsageError("--fault applies to the embedded reference server only: drop --base-url or --fault")
+            raise UsageError(
+                "--fault applies to the embedded reference server only: drop --base-url or --fault"
+            )
         if args.api_key_env != "CONFORMANCE_API_KEY" and not os.environ.get(args.api_key_env):
-            raise UsageError(f"environment variable {args.api_key_env} is not set: export it with the API key")
+            raise UsageError(
+                f"environment variable {args.api_key_env} is not set: export it with the API key"
+            )
     else:
         from conformance.reference.faults import FAULTS
 
         for f in args.fault:
             if f not in FAULTS:
-                raise UsageError(f"unknown fault {f!r}: list them with `chat-conformance serve --list-faults`")
+                raise UsageError(
+                    f"unknown fault {f!r}: list them with `chat-conformance serve --list-faults`"
+                )
     if args.workers != "auto" and not args.workers.isdigit():
         raise UsageError(f"-n {args.workers!r} is not a number of workers: give e.g. -n 2 or -n auto")
 
@@ -147,16 +193,22 @@ def _preflight(base_url: str, model: str, api_key: str | None, verify: bool | st
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout, connect=5.0), verify=verify,
-                          follow_redirects=False) as c:
-            resp = c.post(base_url.rstrip("/") + "/chat/completions", headers=headers,
-                          json={"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})
+        with httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=5.0), verify=verify, follow_redirects=False
+        ) as c:
+            resp = c.post(
+                base_url.rstrip("/") + "/chat/completions",
+                headers=headers,
+                json={"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+            )
     except httpx.HTTPError as exc:
         msg = str(exc).replace(api_key, "***") if api_key else str(exc)
         raise TargetUnreachable(f"target {base_url} unreachable: {type(exc).__name__}: {msg[:200]}") from None
     if resp.status_code in (401, 403):
-        raise TargetUnreachable(f"target {base_url} refused the credentials (HTTP {resp.status_code}): "
-                                "check the key in the API key variable")
+        raise TargetUnreachable(
+            f"target {base_url} refused the credentials (HTTP {resp.status_code}): "
+            "check the key in the API key variable"
+        )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -173,11 +225,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         key = secrets.token_urlsafe(16)
         os.environ[env_key] = key
-        server = start_in_thread(api_key=key, faults=tuple(args.fault),
-                                 profile="openai" if args.profile == "openai" else "seed")
+        server = start_in_thread(
+            api_key=key, faults=tuple(args.fault), profile="openai" if args.profile == "openai" else "seed"
+        )
         base_url, model = server.base_url, model or server.model
-        print(f"chat-conformance: embedded reference server at {base_url}"
-              + (f" with faults {', '.join(args.fault)}" if args.fault else ""), file=sys.stderr)
+        print(
+            f"chat-conformance: embedded reference server at {base_url}"
+            + (f" with faults {', '.join(args.fault)}" if args.fault else ""),
+            file=sys.stderr,
+        )
     try:
         verify: bool | str = False if args.insecure else (args.ca_bundle or True)
         try:
@@ -185,26 +241,55 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except TargetUnreachable as exc:
             print(f"chat-conformance: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        pargs = [str(CHECKS_DIR), "-c", str(CHECKS_DIR / "pytest.ini"), "--rootdir", str(CHECKS_DIR),
-                 "-p", "no:cacheprovider", "-p", "no:anyio", "-q" if not args.verbose else "-" + "v" * args.verbose,
-                 "--conformance-base-url", base_url, "--conformance-model", model,
-                 "--conformance-api-key-env", env_key, "--conformance-profile", args.profile,
-                 "--conformance-level", args.level, "--conformance-report-dir", args.report_dir,
-                 "--conformance-timeout", str(args.timeout), "--conformance-idle-timeout", str(args.idle_timeout)]
-        for flag, values in (("--conformance-only", args.only), ("--conformance-require", args.require),
-                             ("--conformance-header", args.header)):
+        pargs = [
+            str(CHECKS_DIR),
+            "-c",
+            str(CHECKS_DIR / "pytest.ini"),
+            "--rootdir",
+            str(CHECKS_DIR),
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:anyio",
+            "-q" if not args.verbose else "-" + "v" * args.verbose,
+            "--conformance-base-url",
+            base_url,
+            "--conformance-model",
+            model,
+            "--conformance-api-key-env",
+            env_key,
+            "--conformance-profile",
+            args.profile,
+            "--conformance-level",
+            args.level,
+            "--conformance-report-dir",
+            args.report_dir,
+            "--conformance-timeout",
+            str(args.timeout),
+            "--conformance-idle-timeout",
+            str(args.idle_timeout),
+        ]
+        for flag, values in (
+            ("--conformance-only", args.only),
+            ("--conformance-require", args.require),
+            ("--conformance-header", args.header),
+        ):
             for v in values:
                 pargs += [flag, v]
-        for flag, value in (("--conformance-expectations", args.expectations),
-                            ("--conformance-max-requests", args.max_requests),
-                            ("--conformance-max-tokens-total", args.max_tokens_total),
-                            ("--conformance-rate-limit", args.rate_limit),
-                            ("--conformance-ca-bundle", args.ca_bundle)):
+        for flag, value in (
+            ("--conformance-expectations", args.expectations),
+            ("--conformance-max-requests", args.max_requests),
+            ("--conformance-max-tokens-total", args.max_tokens_total),
+            ("--conformance-rate-limit", args.rate_limit),
+            ("--conformance-ca-bundle", args.ca_bundle),
+        ):
             if value is not None:
                 pargs += [flag, str(value)]
-        for flag, on in (("--conformance-strict-waivers", args.strict_waivers),
-                         ("--conformance-insecure", args.insecure),
-                         ("--conformance-skip-discovery", args.skip_discovery)):
+        for flag, on in (
+            ("--conformance-strict-waivers", args.strict_waivers),
+            ("--conformance-insecure", args.insecure),
+            ("--conformance-skip-discovery", args.skip_discovery),
+        ):
             if on:
                 pargs.append(flag)
         if args.workers != "0":
@@ -217,8 +302,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 return EXIT_USAGE
             if code == pytest.ExitCode.INTERRUPTED:
                 return EXIT_FAIL
-            print("chat-conformance: internal error: the run produced no results (pytest exit code "
-                  f"{int(code)}): please report this", file=sys.stderr)
+            print(
+                "chat-conformance: internal error: the run produced no results (pytest exit code "
+                f"{int(code)}): please report this",
+                file=sys.stderr,
+            )
             return EXIT_INTERNAL
         return int(results["exit_code"])
     finally:
@@ -245,6 +333,7 @@ class _Grab:
 
 # ---- serve / requirements / report -----------------------------------------------------------------------
 
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from conformance.reference.faults import FAULTS
 
@@ -266,9 +355,12 @@ def _cmd_requirements(args: argparse.Namespace) -> int:
 
     if args.capability and args.capability not in CAPABILITIES:
         raise UsageError(f"unknown capability {args.capability!r}: use one of {', '.join(CAPABILITIES)}")
-    reqs = [r for r in catalog().values()
-            if (not args.level or r.level == args.level.upper())
-            and (not args.capability or r.capability == args.capability)]
+    reqs = [
+        r
+        for r in catalog().values()
+        if (not args.level or r.level == args.level.upper())
+        and (not args.capability or r.capability == args.capability)
+    ]
     if args.json:
         print(json.dumps([vars(r) for r in reqs], indent=1, ensure_ascii=False))
     else:
@@ -278,8 +370,10 @@ def _cmd_requirements(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    raise UsageError("`report` is not available in this version yet: read results.json and summary.md "
-                     "from the report directory")
+    raise UsageError(
+        "`report` is not available in this version yet: read results.json and summary.md "
+        "from the report directory"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,4 +1,5 @@
-"""The three kinds of outcome, kept apart: target broke the contract, user misused the suite, suite crashed."""
+"""The three kinds of outcome, kept apart: the target broke the contract, the user misused the suite,
+the suite crashed."""
 
 from __future__ import annotations
 

@@ -14,8 +14,9 @@ from typing import Any
 __all__ = ["SSEEvent", "Exchange", "mask_headers", "SENSITIVE_HEADERS", "MASK"]
 
 MASK = "***"
-SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie",
-                               "set-cookie"})
+SENSITIVE_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
+)
 
 
 def mask_headers(headers: dict[str, str]) -> dict[str, str]:

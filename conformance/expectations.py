@@ -26,8 +26,10 @@ def load_expectations(path: str | Path) -> dict[str, dict[str, Any]]:
         raise UsageError(f"expectations file {p.name} is not valid TOML ({exc}): fix its syntax") from None
     unknown_top = set(data) - {"waiver"}
     if unknown_top:
-        raise UsageError(f"expectations file {p.name}: unknown key {sorted(unknown_top)[0]!r}: "
-                         "use [[waiver]] tables with id, reason, expires")
+        raise UsageError(
+            f"expectations file {p.name}: unknown key {sorted(unknown_top)[0]!r}: "
+            "use [[waiver]] tables with id, reason, expires"
+        )
     out: dict[str, dict[str, Any]] = {}
     for i, w in enumerate(data.get("waiver", []), 1):
         where = f"expectations file {p.name}, waiver {i}"
@@ -35,16 +37,21 @@ def load_expectations(path: str | Path) -> dict[str, dict[str, Any]]:
             raise UsageError(f"{where} is not a table: write [[waiver]] with id, reason")
         extra = set(w) - _KEYS
         if extra:
-            raise UsageError(f"{where}: unknown key {sorted(extra)[0]!r}: allowed keys are id, reason, expires")
+            raise UsageError(
+                f"{where}: unknown key {sorted(extra)[0]!r}: allowed keys are id, reason, expires"
+            )
         rid = w.get("id")
         if not isinstance(rid, str) or rid not in catalog():
-            raise UsageError(f"{where}: unknown requirement id {rid!r}: list ids with "
-                             "`chat-conformance requirements`")
+            raise UsageError(
+                f"{where}: unknown requirement id {rid!r}: list ids with `chat-conformance requirements`"
+            )
         reason = w.get("reason")
         if not isinstance(reason, str) or not reason.strip():
             raise UsageError(f"{where} ({rid}) has no reason: say why the failure is accepted")
         expires = w.get("expires")
-        if expires is not None and not (isinstance(expires, dt.date) and not isinstance(expires, dt.datetime)):
+        if expires is not None and not (
+            isinstance(expires, dt.date) and not isinstance(expires, dt.datetime)
+        ):
             raise UsageError(f"{where} ({rid}): expires must be a date like 2027-01-31")
         if rid in out:
             raise UsageError(f"{where}: {rid} is waived twice: keep one entry")

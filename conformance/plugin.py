@@ -29,44 +29,100 @@ _state = pytest.StashKey[dict[str, Any]]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("conformance", "chat-conformance: judge a /chat/completions endpoint")
-    g.addoption("--conformance-base-url", metavar="URL", help="base URL ending before /chat/completions, "
-                "e.g. http://127.0.0.1:8080/v1 (enables the plugin)")
+    g.addoption(
+        "--conformance-base-url",
+        metavar="URL",
+        help="base URL ending before /chat/completions, e.g. http://127.0.0.1:8080/v1 (enables the plugin)",
+    )
     g.addoption("--conformance-model", metavar="NAME", help="model name to request")
-    g.addoption("--conformance-api-key-env", metavar="VAR", default="CONFORMANCE_API_KEY",
-                help="environment variable holding the API key (default CONFORMANCE_API_KEY)")
-    g.addoption("--conformance-profile", metavar="NAME|FILE", default="seed",
-                help="seed (default), openai, or a profile .toml file")
-    g.addoption("--conformance-level", choices=("must", "should", "may"), default="may",
-                help="run requirements up to this level (default may: all)")
-    g.addoption("--conformance-only", action="append", default=[], metavar="ID|CAPABILITY",
-                help="run only the checks of these requirement ids or capabilities (repeatable)")
-    g.addoption("--conformance-require", action="append", default=[], metavar="CAPABILITY",
-                help="make an optional capability mandatory (repeatable)")
-    g.addoption("--conformance-report-dir", metavar="DIR", default=None,
-                help="write results.json, junit.xml, summary.md and report.html here")
-    g.addoption("--conformance-expectations", metavar="FILE", default=None,
-                help="TOML file of known failures (waivers)")
-    g.addoption("--conformance-strict-waivers", action="store_true", default=False,
-                help="a waived requirement that passes fails the gate")
+    g.addoption(
+        "--conformance-api-key-env",
+        metavar="VAR",
+        default="CONFORMANCE_API_KEY",
+        help="environment variable holding the API key (default CONFORMANCE_API_KEY)",
+    )
+    g.addoption(
+        "--conformance-profile",
+        metavar="NAME|FILE",
+        default="seed",
+        help="seed (default), openai, or a profile .toml file",
+    )
+    g.addoption(
+        "--conformance-level",
+        choices=("must", "should", "may"),
+        default="may",
+        help="run requirements up to this level (default may: all)",
+    )
+    g.addoption(
+        "--conformance-only",
+        action="append",
+        default=[],
+        metavar="ID|CAPABILITY",
+        help="run only the checks of these requirement ids or capabilities (repeatable)",
+    )
+    g.addoption(
+        "--conformance-require",
+        action="append",
+        default=[],
+        metavar="CAPABILITY",
+        help="make an optional capability mandatory (repeatable)",
+    )
+    g.addoption(
+        "--conformance-report-dir",
+        metavar="DIR",
+        default=None,
+        help="write results.json, junit.xml, summary.md and report.html here",
+    )
+    g.addoption(
+        "--conformance-expectations",
+        metavar="FILE",
+        default=None,
+        help="TOML file of known failures (waivers)",
+    )
+    g.addoption(
+        "--conformance-strict-waivers",
+        action="store_true",
+        default=False,
+        help="a waived requirement that passes fails the gate",
+    )
     g.addoption("--conformance-max-requests", type=int, default=None, help="request budget of the run")
     g.addoption("--conformance-max-tokens-total", type=int, default=None, help="token budget of the run")
-    g.addoption("--conformance-rate-limit", type=float, default=None,
-                help="requests per second, shared by all workers")
+    g.addoption(
+        "--conformance-rate-limit",
+        type=float,
+        default=None,
+        help="requests per second, shared by all workers",
+    )
     g.addoption("--conformance-timeout", type=float, default=60.0, help="deadline of one exchange, seconds")
-    g.addoption("--conformance-idle-timeout", type=float, default=20.0,
-                help="longest silence between bytes, seconds")
-    g.addoption("--conformance-header", action="append", default=[], metavar="'NAME: VALUE'",
-                help="extra request header (repeatable)")
-    g.addoption("--conformance-insecure", action="store_true", default=False,
-                help="accept an unverified TLS certificate")
+    g.addoption(
+        "--conformance-idle-timeout", type=float, default=20.0, help="longest silence between bytes, seconds"
+    )
+    g.addoption(
+        "--conformance-header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="extra request header (repeatable)",
+    )
+    g.addoption(
+        "--conformance-insecure",
+        action="store_true",
+        default=False,
+        help="accept an unverified TLS certificate",
+    )
     g.addoption("--conformance-ca-bundle", metavar="FILE", default=None, help="CA bundle for TLS")
-    g.addoption("--conformance-skip-discovery", action="store_true", default=False,
-                help="do not probe optional capabilities (treat undeclared ones as supported)")
+    g.addoption(
+        "--conformance-skip-discovery",
+        action="store_true",
+        default=False,
+        help="do not probe optional capabilities (treat undeclared ones as supported)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "requirement(*ids): the requirement ids of spec/requirements.yaml "
-                            "that this check judges")
+    config.addinivalue_line(
+        "markers", "requirement(*ids): the requirement ids of spec/requirements.yaml that this check judges"
+    )
     if not config.getoption("conformance_base_url", None):
         return
     from conformance.errors import UsageError
@@ -114,9 +170,15 @@ def _target_from_options(config: pytest.Config) -> Target:
         max_requests=config.getoption("conformance_max_requests"),
         max_tokens_total=config.getoption("conformance_max_tokens_total"),
     )
-    return Target(base_url=base_url.rstrip("/"), model=model, api_key=api_key,
-                  profile=config.getoption("conformance_profile"), extra_headers=headers,
-                  verify_tls=verify, limits=limits)
+    return Target(
+        base_url=base_url.rstrip("/"),
+        model=model,
+        api_key=api_key,
+        profile=config.getoption("conformance_profile"),
+        extra_headers=headers,
+        verify_tls=verify,
+        limits=limits,
+    )
 
 
 def _controller_state(config: pytest.Config) -> dict[str, Any]:
@@ -129,20 +191,31 @@ def _controller_state(config: pytest.Config) -> dict[str, Any]:
     profile = load_profile(target.profile)
     for sel in config.getoption("conformance_only"):
         if sel not in catalog() and sel not in CAPABILITIES:
-            raise UsageError(f"--only {sel!r} is neither a requirement id nor a capability: "
-                             "list them with `chat-conformance requirements`")
+            raise UsageError(
+                f"--only {sel!r} is neither a requirement id nor a capability: "
+                "list them with `chat-conformance requirements`"
+            )
     for cap in config.getoption("conformance_require"):
         if cap not in OPTIONAL_CAPABILITIES:
-            raise UsageError(f"--require {cap!r} is not an optional capability: use one of "
-                             + ", ".join(OPTIONAL_CAPABILITIES))
+            raise UsageError(
+                f"--require {cap!r} is not an optional capability: use one of "
+                + ", ".join(OPTIONAL_CAPABILITIES)
+            )
     waivers: dict[str, Any] = {}
     if config.getoption("conformance_expectations"):
         from conformance.expectations import load_expectations
 
         waivers = load_expectations(config.getoption("conformance_expectations"))
     state_dir = tempfile.mkdtemp(prefix="conformance-run-")
-    return {"target": target, "profile": profile, "waivers": waivers, "state_dir": state_dir,
-            "capabilities": None, "started": time.time(), "interrupted": False}
+    return {
+        "target": target,
+        "profile": profile,
+        "waivers": waivers,
+        "state_dir": state_dir,
+        "capabilities": None,
+        "started": time.time(),
+        "interrupted": False,
+    }
 
 
 def _worker_state(config: pytest.Config) -> dict[str, Any]:
@@ -150,9 +223,15 @@ def _worker_state(config: pytest.Config) -> dict[str, Any]:
 
     wi = config.workerinput  # type: ignore[attr-defined]
     target = _target_from_options(config)
-    return {"target": target, "profile": load_profile(target.profile), "waivers": {},
-            "state_dir": wi["conformance_state_dir"], "capabilities": wi.get("conformance_capabilities"),
-            "started": time.time(), "interrupted": False}
+    return {
+        "target": target,
+        "profile": load_profile(target.profile),
+        "waivers": {},
+        "state_dir": wi["conformance_state_dir"],
+        "capabilities": wi.get("conformance_capabilities"),
+        "started": time.time(),
+        "interrupted": False,
+    }
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -171,9 +250,11 @@ def _capabilities(config: pytest.Config) -> dict[str, dict[str, Any]]:
         from conformance.discovery import discover
 
         state["capabilities"] = discover(
-            _make_client(config), state["profile"],
+            _make_client(config),
+            state["profile"],
             skip=config.getoption("conformance_skip_discovery"),
-            required=tuple(config.getoption("conformance_require")))
+            required=tuple(config.getoption("conformance_require")),
+        )
     return state["capabilities"]
 
 
@@ -184,12 +265,17 @@ def _make_client(config: pytest.Config, on_exchange: Any = None) -> Client:
     state = config.stash[_state]
     t: Target = state["target"]
     if "budget" not in state:
-        state["budget"] = Budget(Path(state["state_dir"]), max_requests=t.limits.max_requests,
-                                 max_tokens_total=t.limits.max_tokens_total, rate_limit=t.limits.rate_limit)
+        state["budget"] = Budget(
+            Path(state["state_dir"]),
+            max_requests=t.limits.max_requests,
+            max_tokens_total=t.limits.max_tokens_total,
+            rate_limit=t.limits.rate_limit,
+        )
     return Client(t, budget=state["budget"], on_exchange=on_exchange)
 
 
 # ---- selection ---------------------------------------------------------------------------------------------
+
 
 def _item_requirements(item: pytest.Item) -> tuple[str, ...]:
     ids: list[str] = []
@@ -220,6 +306,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ---- fixtures ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def conformance_target(pytestconfig: pytest.Config) -> Target:
@@ -253,8 +340,9 @@ def _session_client(pytestconfig: pytest.Config, conformance_target: Target) -> 
 
 
 @pytest.fixture
-def judge(request: pytest.FixtureRequest, _session_client: Any,
-          capabilities: dict[str, dict[str, Any]]) -> Judge:
+def judge(
+    request: pytest.FixtureRequest, _session_client: Any, capabilities: dict[str, dict[str, Any]]
+) -> Judge:
     """Collects this check's violations and exchanges; skips checks of unsupported optional capabilities."""
     from conformance.catalog import catalog
     from conformance.violations import Judge
@@ -307,6 +395,7 @@ def shared(judge: Judge, _session_client: Any, _shared_cache: dict[str, Any]) ->
 
 # ---- outcome ----------------------------------------------------------------------------------------------
 
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
     from conformance.errors import BudgetExhausted
@@ -321,8 +410,11 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         pytest.skip(f"not run: budget exhausted: {exc}")
     judge = item.stash.get(_judge_key, None)
     if judge is not None and judge.violations:
-        raise ViolationError(judge.violations[0]) if len(judge.violations) == 1 else AssertionError(
-            "\n".join(str(v) for v in judge.violations))
+        raise (
+            ViolationError(judge.violations[0])
+            if len(judge.violations) == 1
+            else AssertionError("\n".join(str(v) for v in judge.violations))
+        )
     return result
 
 
@@ -339,7 +431,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     error = ""
     excinfo = call.excinfo
     if report.failed and excinfo is not None and not isinstance(excinfo.value, AssertionError):
-        outcome, error = "error", "".join(traceback.format_exception_only(excinfo.type, excinfo.value)).strip()
+        outcome, error = (
+            "error",
+            "".join(traceback.format_exception_only(excinfo.type, excinfo.value)).strip(),
+        )
         error += "\n" + str(report.longrepr)[-3000:]
     elif report.failed and (judge is None or not judge.violations):
         # a bare assert in a check: blame the check's requirements, with the assertion text
@@ -348,7 +443,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if judge is not None:
             from conformance.violations import Violation
 
-            judge.violations.append(Violation(reqs[0] if reqs else "?", msg.splitlines()[0] if msg else "failed"))
+            judge.violations.append(
+                Violation(reqs[0] if reqs else "?", msg.splitlines()[0] if msg else "failed")
+            )
     skip_reason = ""
     if report.skipped and isinstance(report.longrepr, tuple):
         skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
@@ -400,11 +497,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = build_results(
         records,
         target={"base_url": t.base_url, "model": t.model, "profile": t.profile},
-        profile=state["profile"].name, level=config.getoption("conformance_level"),
-        started=state["started"], finished=time.time(), cost=cost,
-        capabilities=state["capabilities"] or {}, waivers=state["waivers"],
+        profile=state["profile"].name,
+        level=config.getoption("conformance_level"),
+        started=state["started"],
+        finished=time.time(),
+        cost=cost,
+        capabilities=state["capabilities"] or {},
+        waivers=state["waivers"],
         strict_waivers=config.getoption("conformance_strict_waivers"),
-        interrupted=state["interrupted"] or exitstatus == pytest.ExitCode.INTERRUPTED, notes=notes)
+        interrupted=state["interrupted"] or exitstatus == pytest.ExitCode.INTERRUPTED,
+        notes=notes,
+    )
     config.stash[_state]["results"] = results
     report_dir = config.getoption("conformance_report_dir")
     if report_dir:
@@ -430,7 +533,12 @@ def _cost(records: list[dict[str, Any]]) -> dict[str, Any]:
             usage = _usage_of(ex)
             prompt += usage.get("prompt_tokens", 0) or 0
             completion += usage.get("completion_tokens", 0) or 0
-    return {"requests": requests, "retries": retries, "prompt_tokens": prompt, "completion_tokens": completion}
+    return {
+        "requests": requests,
+        "retries": retries,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+    }
 
 
 def _usage_of(ex: dict[str, Any]) -> dict[str, Any]:
@@ -465,7 +573,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for r in unsupported[:20]:
         tr.write_line(f"  UNSUPPORTED {r['id']}: {r['reason'][:160]}")
     c = res["cost"]
-    tr.write_line(f"cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
-                  f"completion tokens, {c['retries']} retries")
+    tr.write_line(
+        f"cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
+        f"completion tokens, {c['retries']} retries"
+    )
     for p in config.stash[_state].get("written", []):
         tr.write_line(f"wrote {p}")

@@ -16,11 +16,27 @@ from typing import Any
 from conformance import __version__
 from conformance.catalog import catalog, level_rank
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "VERDICTS", "aggregate", "gate", "write_all", "render_summary",
-           "render_junit"]
+__all__ = [
+    "RESULTS_SCHEMA_VERSION",
+    "VERDICTS",
+    "aggregate",
+    "gate",
+    "write_all",
+    "render_summary",
+    "render_junit",
+]
 
 RESULTS_SCHEMA_VERSION = "1.0"
-VERDICTS = ("pass", "fail", "waived", "unexpectedly-passing", "unsupported", "not-run", "informational", "error")
+VERDICTS = (
+    "pass",
+    "fail",
+    "waived",
+    "unexpectedly-passing",
+    "unsupported",
+    "not-run",
+    "informational",
+    "error",
+)
 
 
 def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tuple[str, str]:
@@ -47,9 +63,14 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     return "not-run", "the check ended before judging this requirement"
 
 
-def aggregate(records: list[dict[str, Any]], *, profile: str, level: str,
-              waivers: dict[str, dict[str, Any]] | None = None,
-              today: dt.date | None = None) -> dict[str, dict[str, Any]]:
+def aggregate(
+    records: list[dict[str, Any]],
+    *,
+    profile: str,
+    level: str,
+    waivers: dict[str, dict[str, Any]] | None = None,
+    today: dt.date | None = None,
+) -> dict[str, dict[str, Any]]:
     """Per requirement: id, level, capability, statement, verdict, reason, checks (nodeids)."""
     waivers = waivers or {}
     today = today or dt.date.today()
@@ -69,19 +90,29 @@ def aggregate(records: list[dict[str, Any]], *, profile: str, level: str,
             if verdict == "fail" and not expired:
                 verdict, reason = "waived", f"waived: {waiver.get('reason', '')} (was: {reason})"
             elif verdict == "pass":
-                verdict, reason = "unexpectedly-passing", f"a waiver expects a failure: {waiver.get('reason', '')}"
+                verdict, reason = (
+                    "unexpectedly-passing",
+                    f"a waiver expects a failure: {waiver.get('reason', '')}",
+                )
             elif verdict == "fail" and expired:
                 reason = f"waiver expired on {expires}: {reason}"
         out[req.id] = {
-            "id": req.id, "level": lvl, "capability": req.capability, "statement": req.statement,
-            "source": req.source, "verdict": verdict, "reason": reason, "waiver_expired": expired,
+            "id": req.id,
+            "level": lvl,
+            "capability": req.capability,
+            "statement": req.statement,
+            "source": req.source,
+            "verdict": verdict,
+            "reason": reason,
+            "waiver_expired": expired,
             "checks": sorted({r["nodeid"] for r in records if req.id in r["requirements"]}),
         }
     return out
 
 
-def gate(requirements: dict[str, dict[str, Any]], records: list[dict[str, Any]], *,
-         strict_waivers: bool = False) -> tuple[int, str]:
+def gate(
+    requirements: dict[str, dict[str, Any]], records: list[dict[str, Any]], *, strict_waivers: bool = False
+) -> tuple[int, str]:
     """(exit code, one-line verdict): 0 conformant, 1 not conformant, 4 internal error."""
     internal = [r for r in records if r["outcome"] == "error"]
     if internal:
@@ -89,8 +120,9 @@ def gate(requirements: dict[str, dict[str, Any]], records: list[dict[str, Any]],
     fails = [r for r in requirements.values() if r["verdict"] == "fail"]
     if fails:
         by = Counter(r["level"] for r in fails)
-        return 1, "NOT CONFORMANT: " + ", ".join(f"{n} {lvl}" for lvl, n in sorted(by.items())) + \
-            " requirement(s) failed"
+        return 1, "NOT CONFORMANT: " + ", ".join(
+            f"{n} {lvl}" for lvl, n in sorted(by.items())
+        ) + " requirement(s) failed"
     if strict_waivers:
         unexpected = [r for r in requirements.values() if r["verdict"] == "unexpectedly-passing"]
         if unexpected:
@@ -99,11 +131,14 @@ def gate(requirements: dict[str, dict[str, Any]], records: list[dict[str, Any]],
 
 
 def level_reached(requirements: dict[str, dict[str, Any]]) -> str:
-    """The highest level whose requirements (and those above it) have no failure: MAY, SHOULD, MUST or none."""
+    """The highest level (MUST, SHOULD, MAY) with no failure at it or above; "none" if MUST fails."""
     reached = "none"
     for lvl in ("MUST", "SHOULD", "MAY"):
-        bad = [r for r in requirements.values() if r["level"] == lvl and r["verdict"] in ("fail",
-                                                                                            "informational")]
+        bad = [
+            r
+            for r in requirements.values()
+            if r["level"] == lvl and r["verdict"] in ("fail", "informational")
+        ]
         if bad:
             break
         reached = lvl
@@ -114,8 +149,10 @@ def render_summary(results: dict[str, Any]) -> str:
     reqs = results["requirements"]
     lines = [f"# chat-conformance: {results['verdict']}", ""]
     t = results["target"]
-    lines.append(f"Target `{t['base_url']}`, model `{t['model']}`, profile `{results['profile']}`, "
-                 f"level reached: **{results['level_reached']}**.")
+    lines.append(
+        f"Target `{t['base_url']}`, model `{t['model']}`, profile `{results['profile']}`, "
+        f"level reached: **{results['level_reached']}**."
+    )
     lines.append("")
     counts = Counter(r["verdict"] for r in reqs.values())
     lines.append("| verdict | requirements |")
@@ -148,30 +185,43 @@ def render_summary(results: dict[str, Any]) -> str:
             lines.append(f"- {r['id']}: {r['reason'].replace('<', '&lt;')}")
         lines.append("")
     c = results["cost"]
-    lines.append(f"Cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
-                 f"completion tokens, {c['retries']} retries; {results['duration_s']:.1f} s.")
+    lines.append(
+        f"Cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
+        f"completion tokens, {c['retries']} retries; {results['duration_s']:.1f} s."
+    )
     return "\n".join(lines) + "\n"
 
 
 def render_junit(results: dict[str, Any]) -> str:
     checks = results["checks"]
-    suite = ET.Element("testsuite", name="chat-conformance", tests=str(len(checks)),
-                       failures=str(sum(c["outcome"] == "failed" for c in checks)),
-                       errors=str(sum(c["outcome"] == "error" for c in checks)),
-                       skipped=str(sum(c["outcome"] == "skipped" for c in checks)),
-                       time=f"{results['duration_s']:.3f}")
+    suite = ET.Element(
+        "testsuite",
+        name="chat-conformance",
+        tests=str(len(checks)),
+        failures=str(sum(c["outcome"] == "failed" for c in checks)),
+        errors=str(sum(c["outcome"] == "error" for c in checks)),
+        skipped=str(sum(c["outcome"] == "skipped" for c in checks)),
+        time=f"{results['duration_s']:.3f}",
+    )
     for c in checks:
         mod, _, name = c["nodeid"].rpartition("::")
-        case = ET.SubElement(suite, "testcase", classname=mod.replace("/", ".").removesuffix(".py"), name=name,
-                             time=f"{c.get('duration', 0.0):.3f}")
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=mod.replace("/", ".").removesuffix(".py"),
+            name=name,
+            time=f"{c.get('duration', 0.0):.3f}",
+        )
         props = ET.SubElement(case, "properties")
         for rid in c["requirements"]:
             ET.SubElement(props, "property", name="requirement", value=rid)
         if c["outcome"] == "failed":
             msg = "; ".join(f"[{v['requirement']}] {v['message']}" for v in c["violations"]) or "failed"
             el = ET.SubElement(case, "failure", message=msg[:1000])
-            el.text = "\n".join(f"{v['requirement']} at {v['path']}: expected {v['expected']}, "
-                                f"received {v['received']}" for v in c["violations"])
+            el.text = "\n".join(
+                f"{v['requirement']} at {v['path']}: expected {v['expected']}, received {v['received']}"
+                for v in c["violations"]
+            )
         elif c["outcome"] == "error":
             el = ET.SubElement(case, "error", message="internal error of the suite")
             el.text = c.get("error", "")
@@ -183,10 +233,21 @@ def render_junit(results: dict[str, Any]) -> str:
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
 
-def build_results(records: list[dict[str, Any]], *, target: dict[str, Any], profile: str, level: str,
-                  started: float, finished: float, cost: dict[str, Any], capabilities: dict[str, Any],
-                  waivers: dict[str, dict[str, Any]] | None = None, strict_waivers: bool = False,
-                  interrupted: bool = False, notes: list[str] | None = None) -> dict[str, Any]:
+def build_results(
+    records: list[dict[str, Any]],
+    *,
+    target: dict[str, Any],
+    profile: str,
+    level: str,
+    started: float,
+    finished: float,
+    cost: dict[str, Any],
+    capabilities: dict[str, Any],
+    waivers: dict[str, dict[str, Any]] | None = None,
+    strict_waivers: bool = False,
+    interrupted: bool = False,
+    notes: list[str] | None = None,
+) -> dict[str, Any]:
     from conformance.specfiles import spec_hash
 
     reqs = aggregate(records, profile=profile, level=level, waivers=waivers)
@@ -224,9 +285,11 @@ def write_all(results: dict[str, Any], report_dir: Path) -> list[Path]:
     """Write results.json, junit.xml and summary.md atomically; return the paths written."""
     report_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, text in (("results.json", json.dumps(results, indent=1, ensure_ascii=False)),
-                       ("junit.xml", render_junit(results)),
-                       ("summary.md", render_summary(results))):
+    for name, text in (
+        ("results.json", json.dumps(results, indent=1, ensure_ascii=False)),
+        ("junit.xml", render_junit(results)),
+        ("summary.md", render_summary(results)),
+    ):
         path = report_dir / name
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text, encoding="utf-8")

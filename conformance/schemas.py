@@ -18,7 +18,9 @@ _URI = "urn:chat-conformance:openapi"
 
 @functools.cache
 def _registry() -> Registry:
-    return Registry().with_resource(_URI, Resource.from_contents(openapi(), default_specification=DRAFT202012))
+    return Registry().with_resource(
+        _URI, Resource.from_contents(openapi(), default_specification=DRAFT202012)
+    )
 
 
 @functools.cache

@@ -36,8 +36,10 @@ class Violation:
     exchange: int | None = None  # index into the check's exchanges
 
     def __str__(self) -> str:
-        return (f"[{self.requirement}] {self.message} at {self.path}: "
-                f"expected {self.expected}, received {self.received}")
+        return (
+            f"[{self.requirement}] {self.message} at {self.path}: "
+            f"expected {self.expected}, received {self.received}"
+        )
 
 
 class ViolationError(AssertionError):
@@ -69,27 +71,54 @@ class Judge:
                 return i
         return None
 
-    def _make(self, requirement: str, message: str, path: str, expected: Any, received: Any,
-              exchange: Exchange | None) -> Violation:
+    def _make(
+        self,
+        requirement: str,
+        message: str,
+        path: str,
+        expected: Any,
+        received: Any,
+        exchange: Exchange | None,
+    ) -> Violation:
         if self.requirements and requirement not in self.requirements:
-            raise ValueError(f"check judges {requirement} but is not marked with it "
-                             f"(marked: {', '.join(self.requirements)})")
+            raise ValueError(
+                f"check judges {requirement} but is not marked with it "
+                f"(marked: {', '.join(self.requirements)})"
+            )
         return Violation(requirement, message, path, _show(expected), _show(received), self._index(exchange))
 
     def wants(self, requirement: str) -> bool:
         """Whether this check is marked with ``requirement`` (shared judging code asks before judging)."""
         return not self.requirements or requirement in self.requirements
 
-    def check(self, ok: bool, requirement: str, message: str, *, path: str = "$", expected: Any = "",
-              received: Any = "", exchange: Exchange | None = None) -> bool:
+    def check(
+        self,
+        ok: bool,
+        requirement: str,
+        message: str,
+        *,
+        path: str = "$",
+        expected: Any = "",
+        received: Any = "",
+        exchange: Exchange | None = None,
+    ) -> bool:
         """Record a violation when ``ok`` is false; return ``ok``. The check goes on."""
         self.judged.add(requirement)
         if not ok:
             self.violations.append(self._make(requirement, message, path, expected, received, exchange))
         return ok
 
-    def require(self, ok: bool, requirement: str, message: str, *, path: str = "$", expected: Any = "",
-                received: Any = "", exchange: Exchange | None = None) -> None:
+    def require(
+        self,
+        ok: bool,
+        requirement: str,
+        message: str,
+        *,
+        path: str = "$",
+        expected: Any = "",
+        received: Any = "",
+        exchange: Exchange | None = None,
+    ) -> None:
         """Like ``check``, but stop the check when ``ok`` is false."""
         self.judged.add(requirement)
         if not ok:

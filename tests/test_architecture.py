@@ -27,8 +27,15 @@ def _files(sub: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", _files("reference"), ids=lambda p: p.name)
 def test_reference_server_never_imports_the_suite(path: Path) -> None:
-    forbidden = ("conformance.checks", "conformance.client", "conformance.plugin", "conformance.cli",
-                 "conformance.sse", "conformance.violations", "conformance.results")
+    forbidden = (
+        "conformance.checks",
+        "conformance.client",
+        "conformance.plugin",
+        "conformance.cli",
+        "conformance.sse",
+        "conformance.violations",
+        "conformance.results",
+    )
     bad = [m for m in _imports(path) if m.startswith(forbidden)]
     assert not bad, f"{path.name} imports {bad}: the reference server must not depend on the checks"
 
@@ -40,13 +47,26 @@ def test_checks_never_import_harness_cli_or_reference(path: Path) -> None:
     assert not bad, f"{path.name} imports {bad}: checks use fixtures, not the harness"
 
 
-CORE = ["specfiles.py", "catalog.py", "profiles.py", "schemas.py", "evidence.py", "target.py", "errors.py",
-        "violations.py"]
+CORE = [
+    "specfiles.py",
+    "catalog.py",
+    "profiles.py",
+    "schemas.py",
+    "evidence.py",
+    "target.py",
+    "errors.py",
+    "violations.py",
+]
 
 
 @pytest.mark.parametrize("name", CORE)
 def test_core_has_no_io_layers_above(name: str) -> None:
     path = PKG / name
-    bad = [m for m in _imports(path) if m.startswith(("conformance.client", "conformance.plugin",
-                                                      "conformance.cli", "conformance.checks", "httpx"))]
+    bad = [
+        m
+        for m in _imports(path)
+        if m.startswith(
+            ("conformance.client", "conformance.plugin", "conformance.cli", "conformance.checks", "httpx")
+        )
+    ]
     assert not bad, f"{name} (core layer) imports {bad}"

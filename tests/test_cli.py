@@ -7,25 +7,44 @@ import pytest
 from conformance.cli import EXIT_UNREACHABLE, EXIT_USAGE, main
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--profile", "nonsense"], "unknown profile 'nonsense'"),
-    (["run", "--only", "NO-SUCH-ID"], "--only 'NO-SUCH-ID' is neither a requirement id nor a capability"),
-    (["run", "--require", "n"], "--require 'n' is not an optional capability"),
-    (["run", "--base-url", "ftp://x", "--model", "m"], "is not an http(s) URL"),
-    (["run", "--base-url", "http://127.0.0.1:1/v1/chat/completions", "--model", "m"],
-     "--base-url must end before /chat/completions"),
-    (["run", "--base-url", "http://127.0.0.1:1/v1"], "--model is required with --base-url"),
-    (["run", "--fault", "no-such-fault"], "unknown fault 'no-such-fault'"),
-    (["run", "--expectations", "/nonexistent/x.toml"], "expectations file '/nonexistent/x.toml' not found"),
-    (["run", "-n", "many"], "-n 'many' is not a number of workers"),
-    (["run", "--base-url", "http://127.0.0.1:1/v1", "--model", "m", "--api-key-env", "NO_SUCH_VAR_XYZ"],
-     "environment variable NO_SUCH_VAR_XYZ is not set"),
-    (["run", "--bogus"], "unrecognized arguments: --bogus"),
-    (["requirements", "--capability", "nope"], "unknown capability 'nope'"),
-    (["serve", "--fault", "nope"], "unknown fault 'nope'"),
-])
-def test_usage_errors_are_one_line_and_exit_2(argv: list[str], message: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--profile", "nonsense"], "unknown profile 'nonsense'"),
+        (["run", "--only", "NO-SUCH-ID"], "--only 'NO-SUCH-ID' is neither a requirement id nor a capability"),
+        (["run", "--require", "n"], "--require 'n' is not an optional capability"),
+        (["run", "--base-url", "ftp://x", "--model", "m"], "is not an http(s) URL"),
+        (
+            ["run", "--base-url", "http://127.0.0.1:1/v1/chat/completions", "--model", "m"],
+            "--base-url must end before /chat/completions",
+        ),
+        (["run", "--base-url", "http://127.0.0.1:1/v1"], "--model is required with --base-url"),
+        (["run", "--fault", "no-such-fault"], "unknown fault 'no-such-fault'"),
+        (
+            ["run", "--expectations", "/nonexistent/x.toml"],
+            "expectations file '/nonexistent/x.toml' not found",
+        ),
+        (["run", "-n", "many"], "-n 'many' is not a number of workers"),
+        (
+            [
+                "run",
+                "--base-url",
+                "http://127.0.0.1:1/v1",
+                "--model",
+                "m",
+                "--api-key-env",
+                "NO_SUCH_VAR_XYZ",
+            ],
+            "environment variable NO_SUCH_VAR_XYZ is not set",
+        ),
+        (["run", "--bogus"], "unrecognized arguments: --bogus"),
+        (["requirements", "--capability", "nope"], "unknown capability 'nope'"),
+        (["serve", "--fault", "nope"], "unknown fault 'nope'"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == EXIT_USAGE
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip()]
@@ -34,8 +53,9 @@ def test_usage_errors_are_one_line_and_exit_2(argv: list[str], message: str,
     assert message in lines[0]
 
 
-def test_unreachable_target_exits_3_before_any_check(capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_target_exits_3_before_any_check(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CONFORMANCE_API_KEY", "sk-canary-unreachable-9d1e")
     code = main(["run", "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--timeout", "3"])
     out = capsys.readouterr()

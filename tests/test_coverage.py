@@ -23,8 +23,20 @@ class _Collect:
 @pytest.fixture(scope="module")
 def marked() -> dict[str, set[str]]:
     col = _Collect()
-    code = pytest.main([str(CHECKS), "--collect-only", "-q", "-p", "no:cacheprovider", "-c",
-                        str(CHECKS / "pytest.ini"), "--rootdir", str(CHECKS)], plugins=[col])
+    code = pytest.main(
+        [
+            str(CHECKS),
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(CHECKS / "pytest.ini"),
+            "--rootdir",
+            str(CHECKS),
+        ],
+        plugins=[col],
+    )
     assert code == 0, "collecting the checks failed"
     out: dict[str, set[str]] = {}
     for item in col.items:

@@ -26,8 +26,11 @@ def _run(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
 
 def test_clean_reference_server_is_conformant(tmp_path: Path) -> None:
     code, results = _run(tmp_path)
-    failing = {k: v["reason"] for k, v in results["requirements"].items()
-               if v["verdict"] in ("fail", "error", "informational")}
+    failing = {
+        k: v["reason"]
+        for k, v in results["requirements"].items()
+        if v["verdict"] in ("fail", "error", "informational")
+    }
     assert failing == {}
     assert code == 0, results["verdict"]
     not_run = {k: v["reason"] for k, v in results["requirements"].items() if v["verdict"] != "pass"}

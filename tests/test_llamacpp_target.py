@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 for _mod in ("xllamacpp", "gguf", "tokenizers", "numpy"):
-    pytest.importorskip(_mod, reason=f"{_mod} not installed (pip install -r targets/llamacpp/requirements.txt)")
+    pytest.importorskip(_mod, reason=f"{_mod} not installed (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET = ROOT / "targets" / "llamacpp"
@@ -48,7 +48,7 @@ def llamacpp_server(tmp_path_factory):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(l) for l in proc.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         base = None

@@ -26,9 +26,9 @@ def _verdicts(report: Path) -> dict[str, str]:
     return {k: v["verdict"] for k, v in results["requirements"].items()}
 
 
-def test_serial_and_parallel_runs_agree_and_never_leak_the_key(server: Any, tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch,
-                                                                 capfd: pytest.CaptureFixture[str]) -> None:
+def test_serial_and_parallel_runs_agree_and_never_leak_the_key(
+    server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("CONFORMANCE_API_KEY", CANARY)
     common = ["run", "--base-url", server.base_url, "--model", server.model]
     assert main([*common, "--report-dir", str(tmp_path / "serial")]) == 0
@@ -44,11 +44,23 @@ def test_serial_and_parallel_runs_agree_and_never_leak_the_key(server: Any, tmp_
         assert CANARY not in path.read_text(encoding="utf-8", errors="replace"), f"key leaked into {path}"
 
 
-def test_request_budget_stops_the_run_cleanly(server: Any, tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_request_budget_stops_the_run_cleanly(
+    server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CONFORMANCE_API_KEY", CANARY)
-    code = main(["run", "--base-url", server.base_url, "--model", server.model, "--max-requests", "12",
-                 "--report-dir", str(tmp_path)])
+    code = main(
+        [
+            "run",
+            "--base-url",
+            server.base_url,
+            "--model",
+            server.model,
+            "--max-requests",
+            "12",
+            "--report-dir",
+            str(tmp_path),
+        ]
+    )
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert code == 1
     assert results["verdict"].startswith("INCOMPLETE")
@@ -56,10 +68,13 @@ def test_request_budget_stops_the_run_cleanly(server: Any, tmp_path: Path,
     assert "fail" not in _verdicts(tmp_path).values()
 
 
-def test_refused_key_exits_3(server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_refused_key_exits_3(
+    server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("CONFORMANCE_API_KEY", "sk-wrong-key-canary-77")
-    code = main(["run", "--base-url", server.base_url, "--model", server.model, "--report-dir", str(tmp_path)])
+    code = main(
+        ["run", "--base-url", server.base_url, "--model", server.model, "--report-dir", str(tmp_path)]
+    )
     err = capsys.readouterr().err
     assert code == 3
     assert "refused the credentials (HTTP 401)" in err

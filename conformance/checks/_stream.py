@@ -1,4 +1,4 @@
-"""The stream state machine: one pass over a whole SSE exchange, judging every streaming rule it is asked to."""
+"""The stream state machine: one pass over a whole SSE exchange, judging every streaming rule asked of it."""
 
 from __future__ import annotations
 
@@ -11,57 +11,105 @@ from conformance.violations import Judge
 __all__ = ["judge_stream"]
 
 
-def judge_stream(judge: Judge, ex: Exchange, *, n: int = 1, include_usage: bool | None = None,
-                 forbid_usage: bool = False) -> None:
+def judge_stream(
+    judge: Judge, ex: Exchange, *, n: int = 1, include_usage: bool | None = None, forbid_usage: bool = False
+) -> None:
     """Judge the requirements the check is marked with (``judge.wants``) over the exchange ``ex``."""
     w = judge.wants
     if w("STREAM-CONTENT-TYPE"):
-        judge.check(ex.content_type == "text/event-stream", "STREAM-CONTENT-TYPE", "wrong Content-Type",
-                    path="headers.content-type", expected="text/event-stream", received=ex.content_type,
-                    exchange=ex)
+        judge.check(
+            ex.content_type == "text/event-stream",
+            "STREAM-CONTENT-TYPE",
+            "wrong Content-Type",
+            path="headers.content-type",
+            expected="text/event-stream",
+            received=ex.content_type,
+            exchange=ex,
+        )
     if w("STREAM-DATA-ONLY"):
         extra = [(i, e.event, e.id) for i, e in enumerate(ex.events) if e.event != "message" or e.id]
-        judge.check(not extra, "STREAM-DATA-ONLY", "events carry fields other than data",
-                    path=f"events[{extra[0][0]}]" if extra else "events", expected="data-only events",
-                    received=f"event={extra[0][1]!r} id={extra[0][2]!r}" if extra else "", exchange=ex)
+        judge.check(
+            not extra,
+            "STREAM-DATA-ONLY",
+            "events carry fields other than data",
+            path=f"events[{extra[0][0]}]" if extra else "events",
+            expected="data-only events",
+            received=f"event={extra[0][1]!r} id={extra[0][2]!r}" if extra else "",
+            exchange=ex,
+        )
     done = ex.done_index
     before = ex.events[:done] if done is not None else ex.events
     if w("STREAM-DONE-TERMINATES"):
-        judge.check(done is not None, "STREAM-DONE-TERMINATES", "the stream did not end with data: [DONE]",
-                    path="events[-1]", expected="data: [DONE]",
-                    received=(ex.events[-1].data[:200] if ex.events else "no events")
-                    + (f" ({ex.transport_error})" if ex.transport_error else ""), exchange=ex)
+        judge.check(
+            done is not None,
+            "STREAM-DONE-TERMINATES",
+            "the stream did not end with data: [DONE]",
+            path="events[-1]",
+            expected="data: [DONE]",
+            received=(ex.events[-1].data[:200] if ex.events else "no events")
+            + (f" ({ex.transport_error})" if ex.transport_error else ""),
+            exchange=ex,
+        )
     if w("STREAM-NOTHING-AFTER-DONE") and done is not None:
-        after = ex.events[done + 1:]
-        judge.check(not after, "STREAM-NOTHING-AFTER-DONE", "events follow data: [DONE]",
-                    path=f"events[{done + 1}]", expected="nothing",
-                    received=after[0].data[:200] if after else "", exchange=ex)
+        after = ex.events[done + 1 :]
+        judge.check(
+            not after,
+            "STREAM-NOTHING-AFTER-DONE",
+            "events follow data: [DONE]",
+            path=f"events[{done + 1}]",
+            expected="nothing",
+            received=after[0].data[:200] if after else "",
+            exchange=ex,
+        )
     bad_json = [(i, e) for i, e in enumerate(before) if e.json is None and not e.done]
     if w("STREAM-CHUNK-JSON"):
-        judge.check(not bad_json, "STREAM-CHUNK-JSON", "an event's data is not JSON",
-                    path=f"events[{bad_json[0][0]}].data" if bad_json else "events", expected="one JSON object",
-                    received=bad_json[0][1].data[:200] if bad_json else "", exchange=ex)
+        judge.check(
+            not bad_json,
+            "STREAM-CHUNK-JSON",
+            "an event's data is not JSON",
+            path=f"events[{bad_json[0][0]}].data" if bad_json else "events",
+            expected="one JSON object",
+            received=bad_json[0][1].data[:200] if bad_json else "",
+            exchange=ex,
+        )
     chunks = [(i, e.json) for i, e in enumerate(before) if isinstance(e.json, dict)]
     if w("STREAM-CHUNK-SCHEMA"):
         bad = 0
         for i, c in chunks:
-            if not judge_schema(judge, "STREAM-CHUNK-SCHEMA", "ChatCompletionChunk", c, ex, where=f"events[{i}]"):
+            if not judge_schema(
+                judge, "STREAM-CHUNK-SCHEMA", "ChatCompletionChunk", c, ex, where=f"events[{i}]"
+            ):
                 bad += 1
                 if bad >= 3:
                     break
     if w("STREAM-CHUNK-OBJECT"):
         wrong = [(i, c.get("object")) for i, c in chunks if c.get("object") != "chat.completion.chunk"]
-        judge.check(not wrong, "STREAM-CHUNK-OBJECT", "a chunk's object is wrong",
-                    path=f"events[{wrong[0][0]}].object" if wrong else "", expected="chat.completion.chunk",
-                    received=wrong[0][1] if wrong else "", exchange=ex)
-    for field, rid in (("id", "STREAM-ID-CONSTANT"), ("created", "STREAM-CREATED-CONSTANT"),
-                       ("model", "STREAM-MODEL-CONSTANT")):
+        judge.check(
+            not wrong,
+            "STREAM-CHUNK-OBJECT",
+            "a chunk's object is wrong",
+            path=f"events[{wrong[0][0]}].object" if wrong else "",
+            expected="chat.completion.chunk",
+            received=wrong[0][1] if wrong else "",
+            exchange=ex,
+        )
+    for field, rid in (
+        ("id", "STREAM-ID-CONSTANT"),
+        ("created", "STREAM-CREATED-CONSTANT"),
+        ("model", "STREAM-MODEL-CONSTANT"),
+    ):
         if w(rid) and chunks:
             first = chunks[0][1].get(field)
             diff = [(i, c.get(field)) for i, c in chunks if c.get(field) != first]
-            judge.check(not diff, rid, f"{field} changes between chunks",
-                        path=f"events[{diff[0][0]}].{field}" if diff else "", expected=first,
-                        received=diff[0][1] if diff else "", exchange=ex)
+            judge.check(
+                not diff,
+                rid,
+                f"{field} changes between chunks",
+                path=f"events[{diff[0][0]}].{field}" if diff else "",
+                expected=first,
+                received=diff[0][1] if diff else "",
+                exchange=ex,
+            )
     _judge_choices(judge, ex, chunks, n)
     _judge_usage(judge, ex, chunks, include_usage, forbid_usage)
 
@@ -83,13 +131,21 @@ def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str,
             if st["first"]:
                 st["first"] = False
                 if w("STREAM-ROLE-FIRST"):
-                    judge.check(delta.get("role") == "assistant", "STREAM-ROLE-FIRST",
-                                "the first delta of a choice has no role assistant",
-                                path=f"events[{i}].choices[index={idx}].delta.role", expected="assistant",
-                                received=delta.get("role"), exchange=ex)
+                    judge.check(
+                        delta.get("role") == "assistant",
+                        "STREAM-ROLE-FIRST",
+                        "the first delta of a choice has no role assistant",
+                        path=f"events[{i}].choices[index={idx}].delta.role",
+                        expected="assistant",
+                        received=delta.get("role"),
+                        exchange=ex,
+                    )
             fr = ch.get("finish_reason")
-            has_payload = bool(delta.get("content")) or bool(delta.get("tool_calls")) or bool(
-                delta.get("reasoning_content"))
+            has_payload = (
+                bool(delta.get("content"))
+                or bool(delta.get("tool_calls"))
+                or bool(delta.get("reasoning_content"))
+            )
             if st["finishes"] and has_payload and st["after"] is None:
                 st["after"] = i
             if fr is not None and fr != "":
@@ -97,46 +153,95 @@ def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str,
             elif fr == "" and st["empty_fr"] is None:
                 st["empty_fr"] = i
     if w("STREAM-CHOICE-INDEX"):
-        judge.check(not bad_index, "STREAM-CHOICE-INDEX", "a chunk choice index is outside 0..n-1",
-                    path=f"events[{bad_index[0][0]}].choices[].index" if bad_index else "",
-                    expected=f"0..{n - 1}", received=bad_index[0][1] if bad_index else "", exchange=ex)
-        judge.check(sorted(seen) == list(range(n)), "STREAM-CHOICE-INDEX", "not every choice index appears",
-                    path="choices[].index", expected=list(range(n)), received=sorted(seen), exchange=ex)
+        judge.check(
+            not bad_index,
+            "STREAM-CHOICE-INDEX",
+            "a chunk choice index is outside 0..n-1",
+            path=f"events[{bad_index[0][0]}].choices[].index" if bad_index else "",
+            expected=f"0..{n - 1}",
+            received=bad_index[0][1] if bad_index else "",
+            exchange=ex,
+        )
+        judge.check(
+            sorted(seen) == list(range(n)),
+            "STREAM-CHOICE-INDEX",
+            "not every choice index appears",
+            path="choices[].index",
+            expected=list(range(n)),
+            received=sorted(seen),
+            exchange=ex,
+        )
     for idx, st in sorted(seen.items()):
         if w("STREAM-FINISH-ONCE"):
-            judge.check(len(st["finishes"]) == 1, "STREAM-FINISH-ONCE",
-                        f"choice {idx} got {len(st['finishes'])} non-null finish_reasons",
-                        path=f"choices[index={idx}].finish_reason", expected="exactly one",
-                        received=[fr for _, fr in st["finishes"]], exchange=ex)
-            judge.check(st["empty_fr"] is None, "STREAM-FINISH-ONCE",
-                        f"choice {idx} has finish_reason \"\" instead of null",
-                        path=f"events[{st['empty_fr']}].choices[index={idx}].finish_reason", expected="null",
-                        received='""', exchange=ex)
+            judge.check(
+                len(st["finishes"]) == 1,
+                "STREAM-FINISH-ONCE",
+                f"choice {idx} got {len(st['finishes'])} non-null finish_reasons",
+                path=f"choices[index={idx}].finish_reason",
+                expected="exactly one",
+                received=[fr for _, fr in st["finishes"]],
+                exchange=ex,
+            )
+            judge.check(
+                st["empty_fr"] is None,
+                "STREAM-FINISH-ONCE",
+                f'choice {idx} has finish_reason "" instead of null',
+                path=f"events[{st['empty_fr']}].choices[index={idx}].finish_reason",
+                expected="null",
+                received='""',
+                exchange=ex,
+            )
         if w("STREAM-FINISH-LAST"):
-            judge.check(st["after"] is None, "STREAM-FINISH-LAST",
-                        f"choice {idx} has deltas after its finish_reason",
-                        path=f"events[{st['after']}].choices[index={idx}].delta", expected="no delta",
-                        received="content after finish", exchange=ex)
+            judge.check(
+                st["after"] is None,
+                "STREAM-FINISH-LAST",
+                f"choice {idx} has deltas after its finish_reason",
+                path=f"events[{st['after']}].choices[index={idx}].delta",
+                expected="no delta",
+                received="content after finish",
+                exchange=ex,
+            )
 
 
-def _judge_usage(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str, Any]]],
-                 include_usage: bool | None, forbid_usage: bool) -> None:
+def _judge_usage(
+    judge: Judge,
+    ex: Exchange,
+    chunks: list[tuple[int, dict[str, Any]]],
+    include_usage: bool | None,
+    forbid_usage: bool,
+) -> None:
     w = judge.wants
     with_usage = [(i, c) for i, c in chunks if c.get("usage") is not None]
     if include_usage and w("USAGE-STREAM-LAST-CHUNK"):
         last = chunks[-1] if chunks else None
         ok = last is not None and isinstance(last[1].get("usage"), dict) and last[1].get("choices") == []
-        judge.check(ok, "USAGE-STREAM-LAST-CHUNK",
-                    "the last chunk before [DONE] is not a usage chunk with empty choices",
-                    path=f"events[{last[0]}]" if last else "events", expected='{"choices": [], "usage": {...}}',
-                    received={"choices": last[1].get("choices"), "usage": last[1].get("usage")} if last else None,
-                    exchange=ex)
+        judge.check(
+            ok,
+            "USAGE-STREAM-LAST-CHUNK",
+            "the last chunk before [DONE] is not a usage chunk with empty choices",
+            path=f"events[{last[0]}]" if last else "events",
+            expected='{"choices": [], "usage": {...}}',
+            received={"choices": last[1].get("choices"), "usage": last[1].get("usage")} if last else None,
+            exchange=ex,
+        )
     if include_usage and w("USAGE-STREAM-NULL-ELSEWHERE"):
         others = [(i, c) for i, c in with_usage if chunks and i != chunks[-1][0]]
-        judge.check(not others, "USAGE-STREAM-NULL-ELSEWHERE", "usage is set on a chunk that is not the last",
-                    path=f"events[{others[0][0]}].usage" if others else "", expected="null or absent",
-                    received=others[0][1].get("usage") if others else "", exchange=ex)
+        judge.check(
+            not others,
+            "USAGE-STREAM-NULL-ELSEWHERE",
+            "usage is set on a chunk that is not the last",
+            path=f"events[{others[0][0]}].usage" if others else "",
+            expected="null or absent",
+            received=others[0][1].get("usage") if others else "",
+            exchange=ex,
+        )
     if forbid_usage and w("USAGE-STREAM-ABSENT"):
-        judge.check(not with_usage, "USAGE-STREAM-ABSENT", "usage sent without stream_options.include_usage",
-                    path=f"events[{with_usage[0][0]}].usage" if with_usage else "", expected="no usage",
-                    received=with_usage[0][1].get("usage") if with_usage else "", exchange=ex)
+        judge.check(
+            not with_usage,
+            "USAGE-STREAM-ABSENT",
+            "usage sent without stream_options.include_usage",
+            path=f"events[{with_usage[0][0]}].usage" if with_usage else "",
+            expected="no usage",
+            received=with_usage[0][1].get("usage") if with_usage else "",
+            exchange=ex,
+        )

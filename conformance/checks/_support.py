@@ -9,8 +9,19 @@ from conformance.evidence import Exchange
 from conformance.schemas import schema_errors
 from conformance.violations import Inconclusive, Judge
 
-__all__ = ["USER", "body", "ok_json", "ok_stream", "is_4xx", "judge_rejected", "content_of", "stream_text",
-           "stream_finish", "judge_schema", "error_message"]
+__all__ = [
+    "USER",
+    "body",
+    "ok_json",
+    "ok_stream",
+    "is_4xx",
+    "judge_rejected",
+    "content_of",
+    "stream_text",
+    "stream_finish",
+    "judge_schema",
+    "error_message",
+]
 
 USER = "Write a short story about a cat."
 
@@ -37,12 +48,15 @@ def ok_json(ex: Exchange, what: str = "request") -> dict[str, Any]:
 def ok_stream(ex: Exchange, what: str = "stream") -> list[dict[str, Any]]:
     """The parsed chunks of a 2xx stream, or Inconclusive."""
     if ex.status is None or not 200 <= ex.status < 300:
-        raise Inconclusive(f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
-                           + (f" ({ex.transport_error})" if ex.transport_error else ""))
+        raise Inconclusive(
+            f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
+            + (f" ({ex.transport_error})" if ex.transport_error else "")
+        )
     chunks = [c for c in ex.chunks if isinstance(c, dict)]
     if not chunks:
-        raise Inconclusive(f"{what}: no JSON chunk arrived" + (f" ({ex.transport_error})" if ex.transport_error
-                                                               else ""))
+        raise Inconclusive(
+            f"{what}: no JSON chunk arrived" + (f" ({ex.transport_error})" if ex.transport_error else "")
+        )
     return chunks
 
 
@@ -60,10 +74,23 @@ def error_message(ex: Exchange) -> str:
 def judge_rejected(judge: Judge, ex: Exchange, requirement: str, what: str) -> bool:
     """``requirement`` holds when the invalid request ``what`` got a 4xx."""
     if ex.transport_error and ex.status is None:
-        return judge.check(False, requirement, f"{what}: no answer", expected="a 4xx error",
-                           received=ex.transport_error, exchange=ex)
-    return judge.check(is_4xx(ex), requirement, f"{what} was not rejected with a 4xx error",
-                       path="status", expected="4xx", received=ex.status, exchange=ex)
+        return judge.check(
+            False,
+            requirement,
+            f"{what}: no answer",
+            expected="a 4xx error",
+            received=ex.transport_error,
+            exchange=ex,
+        )
+    return judge.check(
+        is_4xx(ex),
+        requirement,
+        f"{what} was not rejected with a 4xx error",
+        path="status",
+        expected="4xx",
+        received=ex.status,
+        exchange=ex,
+    )
 
 
 def content_of(data: dict[str, Any], index: int = 0) -> str:
@@ -100,12 +127,20 @@ def stream_usage(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def judge_schema(judge: Judge, requirement: str, schema: str, instance: Any, ex: Exchange,
-                 where: str = "$") -> bool:
+def judge_schema(
+    judge: Judge, requirement: str, schema: str, instance: Any, ex: Exchange, where: str = "$"
+) -> bool:
     errors = schema_errors(schema, instance)
     for path, msg in errors[:5]:
-        judge.check(False, requirement, f"does not validate against {schema}",
-                    path=where + path.removeprefix("$"), expected=f"schema {schema}", received=msg, exchange=ex)
+        judge.check(
+            False,
+            requirement,
+            f"does not validate against {schema}",
+            path=where + path.removeprefix("$"),
+            expected=f"schema {schema}",
+            received=msg,
+            exchange=ex,
+        )
     if not errors:
         judge.check(True, requirement, "")
     return not errors
@@ -115,7 +150,13 @@ def now() -> float:
     return time.time()
 
 
-ERROR_SHAPE_REQS = ("ERROR-NO-5XX", "ERROR-NOT-200", "ERROR-SHAPE", "ERROR-SHAPE-FIELDS", "ERROR-CONTENT-TYPE")
+ERROR_SHAPE_REQS = (
+    "ERROR-NO-5XX",
+    "ERROR-NOT-200",
+    "ERROR-SHAPE",
+    "ERROR-SHAPE-FIELDS",
+    "ERROR-CONTENT-TYPE",
+)
 
 
 def judge_error_response(judge: Judge, ex: Exchange, requirement: str, what: str) -> bool:
@@ -124,21 +165,48 @@ def judge_error_response(judge: Judge, ex: Exchange, requirement: str, what: str
     error-shape requirements. Returns whether the request was refused with a 4xx."""
     w = judge.wants
     if ex.status is None:
-        judge.check(False, requirement, f"{what}: no answer", expected="a 4xx error",
-                    received=ex.transport_error, exchange=ex)
+        judge.check(
+            False,
+            requirement,
+            f"{what}: no answer",
+            expected="a 4xx error",
+            received=ex.transport_error,
+            exchange=ex,
+        )
         return False
     data = ex.json()
     has_error = isinstance(data, dict) and "error" in data
     if w("ERROR-NO-5XX"):
-        judge.check(ex.status < 500, "ERROR-NO-5XX", f"{what} caused a server error", path="status",
-                    expected="4xx", received=ex.status, exchange=ex)
+        judge.check(
+            ex.status < 500,
+            "ERROR-NO-5XX",
+            f"{what} caused a server error",
+            path="status",
+            expected="4xx",
+            received=ex.status,
+            exchange=ex,
+        )
     if w("ERROR-NOT-200"):
-        judge.check(not (200 <= ex.status < 300 and has_error), "ERROR-NOT-200", f"{what}: an error body was sent with a 2xx status",
-                    path="status", expected="4xx", received=ex.status, exchange=ex)
+        judge.check(
+            not (200 <= ex.status < 300 and has_error),
+            "ERROR-NOT-200",
+            f"{what}: an error body was sent with a 2xx status",
+            path="status",
+            expected="4xx",
+            received=ex.status,
+            exchange=ex,
+        )
     refused = is_4xx(ex)
     if not (200 <= ex.status < 300 and has_error and w("ERROR-NOT-200")):
-        judge.check(refused, requirement, f"{what} was not rejected with a 4xx error", path="status",
-                    expected="4xx", received=f"{ex.status} {(ex.body_text or '')[:160]}", exchange=ex)
+        judge.check(
+            refused,
+            requirement,
+            f"{what} was not rejected with a 4xx error",
+            path="status",
+            expected="4xx",
+            received=f"{ex.status} {(ex.body_text or '')[:160]}",
+            exchange=ex,
+        )
     if refused:
         judge_error_shape(judge, ex)
     return refused
@@ -149,18 +217,36 @@ def judge_error_shape(judge: Judge, ex: Exchange) -> None:
     data = ex.json()
     err = data.get("error") if isinstance(data, dict) else None
     if w("ERROR-SHAPE"):
-        judge.check(isinstance(err, dict) and isinstance(err.get("message"), str), "ERROR-SHAPE",
-                    "the error body is not {\"error\": {\"message\": ...}}", path="$.error.message",
-                    expected="string", received=(ex.body_text or "")[:200], exchange=ex)
+        judge.check(
+            isinstance(err, dict) and isinstance(err.get("message"), str),
+            "ERROR-SHAPE",
+            'the error body is not {"error": {"message": ...}}',
+            path="$.error.message",
+            expected="string",
+            received=(ex.body_text or "")[:200],
+            exchange=ex,
+        )
     if w("ERROR-SHAPE-FIELDS") and isinstance(err, dict):
         missing = [k for k in ("type", "param", "code") if k not in err]
-        judge.check(not missing and isinstance(err.get("type"), str), "ERROR-SHAPE-FIELDS",
-                    "the error object lacks type/param/code", path="$.error", expected="type, param, code",
-                    received=sorted(err), exchange=ex)
+        judge.check(
+            not missing and isinstance(err.get("type"), str),
+            "ERROR-SHAPE-FIELDS",
+            "the error object lacks type/param/code",
+            path="$.error",
+            expected="type, param, code",
+            received=sorted(err),
+            exchange=ex,
+        )
     if w("ERROR-CONTENT-TYPE"):
-        judge.check(ex.content_type == "application/json", "ERROR-CONTENT-TYPE", "error not sent as JSON",
-                    path="headers.content-type", expected="application/json", received=ex.content_type,
-                    exchange=ex)
+        judge.check(
+            ex.content_type == "application/json",
+            "ERROR-CONTENT-TYPE",
+            "error not sent as JSON",
+            path="headers.content-type",
+            expected="application/json",
+            received=ex.content_type,
+            exchange=ex,
+        )
 
 
 # ---- deterministic requests and logprobs (sampling, stop, penalties, logit-bias, logprobs checks) ----------
@@ -176,9 +262,11 @@ def deterministic_body(target: Any, profile: Any, **fields: Any) -> dict[str, An
 def deterministic_logprobs(shared: Any, target: Any, profile: Any) -> Exchange:
     """One deterministic 16-token completion with logprobs and 5 top alternatives, shared by the checks that
     judge it (logprobs shape, greedy consistency) or start from it (penalties, logit-bias baseline)."""
-    return shared(DETERMINISTIC_LOGPROBS,
-                  deterministic_body(target, profile, max_tokens=16, logprobs=True, top_logprobs=5),
-                  label="deterministic, 16 tokens, logprobs with top_logprobs 5")
+    return shared(
+        DETERMINISTIC_LOGPROBS,
+        deterministic_body(target, profile, max_tokens=16, logprobs=True, top_logprobs=5),
+        label="deterministic, 16 tokens, logprobs with top_logprobs 5",
+    )
 
 
 def logprob_entries(data: dict[str, Any], index: int = 0) -> list[Any] | None:

@@ -11,12 +11,26 @@ WRONG_KEY = "sk-chat-conformance-wrong-key"
 
 
 def _judge_refusal(judge, ex, requirement, what):
-    judge.check(ex.status == 401, requirement, f"{what} was not refused with 401", path="status", expected=401,
-                received=ex.status, exchange=ex)
+    judge.check(
+        ex.status == 401,
+        requirement,
+        f"{what} was not refused with 401",
+        path="status",
+        expected=401,
+        received=ex.status,
+        exchange=ex,
+    )
     data = ex.json()
     generated = isinstance(data, dict) and bool(data.get("choices")) or bool(ex.events)
-    judge.check(not generated, "AUTH-NOTHING-GENERATED", f"{what}: a completion was returned",
-                path="$.choices", expected="an error body", received=(ex.body_text or "")[:200], exchange=ex)
+    judge.check(
+        not generated,
+        "AUTH-NOTHING-GENERATED",
+        f"{what}: a completion was returned",
+        path="$.choices",
+        expected="an error body",
+        received=(ex.body_text or "")[:200],
+        exchange=ex,
+    )
     if ex.status == 401:
         judge_error_shape(judge, ex)
 

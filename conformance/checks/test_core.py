@@ -18,66 +18,173 @@ def _basic(shared: Any, target: Any) -> Any:
 @pytest.mark.requirement("CORE-REQUEST-JSON", "CORE-CONTENT-TYPE", "CORE-SCHEMA-VALID")
 def test_basic_completion_is_json_and_valid(shared, judge, conformance_target):
     ex = _basic(shared, conformance_target)
-    judge.require(ex.transport_error is None, "CORE-REQUEST-JSON", "the exchange did not complete",
-                  expected="a complete answer", received=ex.transport_error, exchange=ex)
-    judge.require(ex.status == 200, "CORE-REQUEST-JSON", "a valid request was not answered 200",
-                  path="status", expected=200, received=ex.status, exchange=ex)
-    judge.check(ex.content_type == "application/json", "CORE-CONTENT-TYPE", "wrong Content-Type",
-                path="headers.content-type", expected="application/json", received=ex.content_type, exchange=ex)
+    judge.require(
+        ex.transport_error is None,
+        "CORE-REQUEST-JSON",
+        "the exchange did not complete",
+        expected="a complete answer",
+        received=ex.transport_error,
+        exchange=ex,
+    )
+    judge.require(
+        ex.status == 200,
+        "CORE-REQUEST-JSON",
+        "a valid request was not answered 200",
+        path="status",
+        expected=200,
+        received=ex.status,
+        exchange=ex,
+    )
+    judge.check(
+        ex.content_type == "application/json",
+        "CORE-CONTENT-TYPE",
+        "wrong Content-Type",
+        path="headers.content-type",
+        expected="application/json",
+        received=ex.content_type,
+        exchange=ex,
+    )
     data = ex.json()
-    judge.require(isinstance(data, dict), "CORE-REQUEST-JSON", "the body is not a JSON object",
-                  expected="JSON object", received=(ex.body_text or "")[:200], exchange=ex)
+    judge.require(
+        isinstance(data, dict),
+        "CORE-REQUEST-JSON",
+        "the body is not a JSON object",
+        expected="JSON object",
+        received=(ex.body_text or "")[:200],
+        exchange=ex,
+    )
     judge_schema(judge, "CORE-SCHEMA-VALID", "ChatCompletion", data, ex)
 
 
-@pytest.mark.requirement("CORE-OBJECT", "CORE-ID-PRESENT", "CORE-CREATED-SECONDS", "CORE-MODEL-PRESENT",
-                         "CORE-MODEL-MATCHES", "CORE-CHOICES-PRESENT", "CORE-CHOICE-INDEX", "CORE-MESSAGE-ROLE",
-                         "CORE-MESSAGE-CONTENT", "CORE-FINISH-REASON", "N-DEFAULT-ONE")
+@pytest.mark.requirement(
+    "CORE-OBJECT",
+    "CORE-ID-PRESENT",
+    "CORE-CREATED-SECONDS",
+    "CORE-MODEL-PRESENT",
+    "CORE-MODEL-MATCHES",
+    "CORE-CHOICES-PRESENT",
+    "CORE-CHOICE-INDEX",
+    "CORE-MESSAGE-ROLE",
+    "CORE-MESSAGE-CONTENT",
+    "CORE-FINISH-REASON",
+    "N-DEFAULT-ONE",
+)
 def test_completion_fields(shared, judge, conformance_target):
     ex = _basic(shared, conformance_target)
     data = ok_json(ex)
-    judge.check(data.get("object") == "chat.completion", "CORE-OBJECT", "wrong object", path="$.object",
-                expected="chat.completion", received=data.get("object"), exchange=ex)
+    judge.check(
+        data.get("object") == "chat.completion",
+        "CORE-OBJECT",
+        "wrong object",
+        path="$.object",
+        expected="chat.completion",
+        received=data.get("object"),
+        exchange=ex,
+    )
     rid = data.get("id")
-    judge.check(isinstance(rid, str) and rid != "", "CORE-ID-PRESENT", "id missing or empty", path="$.id",
-                expected="non-empty string", received=rid, exchange=ex)
+    judge.check(
+        isinstance(rid, str) and rid != "",
+        "CORE-ID-PRESENT",
+        "id missing or empty",
+        path="$.id",
+        expected="non-empty string",
+        received=rid,
+        exchange=ex,
+    )
     created = data.get("created")
     ok_created = isinstance(created, int) and not isinstance(created, bool) and abs(created - now()) < 600
-    judge.check(ok_created, "CORE-CREATED-SECONDS", "created is not Unix seconds near now", path="$.created",
-                expected=f"integer within 600 s of {int(now())}", received=created, exchange=ex)
+    judge.check(
+        ok_created,
+        "CORE-CREATED-SECONDS",
+        "created is not Unix seconds near now",
+        path="$.created",
+        expected=f"integer within 600 s of {int(now())}",
+        received=created,
+        exchange=ex,
+    )
     model = data.get("model")
-    judge.check(isinstance(model, str) and model != "", "CORE-MODEL-PRESENT", "model missing or empty",
-                path="$.model", expected="non-empty string", received=model, exchange=ex)
+    judge.check(
+        isinstance(model, str) and model != "",
+        "CORE-MODEL-PRESENT",
+        "model missing or empty",
+        path="$.model",
+        expected="non-empty string",
+        received=model,
+        exchange=ex,
+    )
     want = conformance_target.model
-    judge.check(isinstance(model, str) and (model == want or model.startswith(want + "-")
-                                            or model.startswith(want + ":")),
-                "CORE-MODEL-MATCHES", "model does not name the requested model", path="$.model",
-                expected=want, received=model, exchange=ex)
+    judge.check(
+        isinstance(model, str)
+        and (model == want or model.startswith(want + "-") or model.startswith(want + ":")),
+        "CORE-MODEL-MATCHES",
+        "model does not name the requested model",
+        path="$.model",
+        expected=want,
+        received=model,
+        exchange=ex,
+    )
     choices = data.get("choices")
-    judge.require(isinstance(choices, list) and len(choices) > 0, "CORE-CHOICES-PRESENT",
-                  "choices missing or empty", path="$.choices", expected="non-empty array", received=choices,
-                  exchange=ex)
-    judge.check(len(choices) == 1, "N-DEFAULT-ONE", "without n, the number of choices is not 1",
-                path="$.choices", expected=1, received=len(choices), exchange=ex)
+    judge.require(
+        isinstance(choices, list) and len(choices) > 0,
+        "CORE-CHOICES-PRESENT",
+        "choices missing or empty",
+        path="$.choices",
+        expected="non-empty array",
+        received=choices,
+        exchange=ex,
+    )
+    judge.check(
+        len(choices) == 1,
+        "N-DEFAULT-ONE",
+        "without n, the number of choices is not 1",
+        path="$.choices",
+        expected=1,
+        received=len(choices),
+        exchange=ex,
+    )
     indices = [c.get("index") if isinstance(c, dict) else None for c in choices]
-    judge.check(sorted(i for i in indices if isinstance(i, int)) == list(range(len(choices)))
-                and all(isinstance(i, int) for i in indices), "CORE-CHOICE-INDEX",
-                "choices are not indexed 0..n-1", path="$.choices[*].index",
-                expected=list(range(len(choices))), received=indices, exchange=ex)
+    judge.check(
+        sorted(i for i in indices if isinstance(i, int)) == list(range(len(choices)))
+        and all(isinstance(i, int) for i in indices),
+        "CORE-CHOICE-INDEX",
+        "choices are not indexed 0..n-1",
+        path="$.choices[*].index",
+        expected=list(range(len(choices))),
+        received=indices,
+        exchange=ex,
+    )
     for i, c in enumerate(choices):
         msg = c.get("message") if isinstance(c, dict) else None
         msg = msg if isinstance(msg, dict) else {}
-        judge.check(msg.get("role") == "assistant", "CORE-MESSAGE-ROLE", "message role is not assistant",
-                    path=f"$.choices[{i}].message.role", expected="assistant", received=msg.get("role"),
-                    exchange=ex)
+        judge.check(
+            msg.get("role") == "assistant",
+            "CORE-MESSAGE-ROLE",
+            "message role is not assistant",
+            path=f"$.choices[{i}].message.role",
+            expected="assistant",
+            received=msg.get("role"),
+            exchange=ex,
+        )
         content = msg.get("content")
-        judge.check(isinstance(content, str) or (content is None and bool(msg.get("tool_calls"))),
-                    "CORE-MESSAGE-CONTENT", "content is neither a string nor null with tool_calls",
-                    path=f"$.choices[{i}].message.content", expected="string", received=content, exchange=ex)
+        judge.check(
+            isinstance(content, str) or (content is None and bool(msg.get("tool_calls"))),
+            "CORE-MESSAGE-CONTENT",
+            "content is neither a string nor null with tool_calls",
+            path=f"$.choices[{i}].message.content",
+            expected="string",
+            received=content,
+            exchange=ex,
+        )
         fr = c.get("finish_reason") if isinstance(c, dict) else None
-        judge.check(fr in ("stop", "length", "tool_calls", "content_filter"), "CORE-FINISH-REASON",
-                    "finish_reason is not a documented value", path=f"$.choices[{i}].finish_reason",
-                    expected="stop|length|tool_calls|content_filter", received=fr, exchange=ex)
+        judge.check(
+            fr in ("stop", "length", "tool_calls", "content_filter"),
+            "CORE-FINISH-REASON",
+            "finish_reason is not a documented value",
+            path=f"$.choices[{i}].finish_reason",
+            expected="stop|length|tool_calls|content_filter",
+            received=fr,
+            exchange=ex,
+        )
 
 
 @pytest.mark.requirement("CORE-ID-UNIQUE")
@@ -85,46 +192,102 @@ def test_ids_unique(shared, client, judge, conformance_target):
     first = ok_json(_basic(shared, conformance_target))
     ex = client.chat(body(conformance_target, max_tokens=2), label="second completion")
     second = ok_json(ex)
-    judge.check(first.get("id") != second.get("id"), "CORE-ID-UNIQUE", "two responses share an id",
-                path="$.id", expected=f"an id other than {first.get('id')!r}", received=second.get("id"),
-                exchange=ex)
+    judge.check(
+        first.get("id") != second.get("id"),
+        "CORE-ID-UNIQUE",
+        "two responses share an id",
+        path="$.id",
+        expected=f"an id other than {first.get('id')!r}",
+        received=second.get("id"),
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("CORE-MULTI-TURN")
 def test_multi_turn_conversation(client, judge, conformance_target):
-    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hello."},
-            {"role": "assistant", "content": "Hi."}, {"role": "user", "content": USER}]
+    msgs = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hello."},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": USER},
+    ]
     ex = client.chat(body(conformance_target, messages=msgs, max_tokens=4), label="multi-turn")
-    judge.check(ex.status == 200 and bool(content_of(ex.json() or {}) or (ex.json() or {}).get("choices")),
-                "CORE-MULTI-TURN", "a system/user/assistant conversation was not answered", path="status",
-                expected="200 with choices", received=ex.status, exchange=ex)
+    judge.check(
+        ex.status == 200 and bool(content_of(ex.json() or {}) or (ex.json() or {}).get("choices")),
+        "CORE-MULTI-TURN",
+        "a system/user/assistant conversation was not answered",
+        path="status",
+        expected="200 with choices",
+        received=ex.status,
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("CORE-CONTENT-PARTS")
 def test_content_parts(client, judge, conformance_target):
     msgs = [{"role": "user", "content": [{"type": "text", "text": USER}]}]
     ex = client.chat(body(conformance_target, messages=msgs, max_tokens=4), label="content parts")
-    judge.check(ex.status == 200 and isinstance((ex.json() or {}).get("choices"), list), "CORE-CONTENT-PARTS",
-                "content given as an array of text parts was not accepted", path="status",
-                expected="200 with choices", received=ex.status, exchange=ex)
+    judge.check(
+        ex.status == 200 and isinstance((ex.json() or {}).get("choices"), list),
+        "CORE-CONTENT-PARTS",
+        "content given as an array of text parts was not accepted",
+        path="status",
+        expected="200 with choices",
+        received=ex.status,
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("CORE-MODELS-LIST", "CORE-CONTEXT-SIZE-PUBLISHED")
 def test_models_list(client, judge, conformance_target):
     ex = client.get("/models", label="list models")
     data = ex.json()
-    judge.require(ex.status == 200 and isinstance(data, dict), "CORE-MODELS-LIST", "GET /models failed",
-                  path="status", expected="200 with a JSON object", received=ex.status, exchange=ex)
+    judge.require(
+        ex.status == 200 and isinstance(data, dict),
+        "CORE-MODELS-LIST",
+        "GET /models failed",
+        path="status",
+        expected="200 with a JSON object",
+        received=ex.status,
+        exchange=ex,
+    )
     items = data.get("data")
-    judge.require(isinstance(items, list), "CORE-MODELS-LIST", "data is not a list", path="$.data",
-                  expected="array of models", received=items, exchange=ex)
+    judge.require(
+        isinstance(items, list),
+        "CORE-MODELS-LIST",
+        "data is not a list",
+        path="$.data",
+        expected="array of models",
+        received=items,
+        exchange=ex,
+    )
     ids = [m.get("id") for m in items if isinstance(m, dict)]
-    judge.check(data.get("object") == "list", "CORE-MODELS-LIST", "object is not list", path="$.object",
-                expected="list", received=data.get("object"), exchange=ex)
-    judge.check(conformance_target.model in ids, "CORE-MODELS-LIST", "the model under test is not listed",
-                path="$.data[*].id", expected=conformance_target.model, received=ids, exchange=ex)
+    judge.check(
+        data.get("object") == "list",
+        "CORE-MODELS-LIST",
+        "object is not list",
+        path="$.object",
+        expected="list",
+        received=data.get("object"),
+        exchange=ex,
+    )
+    judge.check(
+        conformance_target.model in ids,
+        "CORE-MODELS-LIST",
+        "the model under test is not listed",
+        path="$.data[*].id",
+        expected=conformance_target.model,
+        received=ids,
+        exchange=ex,
+    )
     mine = next((m for m in items if isinstance(m, dict) and m.get("id") == conformance_target.model), {})
     ctx = mine.get("context_size")
-    judge.check(isinstance(ctx, int) and ctx > 0, "CORE-CONTEXT-SIZE-PUBLISHED",
-                "the model's context_size is not published", path="$.data[*].context_size",
-                expected="positive integer", received=ctx, exchange=ex)
+    judge.check(
+        isinstance(ctx, int) and ctx > 0,
+        "CORE-CONTEXT-SIZE-PUBLISHED",
+        "the model's context_size is not published",
+        path="$.data[*].context_size",
+        expected="positive integer",
+        received=ctx,
+        exchange=ex,
+    )

@@ -19,42 +19,84 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
 def test_malformed_json(client, judge):
     ex = client.post_raw("/chat/completions", b'{"model": "x", "messages": [', label="malformed JSON body")
     if judge_error_response(judge, ex, "ERROR-MALFORMED-JSON", "a malformed JSON body"):
-        judge.check(ex.status == 400, "ERROR-MALFORMED-JSON", "malformed JSON not answered 400", path="status",
-                    expected=400, received=ex.status, exchange=ex)
+        judge.check(
+            ex.status == 400,
+            "ERROR-MALFORMED-JSON",
+            "malformed JSON not answered 400",
+            path="status",
+            expected=400,
+            received=ex.status,
+            exchange=ex,
+        )
 
 
 # (case id, requirement, what, request builder)
 INVALID: list[tuple[str, str, str, Any]] = [
-    ("missing-messages", "ERROR-MISSING-MESSAGES", "a request without messages",
-     lambda t: _without(body(t, max_tokens=2), "messages")),
-    ("empty-messages", "ERROR-EMPTY-MESSAGES", "an empty messages array",
-     lambda t: body(t, max_tokens=2) | {"messages": []}),
-    ("missing-model", "ERROR-MISSING-MODEL", "a request without model",
-     lambda t: _without(body(t, max_tokens=2), "model")),
-    ("unknown-model", "ERROR-UNKNOWN-MODEL", "an unknown model",
-     lambda t: body(t, max_tokens=2) | {"model": "no-such-model-chat-conformance"}),
-    ("max-tokens-string", "ERROR-WRONG-TYPE", "max_tokens as a string",
-     lambda t: body(t, max_tokens="ten")),
-    ("messages-object", "ERROR-WRONG-TYPE", "messages as an object",
-     lambda t: body(t, max_tokens=2) | {"messages": {"role": "user", "content": USER}}),
-    ("invalid-role", "ERROR-INVALID-ROLE", "a message with role 'wizard'",
-     lambda t: body(t, max_tokens=2, messages=[{"role": "wizard", "content": USER}])),
-    ("max-tokens-zero", "MAXTOK-REJECT-NONPOSITIVE", "max_tokens 0",
-     lambda t: body(t, max_tokens=0)),
-    ("max-tokens-negative", "MAXTOK-REJECT-NONPOSITIVE", "max_tokens -1",
-     lambda t: body(t, max_tokens=-1)),
-    ("stream-invalid", "ERROR-STREAM-BEFORE-EVENTS", "an invalid streaming request (max_tokens as a string)",
-     lambda t: body(t, max_tokens="ten", stream=True)),
+    (
+        "missing-messages",
+        "ERROR-MISSING-MESSAGES",
+        "a request without messages",
+        lambda t: _without(body(t, max_tokens=2), "messages"),
+    ),
+    (
+        "empty-messages",
+        "ERROR-EMPTY-MESSAGES",
+        "an empty messages array",
+        lambda t: body(t, max_tokens=2) | {"messages": []},
+    ),
+    (
+        "missing-model",
+        "ERROR-MISSING-MODEL",
+        "a request without model",
+        lambda t: _without(body(t, max_tokens=2), "model"),
+    ),
+    (
+        "unknown-model",
+        "ERROR-UNKNOWN-MODEL",
+        "an unknown model",
+        lambda t: body(t, max_tokens=2) | {"model": "no-such-model-chat-conformance"},
+    ),
+    ("max-tokens-string", "ERROR-WRONG-TYPE", "max_tokens as a string", lambda t: body(t, max_tokens="ten")),
+    (
+        "messages-object",
+        "ERROR-WRONG-TYPE",
+        "messages as an object",
+        lambda t: body(t, max_tokens=2) | {"messages": {"role": "user", "content": USER}},
+    ),
+    (
+        "invalid-role",
+        "ERROR-INVALID-ROLE",
+        "a message with role 'wizard'",
+        lambda t: body(t, max_tokens=2, messages=[{"role": "wizard", "content": USER}]),
+    ),
+    ("max-tokens-zero", "MAXTOK-REJECT-NONPOSITIVE", "max_tokens 0", lambda t: body(t, max_tokens=0)),
+    ("max-tokens-negative", "MAXTOK-REJECT-NONPOSITIVE", "max_tokens -1", lambda t: body(t, max_tokens=-1)),
+    (
+        "stream-invalid",
+        "ERROR-STREAM-BEFORE-EVENTS",
+        "an invalid streaming request (max_tokens as a string)",
+        lambda t: body(t, max_tokens="ten", stream=True),
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     "case, requirement, what, build",
-    [pytest.param(*row, id=row[0], marks=pytest.mark.requirement(row[1], *ERROR_SHAPE_REQS)) for row in INVALID])
+    [
+        pytest.param(*row, id=row[0], marks=pytest.mark.requirement(row[1], *ERROR_SHAPE_REQS))
+        for row in INVALID
+    ],
+)
 def test_invalid_request_refused(client, judge, conformance_target, case, requirement, what, build):
     ex = client.chat(build(conformance_target), label=what)
     refused = judge_error_response(judge, ex, requirement, what)
     if case == "stream-invalid" and refused:
-        judge.check(ex.content_type == "application/json" and not ex.events, "ERROR-STREAM-BEFORE-EVENTS",
-                    "the refusal was sent as an event stream", path="headers.content-type",
-                    expected="application/json", received=ex.content_type, exchange=ex)
+        judge.check(
+            ex.content_type == "application/json" and not ex.events,
+            "ERROR-STREAM-BEFORE-EVENTS",
+            "the refusal was sent as an event stream",
+            path="headers.content-type",
+            expected="application/json",
+            received=ex.content_type,
+            exchange=ex,
+        )

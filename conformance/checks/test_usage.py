@@ -15,19 +15,40 @@ def test_usage_fields(shared, judge, conformance_target):
     ex = _basic(shared, conformance_target)
     data = ok_json(ex)
     usage = data.get("usage")
-    judge.require(isinstance(usage, dict), "USAGE-PRESENT", "usage is missing", path="$.usage",
-                  expected="usage object", received=usage, exchange=ex)
+    judge.require(
+        isinstance(usage, dict),
+        "USAGE-PRESENT",
+        "usage is missing",
+        path="$.usage",
+        expected="usage object",
+        received=usage,
+        exchange=ex,
+    )
     keys = ("prompt_tokens", "completion_tokens", "total_tokens")
-    bad = {k: usage.get(k) for k in keys
-           if not (isinstance(usage.get(k), int) and not isinstance(usage.get(k), bool) and usage[k] >= 0)}
-    judge.check(not bad, "USAGE-INTEGERS", "usage counts are not non-negative integers",
-                path="$.usage." + (next(iter(bad)) if bad else ""), expected="integer >= 0", received=bad,
-                exchange=ex)
+    bad = {
+        k: usage.get(k)
+        for k in keys
+        if not (isinstance(usage.get(k), int) and not isinstance(usage.get(k), bool) and usage[k] >= 0)
+    }
+    judge.check(
+        not bad,
+        "USAGE-INTEGERS",
+        "usage counts are not non-negative integers",
+        path="$.usage." + (next(iter(bad)) if bad else ""),
+        expected="integer >= 0",
+        received=bad,
+        exchange=ex,
+    )
     if not bad:
-        judge.check(usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"],
-                    "USAGE-TOTAL-SUM", "total_tokens is not prompt + completion", path="$.usage.total_tokens",
-                    expected=usage["prompt_tokens"] + usage["completion_tokens"], received=usage["total_tokens"],
-                    exchange=ex)
+        judge.check(
+            usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"],
+            "USAGE-TOTAL-SUM",
+            "total_tokens is not prompt + completion",
+            path="$.usage.total_tokens",
+            expected=usage["prompt_tokens"] + usage["completion_tokens"],
+            received=usage["total_tokens"],
+            exchange=ex,
+        )
 
 
 @pytest.mark.requirement("MAXTOK-BOUND", "MAXTOK-LENGTH-FINISH", "USAGE-COMPLETION-EXACT")
@@ -38,19 +59,54 @@ def test_max_tokens_bounds_and_length(client, judge, conformance_target):
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     ct = usage.get("completion_tokens")
     fr = (data.get("choices") or [{}])[0].get("finish_reason")
-    judge.require(isinstance(ct, int), "MAXTOK-BOUND", "completion_tokens unavailable to judge max_tokens",
-                  path="$.usage.completion_tokens", expected="integer", received=ct, exchange=ex)
-    judge.check(ct <= limit, "MAXTOK-BOUND", "more tokens generated than max_tokens",
-                path="$.usage.completion_tokens", expected=f"<= {limit}", received=ct, exchange=ex)
+    judge.require(
+        isinstance(ct, int),
+        "MAXTOK-BOUND",
+        "completion_tokens unavailable to judge max_tokens",
+        path="$.usage.completion_tokens",
+        expected="integer",
+        received=ct,
+        exchange=ex,
+    )
+    judge.check(
+        ct <= limit,
+        "MAXTOK-BOUND",
+        "more tokens generated than max_tokens",
+        path="$.usage.completion_tokens",
+        expected=f"<= {limit}",
+        received=ct,
+        exchange=ex,
+    )
     if ct >= limit:
-        judge.check(fr == "length", "MAXTOK-LENGTH-FINISH", "a completion cut by max_tokens did not say length",
-                    path="$.choices[0].finish_reason", expected="length", received=fr, exchange=ex)
+        judge.check(
+            fr == "length",
+            "MAXTOK-LENGTH-FINISH",
+            "a completion cut by max_tokens did not say length",
+            path="$.choices[0].finish_reason",
+            expected="length",
+            received=fr,
+            exchange=ex,
+        )
     else:
-        judge.check(fr != "length", "MAXTOK-LENGTH-FINISH", "finish_reason length before max_tokens was reached",
-                    path="$.choices[0].finish_reason", expected="stop", received=fr, exchange=ex)
+        judge.check(
+            fr != "length",
+            "MAXTOK-LENGTH-FINISH",
+            "finish_reason length before max_tokens was reached",
+            path="$.choices[0].finish_reason",
+            expected="stop",
+            received=fr,
+            exchange=ex,
+        )
     if fr == "length":
-        judge.check(ct == limit, "USAGE-COMPLETION-EXACT", "finish_reason length but completion_tokens differs "
-                    "from max_tokens", path="$.usage.completion_tokens", expected=limit, received=ct, exchange=ex)
+        judge.check(
+            ct == limit,
+            "USAGE-COMPLETION-EXACT",
+            "finish_reason length but completion_tokens differs from max_tokens",
+            path="$.usage.completion_tokens",
+            expected=limit,
+            received=ct,
+            exchange=ex,
+        )
     else:
         judge.check(True, "USAGE-COMPLETION-EXACT", "")
 
@@ -58,10 +114,18 @@ def test_max_tokens_bounds_and_length(client, judge, conformance_target):
 @pytest.mark.requirement("USAGE-PROMPT-GROWS")
 def test_prompt_tokens_grow(shared, client, judge, conformance_target):
     short = ok_json(_basic(shared, conformance_target)).get("usage") or {}
-    ex = client.chat(body(conformance_target, max_tokens=1, messages=[{"role": "user", "content": LONG_PROMPT}]),
-                     label="long prompt")
+    ex = client.chat(
+        body(conformance_target, max_tokens=1, messages=[{"role": "user", "content": LONG_PROMPT}]),
+        label="long prompt",
+    )
     long_ = ok_json(ex).get("usage") or {}
     a, b = short.get("prompt_tokens"), long_.get("prompt_tokens")
-    judge.check(isinstance(a, int) and isinstance(b, int) and b > a, "USAGE-PROMPT-GROWS",
-                "a longer prompt was not counted with more prompt_tokens", path="$.usage.prompt_tokens",
-                expected=f"> {a}", received=b, exchange=ex)
+    judge.check(
+        isinstance(a, int) and isinstance(b, int) and b > a,
+        "USAGE-PROMPT-GROWS",
+        "a longer prompt was not counted with more prompt_tokens",
+        path="$.usage.prompt_tokens",
+        expected=f"> {a}",
+        received=b,
+        exchange=ex,
+    )
