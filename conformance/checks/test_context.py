@@ -1,0 +1,123 @@
+"""Context length: prompt + max_tokens beyond it is truncated by default, refused with behaviour "error";
+a prompt alone beyond it is refused; context_length_exceeded_behavior is an enum
+(spec/DECISIONS.md#context-length).
+
+The context length comes from the profile (``context_length``) or from ``GET /models`` (``context_size``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from conformance.checks._support import body, judge_error_response, ok_json, usage_of
+from conformance.violations import Inconclusive
+
+WORD = "hello"
+SMALL_CONTEXT = 4096  # up to here, max_tokens = context length is cheap enough to send
+MARGIN = 64  # tokens a long prompt leaves free, and crosses by, when the context is larger
+_cache: dict[str, int] = {}
+
+
+def _context_length(client: Any, target: Any, profile: Any) -> int:
+    if profile.context_length:
+        return int(profile.context_length)
+    if target.model in _cache:
+        return _cache[target.model]
+    ex = client.get("/models", label="list models (context_size)")
+    data = ex.json()
+    items = data.get("data") if isinstance(data, dict) else None
+    mine = next((m for m in items or [] if isinstance(m, dict) and m.get("id") == target.model), {})
+    ctx = mine.get("context_size")
+    if not (isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0):
+        raise Inconclusive("context length unknown: declare context_length in a profile")
+    _cache[target.model] = ctx
+    return ctx
+
+
+def _words(n: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": " ".join([WORD] * n)}]
+
+
+def _prompt_cost(shared: Any, target: Any) -> tuple[float, float]:
+    """(tokens per word, tokens of the rest of the prompt), measured from two probes' usage.prompt_tokens."""
+    counts = []
+    for n in (8, 40):
+        ex = shared(f"context-probe-{n}", body(target, messages=_words(n), max_tokens=1),
+                    label=f"prompt of {n} words (token count probe)")
+        p = usage_of(ok_json(ex, "token count probe"), "prompt_tokens")
+        if p is None:
+            raise Inconclusive("usage.prompt_tokens is missing: the prompt size cannot be estimated")
+        counts.append(p)
+    per_word = (counts[1] - counts[0]) / 32
+    if per_word <= 0:
+        raise Inconclusive("prompt_tokens does not grow with the prompt: the prompt size cannot be estimated")
+    return per_word, counts[0] - 8 * per_word
+
+
+def _overflow(shared: Any, target: Any, ctx: int, **extra: Any) -> tuple[dict[str, Any], int]:
+    """A request whose prompt fits the context but whose prompt + max_tokens does not, and its max_tokens.
+    A small context: the short default prompt with max_tokens = context length. A larger one: a prompt of
+    about ctx - MARGIN tokens with max_tokens 2 * MARGIN (so at most MARGIN tokens are generated)."""
+    if ctx <= SMALL_CONTEXT:
+        return body(target, max_tokens=ctx, **extra), ctx
+    per_word, rest = _prompt_cost(shared, target)
+    n = max(1, int((ctx - MARGIN - rest) / per_word))
+    return body(target, messages=_words(n), max_tokens=2 * MARGIN, **extra), 2 * MARGIN
+
+
+@pytest.mark.requirement("CONTEXT-TRUNCATE-DEFAULT")
+def test_context_truncate_by_default(shared, client, judge, conformance_target, profile):
+    ctx = _context_length(client, conformance_target, profile)
+    req, max_tokens = _overflow(shared, conformance_target, ctx)
+    ex = client.chat(req, label=f"prompt + max_tokens {max_tokens} beyond the context ({ctx})")
+    judge.require(ex.status == 200, "CONTEXT-TRUNCATE-DEFAULT",
+                  "prompt + max_tokens beyond the context was not answered (max_tokens should be reduced)",
+                  path="status", expected=200, received=f"{ex.status} {(ex.body_text or '')[:200]}",
+                  exchange=ex)
+    data = ok_json(ex)
+    prompt, completion = usage_of(data, "prompt_tokens"), usage_of(data)
+    if prompt is None or completion is None:
+        raise Inconclusive("usage is missing: whether max_tokens was reduced to fit cannot be told")
+    if prompt + max_tokens <= ctx:
+        raise Inconclusive(f"the prompt took {prompt} tokens, so prompt + max_tokens {max_tokens} did not "
+                           f"cross the context length {ctx}")
+    judge.check(completion <= ctx - prompt, "CONTEXT-TRUNCATE-DEFAULT",
+                "the completion does not fit in the context with the prompt",
+                path="$.usage.completion_tokens",
+                expected=f"<= {ctx - prompt} (context {ctx} - prompt {prompt})", received=completion,
+                exchange=ex)
+
+
+@pytest.mark.requirement("CONTEXT-ERROR-BEHAVIOR")
+def test_context_error_behavior(shared, client, judge, conformance_target, profile):
+    ctx = _context_length(client, conformance_target, profile)
+    req, max_tokens = _overflow(shared, conformance_target, ctx, context_length_exceeded_behavior="error")
+    ex = client.chat(req, label=f"behavior error, prompt + max_tokens {max_tokens} beyond context {ctx}")
+    judge_error_response(judge, ex, "CONTEXT-ERROR-BEHAVIOR", "prompt + max_tokens beyond the context with "
+                         'context_length_exceeded_behavior "error"')
+
+
+@pytest.mark.requirement("CONTEXT-PROMPT-TOO-LONG")
+def test_prompt_longer_than_context(shared, client, judge, conformance_target, profile):
+    ctx = _context_length(client, conformance_target, profile)
+    per_word, rest = _prompt_cost(shared, conformance_target)
+    n = math.ceil((1.2 * ctx - rest) / per_word) + 1  # about 1.2 x the context length in tokens
+    ex = client.chat(body(conformance_target, messages=_words(n), max_tokens=1),
+                     label=f"prompt of {n} words (about {int(rest + n * per_word)} tokens, context {ctx})")
+    judge_error_response(judge, ex, "CONTEXT-PROMPT-TOO-LONG", "a prompt longer than the context length")
+
+
+@pytest.mark.requirement("CONTEXT-BEHAVIOR-ENUM")
+def test_context_behavior_enum(client, judge, conformance_target):
+    for value in ("truncate", "error"):
+        ex = client.chat(body(conformance_target, max_tokens=2, context_length_exceeded_behavior=value),
+                         label=f"context_length_exceeded_behavior {value!r}")
+        judge.check(ex.status == 200, "CONTEXT-BEHAVIOR-ENUM",
+                    f"context_length_exceeded_behavior {value!r} was not accepted", path="status",
+                    expected=200, received=f"{ex.status} {(ex.body_text or '')[:200]}", exchange=ex)
+    ex = client.chat(body(conformance_target, max_tokens=2, context_length_exceeded_behavior="explode"),
+                     label="context_length_exceeded_behavior 'explode'")
+    judge_error_response(judge, ex, "CONTEXT-BEHAVIOR-ENUM", 'context_length_exceeded_behavior "explode"')
