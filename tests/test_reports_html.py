@@ -64,7 +64,7 @@ def test_report_content(results: dict[str, Any], html: str) -> None:
     assert results["verdict"] in html
     assert 'class="banner warn"' in html  # exit code 4: amber
     for text in ("http://127.0.0.1:8080/v1", "tiny-chat", results["suite_version"], results["spec_hash"],
-                 "2026-01-01T00:00:00+00:00", "12.3 s", "72 prompt", "24 completion", "1 retries"):
+                 "2026-01-01 00:00:00 UTC", "12.3 s", "72 prompt", "24 completion", "1 retries"):
         assert text in html, text
     # capabilities with their reasons, the unsupported ones first
     assert html.index("target rejected the probe with HTTP 400") < html.index("probe accepted (HTTP 200)")

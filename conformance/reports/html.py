@@ -59,6 +59,12 @@ def _duration(value: Any) -> str:
     return f"{int(v // 60)} min {v % 60:.0f} s"
 
 
+def when(iso: Any) -> str:
+    """``2026-01-01T00:00:00.123+00:00`` -> ``2026-01-01 00:00:00 UTC`` (other strings unchanged)."""
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2})T(\d{2}:\d{2}:\d{2})(\.\d+)?(\+00:00|Z)", str(iso))
+    return f"{m.group(1)} {m.group(2)} UTC" if m else str(iso)
+
+
 def _pretty_request(body: str | None) -> str | None:
     """Our own request body, indented when it is JSON (the response body is always shown as received)."""
     if body is None:
@@ -195,6 +201,7 @@ def _environment() -> jinja2.Environment:
                              keep_trailing_newline=True)
     env.filters["visible"] = visible
     env.filters["seconds"] = _seconds
+    env.filters["when"] = when
     return env
 
 
