@@ -48,6 +48,18 @@ def test_minimal_run_validates() -> None:
     assert results_errors(res) == []
 
 
+def test_budget_stopped_run_validates() -> None:
+    stopped = {"nodeid": "conformance/checks/test_core.py::test_basic", "requirements": ["CORE-OBJECT"],
+               "outcome": "skipped", "skip_reason": "not run: budget exhausted: 10 requests", "error": "",
+               "duration": 0.0, "judged": [], "violations": [], "exchanges": []}
+    target = {"base_url": "http://127.0.0.1:1/v1", "model": "m", "profile": "seed"}
+    res = build_results([stopped], target=target, profile="seed", level="may", started=0.0, finished=1.0,
+                        cost={"requests": 10, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0},
+                        capabilities={})
+    assert res["verdict"].startswith("INCOMPLETE")
+    assert results_errors(res) == []
+
+
 def _set(d: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, Any]:
     d = copy.deepcopy(d)
     node = d

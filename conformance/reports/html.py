@@ -176,7 +176,8 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         level_table.append({"level": lvl, "pass": p, "fail": f, "other": len(rs) - p - f, "total": len(rs)})
     return {
         "r": results,
-        "status": "pass" if code == 0 else ("warn" if code == 4 or results.get("interrupted") else "fail"),
+        "status": "pass" if code == 0 else ("warn" if code == 4 or results.get("interrupted")
+                                            or "INCOMPLETE" in str(results.get("verdict")) else "fail"),
         "duration": _duration(results.get("duration_s")),
         "counts": [(v, counts.get(v, 0)) for v in VERDICTS if counts.get(v)],
         "total": len(reqs),
