@@ -224,6 +224,13 @@ class _Browser:
              "--disable-extensions", "--mute-audio", f"--user-data-dir={profile_dir}",
              "--remote-debugging-port=0", "--window-size=1280,2000", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            self._connect(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, timeout: float) -> None:
         lines: queue.Queue[str] = queue.Queue()
         assert self.proc.stderr is not None
         stderr = self.proc.stderr
@@ -290,9 +297,9 @@ class _Browser:
             m, p = ev.get("method"), ev.get("params", {})
             if m == "Runtime.exceptionThrown":
                 out.append("exception: " + json.dumps(p.get("exceptionDetails", {}))[:500])
-            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert", "warning"):
+            elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 out.append(f"console.{p.get('type')}: " + json.dumps(p.get("args", []))[:500])
-            elif m == "Log.entryAdded" and p.get("entry", {}).get("level") in ("error", "warning"):
+            elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 out.append("log: " + json.dumps(p["entry"])[:500])
         return out
 
@@ -306,7 +313,8 @@ class _Browser:
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", params, session=True)["data"]))
 
     def close(self) -> None:
-        self.ws.close() if hasattr(self, "ws") else None
+        if hasattr(self, "ws"):
+            self.ws.close()
         if self.proc.poll() is None:
             self.proc.kill()
         try:
@@ -376,5 +384,19 @@ def test_in_a_headless_browser(results: dict[str, Any], tmp_path: Path) -> None:
         browser.screenshot(tmp_path / "report.png")
         assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert browser.errors() == []
+    finally:
+        browser.close()
+
+
+def test_the_browser_harness_sees_page_errors(tmp_path: Path) -> None:
+    """The console-error assertion above is not vacuous: a broken page is caught."""
+    page = tmp_path / "broken.html"
+    page.write_text("<!DOCTYPE html><title>x</title><script>console.error('seen');"
+                    "throw new Error('boom');</script>", encoding="utf-8")
+    browser = open_in_browser(page, tmp_path)
+    try:
+        browser.evaluate("1")  # drain the events that arrived with the load
+        errors = browser.errors()
+        assert any("seen" in e for e in errors) and any("boom" in e for e in errors), errors
     finally:
         browser.close()
