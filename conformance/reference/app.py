@@ -561,7 +561,9 @@ class _Server:
         thinking = self._bool(body, "enable_thinking")
 
         if model != self.model_name and not self.f("unknown-model-accepted"):
-            raise ApiError(404, f"The model {model!r} does not exist", "model", "model_not_found")
+            raise ApiError(
+                404, f"The model {model!r} does not exist", "model", "model_not_found", field_type_error=True
+            )  # bad-input-500 answers this with 500 as well
 
         # ---- prompt and context
         prompt_ids = VOCAB.encode(_render_prompt(messages))
@@ -782,8 +784,6 @@ class _Server:
             include = self.profile == "seed"
             if self.f("stop-wrong-inclusion"):
                 include = False
-            if self.f("stop-kept"):
-                include = True
             answer, hit, consumed = _apply_stop(answer, req.stop, include)
             if hit:
                 finish = "stop"
@@ -885,8 +885,8 @@ class _Server:
             if req.reasoning == "separate":
                 message["reasoning_content"] = "".join(p.text for p in c.reasoning)
             finish = self.finish(c)
-            if finish == "stop" and self.f("finish-reason-invalid"):
-                finish = "end"
+            if self.f("finish-reason-invalid"):
+                finish = {"stop": "end", "length": "max_length", "tool_calls": "function"}.get(finish, finish)
             out_choices.append(
                 {
                     "index": c.index + (1 if self.f("choices-index-wrong") else 0),
@@ -926,8 +926,10 @@ class _Server:
                 key = "content" if self.f("reasoning-stream-in-content") else "reasoning_content"
                 events.append(({key: p.text}, None, True))
             pieces = list(c.content)
-            if self.f("stream-differs") and plain:
-                pieces = pieces[: c.answer_start] + pieces[c.answer_start :][::-1]
+            if self.f("stream-differs") and plain and len(pieces) > c.answer_start:
+                p0 = pieces[c.answer_start]
+                text = p0.text.upper() if p0.text.upper() != p0.text else p0.text + "~"
+                pieces[c.answer_start] = replace(p0, text=text)
             with_lp = req.logprobs and not self.f("logprobs-stream-missing")
             content_events = [
                 (
@@ -1010,8 +1012,6 @@ class _Server:
                         "usage": usage,
                     }
                 )
-        elif self.f("usage-stream-unrequested") and out:
-            out[-1]["usage"] = usage
         for i, ch in enumerate(out):
             if self.f("stream-id-changes"):
                 ch["id"] = "chatcmpl-" + uuid.uuid4().hex

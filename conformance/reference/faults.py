@@ -28,7 +28,11 @@ _TABLE: list[tuple[str, str, str]] = [
     ("choices-index-wrong", "CORE-CHOICE-INDEX", "Non-streaming choices are indexed from 1."),
     ("role-wrong", "CORE-MESSAGE-ROLE", 'Non-streaming messages carry role "bot".'),
     ("content-null", "CORE-MESSAGE-CONTENT", "Plain-text non-streaming answers carry content null."),
-    ("finish-reason-invalid", "CORE-FINISH-REASON", 'Non-streaming finish_reason "stop" is sent as "end".'),
+    (
+        "finish-reason-invalid",
+        "CORE-FINISH-REASON",
+        'Non-streaming finish_reason is "end", "max_length" or "function".',
+    ),
     ("content-type-text", "CORE-CONTENT-TYPE", "Non-streaming 200 responses are sent as text/plain."),
     (
         "content-parts-rejected",
@@ -50,11 +54,6 @@ _TABLE: list[tuple[str, str, str]] = [
     ("prompt-tokens-constant", "USAGE-PROMPT-GROWS", "prompt_tokens is always 10 (total kept consistent)."),
     ("no-usage-chunk", "USAGE-STREAM-LAST-CHUNK", "With include_usage the usage chunk is not sent."),
     ("usage-every-chunk", "USAGE-STREAM-NULL-ELSEWHERE", "With include_usage every chunk carries the usage."),
-    (
-        "usage-stream-unrequested",
-        "USAGE-STREAM-ABSENT",
-        "Without include_usage the last chunk carries usage.",
-    ),
     ("stream-usage-differs", "USAGE-STREAM-MATCHES", "Streamed usage counts one more prompt token."),
     # --- streaming
     ("stream-wrong-content-type", "STREAM-CONTENT-TYPE", "Streams are sent as application/x-ndjson."),
@@ -83,7 +82,7 @@ _TABLE: list[tuple[str, str, str]] = [
     (
         "stream-differs",
         "STREAM-MATCHES-NONSTREAM",
-        "Plain-text streams (no stop, tools or response_format) send the tokens in reverse order.",
+        "Plain-text streams (no stop, tools or response_format) upper-case the first content token.",
     ),
     (
         "stream-options-without-stream-accepted",
@@ -132,7 +131,6 @@ _TABLE: list[tuple[str, str, str]] = [
         "STOP-SEQUENCE-INCLUDED",
         "The stop sequence is cut from the text (seed profile).",
     ),
-    ("stop-kept", "STOP-SEQUENCE-EXCLUDED", "The stop sequence stays in the text (openai profile)."),
     ("stop-string-rejected", "STOP-STRING-OR-ARRAY", "stop as a single string gets 400."),
     ("stop-stream-ignored", "STOP-STREAM", "Streams ignore stop sequences."),
     # --- penalties and logit_bias
@@ -213,8 +211,8 @@ _TABLE: list[tuple[str, str, str]] = [
     (
         "bad-input-500",
         "ERROR-NO-5XX",
-        "A wrong JSON type on a sampling field (temperature, top_p, top_k, min_p, n, penalties, seed, "
-        "stream, logprobs, top_logprobs) gets 500; model, messages and max_tokens still get 400.",
+        "An unknown model, and a wrong JSON type on a sampling field (temperature, top_p, top_k, min_p, n, "
+        "penalties, seed, stream, logprobs, top_logprobs), get 500; other invalid requests still get 4xx.",
     ),
     ("error-with-200", "ERROR-NOT-200", "Validation errors (not auth) are sent with status 200."),
     ("malformed-json-500", "ERROR-MALFORMED-JSON", "A body that is not JSON gets 500."),
