@@ -41,7 +41,8 @@ def test_clean_reference_server_is_conformant(tmp_path: Path) -> None:
 def test_fault_is_detected(fault: str, tmp_path: Path) -> None:
     req = FAULTS[fault].requirement
     assert req in catalog(), f"fault {fault} names unknown requirement {req}"
-    code, results = _run(tmp_path, "--fault", fault, "--only", req)
+    profile = "seed" if catalog()[req].applies_to("seed") else "openai"
+    code, results = _run(tmp_path, "--fault", fault, "--only", req, "--profile", profile)
     verdict = results["requirements"][req]["verdict"]
     expected = "informational" if catalog()[req].level == "MAY" else "fail"
     assert verdict == expected, f"fault {fault} not detected: {req} is {verdict}"
