@@ -103,6 +103,10 @@ def _build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="re-render reports from results.json files")
     rep.add_argument("results", nargs="+", help="results.json file(s); several give a matrix")
     rep.add_argument("--out", default="reports", help="output directory")
+
+    d = sub.add_parser("diff", help="compare two runs; exits 1 on a regression")
+    d.add_argument("old", help="the earlier results.json (or its report directory)")
+    d.add_argument("new", help="the later results.json (or its report directory)")
     return p
 
 
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "serve": _cmd_serve,
             "requirements": _cmd_requirements,
             "report": _cmd_report,
+            "diff": _cmd_diff,
         }[args.command]
         return handler(args)
     except UsageError as exc:
@@ -370,10 +375,15 @@ def _cmd_requirements(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    raise UsageError(
-        "`report` is not available in this version yet: read results.json and summary.md "
-        "from the report directory"
-    )
+    from conformance.reports.commands import cmd_report
+
+    return cmd_report(args.results, args.out)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from conformance.reports.commands import cmd_diff
+
+    return cmd_diff(args.old, args.new)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -505,7 +505,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         capabilities=state["capabilities"] or {},
         waivers=state["waivers"],
         strict_waivers=config.getoption("conformance_strict_waivers"),
-        interrupted=state["interrupted"] or exitstatus == pytest.ExitCode.INTERRUPTED,
+        interrupted=state["interrupted"],
         notes=notes,
     )
     config.stash[_state]["results"] = results
