@@ -476,7 +476,9 @@ class _Recorder:
                 self.config.stash[_records].append(value)
 
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
-        self.config.stash[_state]["interrupted"] = True
+        # pytest's own stop (session.Interrupted, e.g. our budget stop) is a KeyboardInterrupt subclass too
+        if excinfo.type is KeyboardInterrupt:
+            self.config.stash[_state]["interrupted"] = True
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
