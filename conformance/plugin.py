@@ -11,6 +11,7 @@ import os
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from conformance.violations import Judge
 
 RECORD_KEY = "conformance"
-_records = pytest.StashKey[list[dict[str, Any]]]()
+_records = pytest.StashKey[list[Any]]()
 _state = pytest.StashKey[dict[str, Any]]()
 
 
@@ -293,7 +294,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     profile = state["profile"].name
     level = level_rank(config.getoption("conformance_level"))
     only = set(config.getoption("conformance_only"))
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         reqs = [catalog()[r] for r in _item_requirements(item) if r in catalog()]
         live = [r for r in reqs if r.applies_to(profile) and level_rank(r.level_for(profile)) <= level]
@@ -342,7 +344,7 @@ def _session_client(pytestconfig: pytest.Config, conformance_target: Target) -> 
 @pytest.fixture
 def judge(
     request: pytest.FixtureRequest, _session_client: Any, capabilities: dict[str, dict[str, Any]]
-) -> Judge:
+) -> Iterator[Judge]:
     """Collects this check's violations and exchanges; skips checks of unsupported optional capabilities."""
     from conformance.catalog import catalog
     from conformance.violations import Judge
@@ -473,7 +475,7 @@ class _Recorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
             if key == RECORD_KEY:
-                self.config.stash[_records].append(value)
+                self.config.stash[_records].append(value)  # type: ignore[arg-type]
 
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
         # pytest's own stop (session.Interrupted, e.g. our budget stop) is a KeyboardInterrupt subclass too
@@ -489,7 +491,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     state = config.stash[_state]
     t: Target = state["target"]
-    records = list(config.stash[_records])
+    stored: list[Any] = config.stash[_records]
+    records = list(stored)
     cost = _cost(records)
     if "budget" in state:
         cost["budget"] = state["budget"].snapshot()

@@ -127,7 +127,7 @@ def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str,
                 bad_index.append((i, idx))
                 continue
             st = seen.setdefault(idx, {"first": True, "finishes": [], "empty_fr": None, "after": None})
-            delta = ch.get("delta") if isinstance(ch.get("delta"), dict) else {}
+            delta: dict[str, Any] = ch["delta"] if isinstance(ch.get("delta"), dict) else {}
             if st["first"]:
                 st["first"] = False
                 if w("STREAM-ROLE-FIRST"):

@@ -49,7 +49,7 @@ def _penalty_could_not_flip(entries: list[dict[str, Any]], frequency: float, pre
     for e in entries:
         chosen, lp = e.get("token"), e.get("logprob")
         tops = e.get("top_logprobs")
-        if not isinstance(lp, int | float) or not isinstance(tops, list):
+        if not isinstance(chosen, str) or not isinstance(lp, int | float) or not isinstance(tops, list):
             return False  # no evidence: the check cannot excuse an unchanged answer
 
         def pen(tok: str) -> float:

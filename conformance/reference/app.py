@@ -931,7 +931,7 @@ class _Server:
                 text = p0.text.upper() if p0.text.upper() != p0.text else p0.text + "~"
                 pieces[c.answer_start] = replace(p0, text=text)
             with_lp = req.logprobs and not self.f("logprobs-stream-missing")
-            content_events = [
+            content_events: list[tuple[dict[str, Any], Any, bool]] = [
                 (
                     {"content": p.text},
                     {"content": [self.lp_entry(p, req.top_logprobs)], "refusal": None}

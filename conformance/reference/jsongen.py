@@ -101,7 +101,7 @@ def generate(schema: Any, words: Words, root: dict[str, Any] | None = None, dept
         return generate({**merged, **rest}, words, root, depth + 1)
     kind = _type_of(schema)
     if kind == "object":
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         required = [r for r in schema.get("required", []) if isinstance(r, str)]
         out: dict[str, Any] = {}
         for name, sub in props.items():
@@ -153,7 +153,7 @@ def violate(value: Any, schema: Any) -> Any:
         required = [r for r in schema.get("required", []) if isinstance(r, str)]
         if required:
             return {k: v for k, v in value.items() if k not in required}
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        props: dict[str, Any] = schema["properties"] if isinstance(schema.get("properties"), dict) else {}
         typed = [
             k
             for k, sub in props.items()
