@@ -1,0 +1,112 @@
+"""Shared fixtures of the project's own tests.
+
+``llamacpp_server``: llama.cpp's HTTP server (targets/llamacpp/serve.py, via the xllamacpp wheel) serving the
+tiny model of targets/llamacpp/build_model.py, started once per session for every llama.cpp test and always
+stopped. It yields a :class:`LlamaCppServer` (base_url, model, key).
+
+Outside CI the llama.cpp tests are skipped when xllamacpp (or the model-building packages) is not installed;
+in CI (``CI=true``) a missing package is an error, so the real third-party target is never skipped silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LLAMACPP_TARGET = ROOT / "targets" / "llamacpp"
+LLAMACPP_MODULES = ("xllamacpp", "gguf", "tokenizers", "numpy")
+READY_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 10
+CANARY_KEY = "sk-canary-llamacpp-7f3e"
+MODEL = "tiny-chat"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def missing_llamacpp_modules() -> list[str]:
+    return [m for m in LLAMACPP_MODULES if importlib.util.find_spec(m) is None]
+
+
+def require_llamacpp() -> None:
+    """Skip (outside CI) or fail (in CI) when the llama.cpp target cannot run here."""
+    missing = missing_llamacpp_modules()
+    if not missing:
+        return
+    why = f"{', '.join(missing)} not installed (pip install -e '.[test]')"
+    if in_ci():
+        pytest.fail(f"CI=true but the llama.cpp target cannot run: {why}", pytrace=False)
+    pytest.skip(why)
+
+
+@dataclass(frozen=True)
+class LlamaCppServer:
+    base_url: str  # ends with /v1
+    model: str
+    key: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
+    require_llamacpp()
+    model = tmp_path_factory.mktemp("llamacpp") / "tiny-chat.gguf"
+    subprocess.run([sys.executable, str(LLAMACPP_TARGET / "build_model.py"), str(model)], check=True,
+                   timeout=120, stdout=subprocess.DEVNULL)
+    port = _free_port()
+    env = {**os.environ, "CONFORMANCE_API_KEY": CANARY_KEY}
+    proc = subprocess.Popen(
+        [sys.executable, str(LLAMACPP_TARGET / "serve.py"), "--model", str(model), "--port", str(port),
+         "--alias", MODEL],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = proc.stdout
+        threading.Thread(target=lambda: [lines.put(ln) for ln in stdout], daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        base = None
+        while base is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                pytest.fail(f"serve.py not ready within {READY_TIMEOUT_S}s (exit code {proc.poll()})")
+            try:
+                line = lines.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            if line.startswith("ready "):
+                base = line.split()[1]
+        yield LlamaCppServer(base_url=base, model=MODEL, key=CANARY_KEY)
+    finally:
+        _stop(proc)
