@@ -118,6 +118,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="do not probe optional capabilities (treat undeclared ones as supported)",
     )
+    g.addoption(
+        "--conformance-examples",
+        type=int,
+        default=25,
+        metavar="N",
+        help="property-based checks: generated examples of the valid-request phase (default 25; the "
+        "invalid-request phase tries each field's mutations plus N/10 generated ones)",
+    )
+    g.addoption(
+        "--conformance-hypothesis-seed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="property-based checks: the hypothesis seed (default 0), recorded in every finding",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
