@@ -85,6 +85,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="embedded reference server only: enable a fault mode (see `serve --list-faults`)",
     )
+    r.add_argument(
+        "--examples", type=int, metavar="N", help="property-based checks: generated examples (default 25)"
+    )
+    r.add_argument(
+        "--hypothesis-seed", type=int, metavar="N", help="property-based checks: hypothesis seed (default 0)"
+    )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more pytest output")
 
     s = sub.add_parser("serve", help="serve the embedded reference server")
@@ -287,6 +293,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ("--conformance-max-tokens-total", args.max_tokens_total),
             ("--conformance-rate-limit", args.rate_limit),
             ("--conformance-ca-bundle", args.ca_bundle),
+            ("--conformance-examples", args.examples),
+            ("--conformance-hypothesis-seed", args.hypothesis_seed),
         ):
             if value is not None:
                 pargs += [flag, str(value)]
