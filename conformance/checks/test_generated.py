@@ -1,0 +1,182 @@
+"""Property-based conformance from spec/openapi.yaml (issue 6), with hypothesis.
+
+* Valid phase: requests generated inside every documented range (optional fields in combination, streaming
+  and not) must be answered 2xx with a body that validates against ChatCompletion, or a stream whose every
+  chunk validates against ChatCompletionChunk; never 5xx.
+* Invalid phase, one check per request field: the field alone is broken (outside its closed range, a wrong
+  JSON type, outside its enum or item count, or removed when required) and must be rejected with a 4xx in
+  the error shape, never accepted, never 5xx.
+
+Cost: the valid phase sends at most 2 + 3 * N requests (N = --conformance-examples, default 25: 2 explicit
+examples, N generated, the rest for shrinking a failure); each field of the invalid phase at most
+k + 3 * ceil(N / 10) (k explicit examples, one per mutation of the field). The hypothesis seed
+(--conformance-hypothesis-seed, default 0) is in every exchange label and every finding, and each finding
+shows the minimal (shrunk) request, its exchange being the evidence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conformance.checks._generated import (
+    CAPABILITY_FIELDS,
+    apply_mutation,
+    examples_per_field,
+    invalid_requests,
+    minimal_request,
+    mutation_fields,
+    mutation_requirements,
+    mutations,
+    run_property,
+    valid_requests,
+)
+from conformance.checks._support import ERROR_SHAPE_REQS, judge_error_response, judge_schema
+from conformance.evidence import Exchange
+from conformance.violations import Judge
+
+
+def _options(config: Any) -> tuple[int, int]:
+    examples = config.getoption("conformance_examples", 25)
+    seed = config.getoption("conformance_hypothesis_seed", 0)
+    return max(1, int(25 if examples is None else examples)), int(0 if seed is None else seed)
+
+
+def _send(client: Any):
+    def send(req: dict[str, Any], label: str) -> Exchange:
+        return client.chat(req, label=label)
+
+    return send
+
+
+def _judge_valid(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -> None:
+    if ex.status == 429:
+        return  # rate limited after the client's retries: nothing to judge
+    if ex.status is None:
+        scratch.check(
+            False,
+            "GEN-VALID-ACCEPTED",
+            "a valid generated request got no answer",
+            expected="2xx",
+            received=ex.transport_error,
+            exchange=ex,
+        )
+        return
+    shown = f"{ex.status} {(ex.body_text or '')[:200]}"
+    if not scratch.check(
+        ex.status < 500,
+        "ERROR-NO-5XX",
+        "a valid generated request caused a server error",
+        path="status",
+        expected="2xx",
+        received=shown,
+        exchange=ex,
+    ):
+        return
+    if not scratch.check(
+        200 <= ex.status < 300,
+        "GEN-VALID-ACCEPTED",
+        "a valid generated request was refused",
+        path="status",
+        expected="2xx",
+        received=shown,
+        exchange=ex,
+    ):
+        return
+    if req.get("stream") is True:
+        end = ex.done_index if ex.done_index is not None else len(ex.events)
+        for i, ev in enumerate(ex.events[:end]):
+            if isinstance(ev.json, dict) and not judge_schema(
+                scratch, "STREAM-CHUNK-SCHEMA", "ChatCompletionChunk", ev.json, ex, where=f"events[{i}]"
+            ):
+                break
+        return
+    data = ex.json()
+    if not isinstance(data, dict):
+        scratch.check(
+            False,
+            "CORE-SCHEMA-VALID",
+            "the 2xx body of a valid generated request is not a JSON object",
+            expected="schema ChatCompletion",
+            received=(ex.body_text or "")[:200],
+            exchange=ex,
+        )
+        return
+    judge_schema(scratch, "CORE-SCHEMA-VALID", "ChatCompletion", data, ex)
+
+
+@pytest.mark.requirement("GEN-VALID-ACCEPTED", "CORE-SCHEMA-VALID", "STREAM-CHUNK-SCHEMA", "ERROR-NO-5XX")
+def test_generated_valid_requests_accepted(
+    client, judge, conformance_target, profile, capabilities, pytestconfig
+):
+    examples, seed = _options(pytestconfig)
+    model = conformance_target.model
+    strategy = valid_requests(model, profile, capabilities).map(lambda r: (r, "valid request"))
+    explicit = [
+        (minimal_request(model), "valid request (simplest)"),
+        (
+            minimal_request(model, stream=True, stream_options={"include_usage": True}),
+            "valid streaming request (simplest)",
+        ),
+    ]
+    run_property(
+        judge,
+        _send(client),
+        strategy,
+        _judge_valid,
+        max_examples=examples,
+        seed=seed,
+        explicit=explicit,
+        label="generated valid request",
+        valid=True,
+    )
+
+
+def _judge_invalid(requirement_of: dict[str, str]):
+    def evaluate(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -> None:
+        if ex.status == 429:
+            return
+        judge_error_response(scratch, ex, requirement_of[what], f"generated invalid request ({what})")
+
+    return evaluate
+
+
+def _field_params() -> list[Any]:
+    return [
+        pytest.param(
+            name,
+            id=name,
+            marks=pytest.mark.requirement(
+                "GEN-INVALID-REJECTED", *mutation_requirements(name), *ERROR_SHAPE_REQS
+            ),
+        )
+        for name in mutation_fields()
+    ]
+
+
+@pytest.mark.parametrize("field_name", _field_params())
+def test_generated_invalid_request_rejected(
+    client, judge, conformance_target, profile, capabilities, pytestconfig, field_name
+):
+    caps = CAPABILITY_FIELDS.get(field_name)
+    if caps and not any((capabilities.get(c) or {}).get("supported", True) for c in caps):
+        pytest.skip(f"unsupported: {field_name} needs one of {', '.join(caps)}")
+    examples, seed = _options(pytestconfig)
+    model = conformance_target.model
+    muts = mutations(model, profile.logit_bias_token_id)[field_name]
+    requirement_of = {m.what: m.requirement for m in muts}
+    base = valid_requests(model, profile, capabilities)
+    strategy = invalid_requests(base, muts).map(lambda rm: (rm[0], rm[1].what))
+    explicit = [(apply_mutation(minimal_request(model), m, m.example), m.what) for m in muts]
+    run_property(
+        judge,
+        _send(client),
+        strategy,
+        _judge_invalid(requirement_of),
+        max_examples=examples_per_field(examples),
+        seed=seed,
+        explicit=explicit,
+        label=f"generated invalid request ({field_name})",
+        valid=False,
+    )
