@@ -9,7 +9,9 @@ is scrubbed from every recorded string (URL, bodies, events, error texts).
 from __future__ import annotations
 
 import json
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -260,13 +262,16 @@ class Client:
         ex = Exchange(label=label, method=method, url=url, request_headers=mask_headers(dict(headers)),
                       request_body=body_text, stream=stream)
         try:
-            request = self._http.build_request(method, url, headers=headers, content=content)
+            watchdog = _HeadersWatchdog()
+            request = self._http.build_request(method, url, headers=headers, content=content,
+                                               extensions={"trace": watchdog.trace})
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
             ex.transport_error = f"invalid request: {e}"
             return ex
         ex.url = _safe_url(request.url)
         ex.request_headers = mask_headers(dict(request.headers.items()))
         start = time.monotonic()
+        watchdog.arm(start + lim.total_timeout)
         try:
             response = self._http.send(request, stream=True)
         except httpx.ConnectTimeout:
@@ -289,6 +294,9 @@ class Client:
             ex.transport_error = f"unsupported URL: {_text(e)}"
         except (httpx.HTTPError, httpx.StreamError) as e:
             ex.transport_error = f"transport error ({type(e).__name__}): {_text(e)}"
+        watchdog.disarm()
+        if ex.transport_error is not None and watchdog.fired:
+            ex.transport_error = f"total deadline {lim.total_timeout}s exceeded (no response headers)"
         if ex.transport_error is not None:
             ex.elapsed = round(time.monotonic() - start, 6)
             return ex
@@ -312,6 +320,47 @@ class Client:
             response.close()
         ex.elapsed = round(time.monotonic() - start, 6)
         return ex
+
+
+class _HeadersWatchdog:
+    """Enforces the total deadline while the response headers arrive (a server trickling its status line
+    and headers byte by byte never trips the per-read idle timeout): the socket of the connection opened
+    for the request (seen through httpcore's trace hook) is shut down at the deadline."""
+
+    def __init__(self) -> None:
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self.fired = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
+            if isinstance(sock, socket.socket):
+                with self._lock:
+                    self._sock = sock
+
+    def arm(self, deadline: float) -> None:
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._timer is None or self._sock is None:
+                return
+            self.fired = True
+            try:
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def disarm(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
