@@ -197,28 +197,47 @@ def _validate_run(args: argparse.Namespace) -> None:
 
 
 def _preflight(base_url: str, model: str, api_key: str | None, verify: bool | str, timeout: float) -> None:
-    """Fail fast (exit 3) when the target cannot be reached or refuses our key, before any check."""
-    import httpx
-
+    """Fail fast (exit 3) when the target cannot be reached, refuses our key, answers only gateway errors
+    (502/503/504) or rate-limits us beyond the retries, before any check. The request goes through the
+    recording client, so it is bounded like every other: total deadline ``timeout`` (headers included),
+    byte cap, no redirect followed, the key scrubbed from every message."""
+    from conformance.client import Client, retry_after_seconds
     from conformance.errors import TargetUnreachable
+    from conformance.target import Limits, Target
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        with httpx.Client(
-            timeout=httpx.Timeout(timeout, connect=5.0), verify=verify, follow_redirects=False
-        ) as c:
-            resp = c.post(
-                base_url.rstrip("/") + "/chat/completions",
-                headers=headers,
-                json={"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
-            )
-    except httpx.HTTPError as exc:
-        msg = str(exc).replace(api_key, "***") if api_key else str(exc)
-        raise TargetUnreachable(f"target {base_url} unreachable: {type(exc).__name__}: {msg[:200]}") from None
-    if resp.status_code in (401, 403):
+    target = Target(
+        base_url=base_url.rstrip("/"),
+        model=model,
+        api_key=api_key,
+        verify_tls=verify,
+        limits=Limits(connect_timeout=min(5.0, timeout), idle_timeout=timeout, total_timeout=timeout),
+    )
+    with Client(target) as c:
+        ex = c.chat(
+            {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+            label="preflight",
+        )
+    if ex.status is None:
+        raise TargetUnreachable(f"target {base_url} unreachable: {(ex.transport_error or 'no answer')[:200]}")
+    if ex.status in (401, 403):
         raise TargetUnreachable(
-            f"target {base_url} refused the credentials (HTTP {resp.status_code}): "
+            f"target {base_url} refused the credentials (HTTP {ex.status}): "
             "check the key in the API key variable"
+        )
+    if ex.status in (502, 503, 504):
+        raise TargetUnreachable(
+            f"target {base_url} answered HTTP {ex.status} (a gateway error: the service behind it is down "
+            "or overloaded)"
+        )
+    if ex.status == 429:
+        retry = None
+        for k, v in ex.response_headers.items():
+            if k.lower() == "retry-after":
+                retry = retry_after_seconds(v)
+        raise TargetUnreachable(
+            f"target {base_url} rate-limited the first request (HTTP 429 after {ex.retries} retries"
+            + (f", Retry-After {retry:.0f} s" if retry is not None else "")
+            + "): nothing can be judged; retry later or raise the target's limits"
         )
 
 
