@@ -1,0 +1,279 @@
+"""The property-based checks (conformance/checks/test_generated.py): sound generators, bounded cost, zero
+findings on the clean reference server and the expected finding on each fault they are meant to catch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from conformance.catalog import catalog
+from conformance.checks._generated import (
+    MAX_N,
+    MAX_TOKENS,
+    apply_mutation,
+    inside_ranges,
+    invalid_requests,
+    minimal_request,
+    mutation_fields,
+    mutations,
+    run_property,
+    valid_requests,
+)
+from conformance.cli import main
+from conformance.evidence import Exchange
+from conformance.profiles import load_profile
+from conformance.schemas import schema_errors
+from conformance.violations import Judge
+
+MODEL = "reference-tiny"
+ALL_CAPS = {c: {"supported": True} for c in ("tools", "json-object", "json-schema", "reasoning", "thinking")}
+NO_CAPS = {c: {"supported": False} for c in ALL_CAPS}
+FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+
+# ---- generators ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile_name", ["seed", "openai"])
+def test_valid_requests_validate_and_keep_the_unwritten_rules(profile_name: str) -> None:
+    profile = load_profile(profile_name)
+    ranges = inside_ranges(profile.base)
+
+    @FAST
+    @given(valid_requests(MODEL, profile, ALL_CAPS))
+    def check(req: dict[str, Any]) -> None:
+        assert schema_errors("CreateChatCompletionRequest", req) == []
+        assert req["model"] == MODEL
+        assert 1 <= req["max_tokens"] <= MAX_TOKENS
+        assert 1 <= req.get("n", 1) <= MAX_N
+        assert "top_logprobs" not in req or req.get("logprobs") is True
+        assert "stream_options" not in req or req.get("stream") is True
+        assert set(req.get("logit_bias", {})) <= {str(profile.logit_bias_token_id)}
+        if "tool_choice" in req:
+            assert "tools" in req
+            choice = req["tool_choice"]
+            if isinstance(choice, dict):
+                assert choice["function"]["name"] in [t["function"]["name"] for t in req["tools"]]
+        for name, b in ranges.items():
+            v = req.get(name)
+            if name == "logit_bias" or not isinstance(v, (int, float)):
+                continue
+            assert b.lo is None or v > b.lo or (b.lo_in and v == b.lo), (name, v)
+            assert b.hi is None or v < b.hi or (b.hi_in and v == b.hi), (name, v)
+
+    check()
+
+
+def test_optional_capability_fields_only_when_supported() -> None:
+    @FAST
+    @given(valid_requests(MODEL, load_profile("seed"), NO_CAPS))
+    def check(req: dict[str, Any]) -> None:
+        for name in ("tools", "tool_choice", "separate_reasoning", "enable_thinking"):
+            assert name not in req
+        assert req.get("response_format", {"type": "text"}) == {"type": "text"}
+
+    check()
+
+
+def test_exclusive_seed_bounds_are_generated_only_where_the_profile_makes_them_must() -> None:
+    seed, openai = inside_ranges("seed"), inside_ranges("openai")
+    t = seed["temperature"]
+    assert (t.lo, t.hi, t.lo_in, t.hi_in) == (0, 2, False, False)  # "0 < x < 2": informational bounds
+    assert (openai["temperature"].lo_in, openai["temperature"].hi_in) == (True, True)
+    assert seed["n"].lo_in and not seed["n"].hi_in  # n = 1 is the default (DECISIONS #n-range)
+    assert not seed["top_p"].lo_in and seed["top_p"].hi_in  # "0 < x <= 1"
+    assert seed["min_p"].lo_in and seed["min_p"].hi_in  # "0 <= x <= 1"
+    assert seed["top_logprobs"].lo_in and seed["top_logprobs"].hi_in
+    assert not openai["top_k"].lo_in  # not an OpenAI parameter: its bound stays informational
+
+
+@pytest.mark.parametrize("field_name", mutation_fields())
+def test_every_mutation_breaks_the_schema(field_name: str) -> None:
+    muts = mutations(MODEL)[field_name]
+    for m in muts:
+        assert m.requirement in catalog(), m
+        bad = apply_mutation(minimal_request(MODEL), m, m.example)
+        assert schema_errors("CreateChatCompletionRequest", bad), (m.what, bad)
+
+    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(invalid_requests(valid_requests(MODEL, load_profile("seed"), ALL_CAPS), muts))
+    def check(pair: Any) -> None:
+        req, m = pair
+        assert m.field == field_name
+        assert schema_errors("CreateChatCompletionRequest", req), (m.what, req)
+
+    check()
+
+
+# ---- the runner: bounded requests, minimal failing request as evidence -----------------------------------
+
+
+def _fake_send(fail: Any) -> tuple[Any, list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+
+    def send(req: dict[str, Any], label: str) -> Exchange:
+        sent.append(req)
+        ok = not fail(req)
+        return Exchange(
+            label=label,
+            method="POST",
+            url="http://x/chat/completions",
+            request_headers={},
+            request_body=json.dumps(req),
+            status=200 if ok else 400,
+            body_text="{}",
+        )
+
+    return send, sent
+
+
+def _evaluate(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -> None:
+    scratch.check(ex.status == 200, "GEN-VALID-ACCEPTED", "refused", received=ex.status, exchange=ex)
+
+
+def _run(fail: Any, examples: int) -> tuple[Judge, list[dict[str, Any]], Any]:
+    send, sent = _fake_send(fail)
+    judge = Judge(requirements=("GEN-VALID-ACCEPTED",))
+    real_send = send
+
+    def recording(req: dict[str, Any], label: str) -> Exchange:
+        ex = real_send(req, label)
+        judge.exchanges.append(ex)
+        return ex
+
+    strategy = valid_requests(MODEL, load_profile("seed"), ALL_CAPS).map(lambda r: (r, "valid request"))
+    stats = run_property(
+        judge,
+        recording,
+        strategy,
+        _evaluate,
+        max_examples=examples,
+        seed=7,
+        explicit=[(minimal_request(MODEL), "simplest")],
+        label="t",
+        valid=True,
+    )
+    return judge, sent, stats
+
+
+def test_runner_passing_sends_at_most_explicit_plus_examples() -> None:
+    judge, sent, stats = _run(lambda req: False, 10)
+    assert not judge.violations
+    assert 1 <= len(sent) <= 1 + 10
+    assert "GEN-VALID-ACCEPTED" in judge.judged
+    assert len({json.dumps(r, sort_keys=True) for r in sent}) == len(sent)  # never the same request twice
+
+
+def test_runner_shrinks_to_the_minimal_request_within_the_cap() -> None:
+    judge, sent, stats = _run(lambda req: "temperature" in req, 25)  # the default --examples
+    assert len(sent) <= stats.cap == 1 + 3 * 25
+    assert len(judge.violations) == 1
+    v = judge.violations[0]
+    minimal = json.loads(judge.exchanges[v.exchange].request_body or "")
+    assert set(minimal) == {"model", "messages", "max_tokens", "temperature"}, minimal
+    assert len(minimal["messages"]) == 1
+    assert json.dumps(minimal, sort_keys=True, ensure_ascii=False) in v.message
+    assert "hypothesis seed 7" in v.message
+
+
+def test_runner_cap_holds_when_everything_fails_differently() -> None:
+    judge, sent, stats = _run(lambda req: True, 4)
+    assert len(sent) <= stats.cap == 1 + 3 * 4
+    assert len(judge.violations) == 1
+
+
+def test_runner_cap_cuts_shrinking_short_and_says_so() -> None:
+    judge, sent, stats = _run(lambda req: "temperature" in req and "stop" in req, 3)
+    assert len(sent) <= stats.cap == 1 + 3 * 3
+    if judge.violations:  # found within 3 examples: shrunk as far as the cap allows, and the finding says so
+        v = judge.violations[0]
+        failing = json.loads(judge.exchanges[v.exchange].request_body or "")
+        assert "temperature" in failing and "stop" in failing
+        assert len(sent) < stats.cap or f"request cap {stats.cap} reached" in v.message
+
+
+# ---- against the reference server -------------------------------------------------------------------------
+
+
+def _conformance_run(tmp_path: Path, *args: str) -> tuple[int, dict[str, Any]]:
+    report = tmp_path / "reports"
+    code = main(
+        [
+            "run",
+            "--report-dir",
+            str(report),
+            "--examples",
+            "5",
+            "--hypothesis-seed",
+            "3",
+            "--only",
+            "GEN-VALID-ACCEPTED",
+            "--only",
+            "GEN-INVALID-REJECTED",
+            *args,
+        ]
+    )
+    return code, json.loads((report / "results.json").read_text(encoding="utf-8"))
+
+
+def test_clean_reference_server_has_no_generated_findings(tmp_path: Path) -> None:
+    code, results = _conformance_run(tmp_path)
+    checks = [c for c in results["checks"] if "test_generated.py" in c["nodeid"]]
+    assert len(checks) == 1 + len(mutation_fields())
+    assert {c["outcome"] for c in checks} == {"passed"}, [c["violations"] for c in checks]
+    for rid in (
+        "GEN-VALID-ACCEPTED",
+        "GEN-INVALID-REJECTED",
+        "CORE-SCHEMA-VALID",
+        "STREAM-CHUNK-SCHEMA",
+        "ERROR-NO-5XX",
+        "RANGE-TEMPERATURE-REJECT",
+        "ERROR-WRONG-TYPE",
+    ):
+        assert results["requirements"][rid]["verdict"] == "pass", rid
+    assert code == 0
+    labels = [e["label"] for c in checks for e in c["exchanges"]]
+    assert labels and all("hypothesis seed 3" in lb for lb in labels)
+    # cost bound: valid phase <= 2 + 3N, each field <= its mutations + 3 * ceil(N / 10)
+    bound = 2 + 3 * 5 + sum(len(m) + 3 for m in mutations(MODEL).values())
+    assert results["cost"]["requests"] <= bound
+
+
+@pytest.mark.parametrize(
+    "fault, requirement, field_check",
+    [
+        ("temperature-out-of-range-accepted", "RANGE-TEMPERATURE-REJECT", "[temperature]"),
+        ("bad-input-500", "ERROR-NO-5XX", "test_generated_invalid_request_rejected"),
+        ("chunk-schema-invalid", "STREAM-CHUNK-SCHEMA", "test_generated_valid_requests_accepted"),
+        ("usage-float", "CORE-SCHEMA-VALID", "test_generated_valid_requests_accepted"),
+        ("top-k-rejected-inside", "GEN-VALID-ACCEPTED", "test_generated_valid_requests_accepted"),
+        ("five-stops-accepted", "RANGE-STOP-REJECT", "[stop]"),
+        ("unknown-role-accepted", "ERROR-INVALID-ROLE", "[messages]"),
+    ],
+)
+def test_fault_gives_a_generated_finding(
+    tmp_path: Path, fault: str, requirement: str, field_check: str
+) -> None:
+    code, results = _conformance_run(tmp_path, "--fault", fault)
+    assert code == 1
+    assert results["requirements"][requirement]["verdict"] == "fail"
+    failed = [c for c in results["checks"] if c["outcome"] == "failed"]
+    assert failed and all("test_generated.py" in c["nodeid"] for c in failed)
+    hits = [
+        (c, v)
+        for c in failed
+        if field_check in c["nodeid"]
+        for v in c["violations"]
+        if v["requirement"] == requirement
+    ]
+    assert hits, [(c["nodeid"], c["violations"]) for c in failed]
+    check, v = hits[0]
+    evidence = check["exchanges"][v["exchange"]]
+    assert evidence["request_body"] is not None
+    shown = json.dumps(json.loads(evidence["request_body"]), sort_keys=True, ensure_ascii=False)
+    assert shown in v["message"], "the finding shows the request its evidence exchange sent"
+    assert "hypothesis seed 3" in v["message"]
