@@ -7,7 +7,9 @@ controller aggregates them and writes the reports.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import tempfile
 import time
 import traceback
@@ -440,6 +442,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     if _state not in item.config.stash:
         return report
+    if report.longrepr is not None:  # target text (ANSI escapes, CR, BEL) is shown, never interpreted
+        report.longrepr = _escape_tree(report.longrepr)
+        report.sections = _escape_tree(report.sections)
     judge = item.stash.get(_judge_key, None)
     final = report.when == "call" or (report.when == "setup" and not report.passed)
     if not final:
@@ -578,24 +583,56 @@ def _usage_of(ex: dict[str, Any]) -> dict[str, Any]:
     return u if isinstance(u, dict) else {}
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_controls(text: str) -> str:
+    """Target-controlled text bound for a terminal: control characters (ANSI escapes, CR, BEL) and bidi
+    overrides written as escapes (``\\x1b``), never interpreted."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _escape_tree(obj: Any, depth: int = 0) -> Any:
+    """``_escape_controls`` over every string of a report's longrepr (pytest's dataclasses, in place)."""
+    if isinstance(obj, str):
+        return _escape_controls(obj)
+    if depth > 10:
+        return obj
+    if isinstance(obj, list):
+        return [_escape_tree(x, depth + 1) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_escape_tree(x, depth + 1) for x in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            new = _escape_tree(value, depth + 1)
+            if new is not value:
+                object.__setattr__(obj, f.name, new)
+    return obj
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if _state not in config.stash or "results" not in config.stash[_state]:
         return
     res = config.stash[_state]["results"]
     tr = terminalreporter
+
+    def write(line: str) -> None:
+        tr.write_line(_escape_controls(line))
+
     tr.section("chat-conformance")
     counts = ", ".join(f"{n} {v}" for v, n in sorted(res["counts"].items()))
-    tr.write_line(f"{res['verdict']} (level reached: {res['level_reached']}); requirements: {counts}")
+    write(f"{res['verdict']} (level reached: {res['level_reached']}); requirements: {counts}")
     for r in res["requirements"].values():
         if r["verdict"] in ("fail", "error"):
-            tr.write_line(f"  FAIL {r['id']} ({r['level']}): {r['reason'][:200]}")
+            write(f"  FAIL {r['id']} ({r['level']}): {r['reason'][:200]}")
     unsupported = [r for r in res["requirements"].values() if r["verdict"] == "unsupported"]
     for r in unsupported[:20]:
-        tr.write_line(f"  UNSUPPORTED {r['id']}: {r['reason'][:160]}")
+        write(f"  UNSUPPORTED {r['id']}: {r['reason'][:160]}")
     c = res["cost"]
-    tr.write_line(
+    write(
         f"cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
         f"completion tokens, {c['retries']} retries"
     )
     for p in config.stash[_state].get("written", []):
-        tr.write_line(f"wrote {p}")
+        write(f"wrote {p}")
