@@ -335,7 +335,7 @@ class _HeadersWatchdog:
 
     def trace(self, event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.complete":
-            stream = info.get("return_value")
+            stream: Any = info.get("return_value")
             sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
             if isinstance(sock, socket.socket):
                 with self._lock:
