@@ -16,8 +16,6 @@ from conformance.checks._support import body, judge_error_response, ok_json, usa
 from conformance.violations import Inconclusive
 
 WORD = "hello"
-SMALL_CONTEXT = 4096  # up to here, max_tokens = context length is cheap enough to send
-MARGIN = 64  # tokens a long prompt leaves free, and crosses by, when the context is larger
 _cache: dict[str, int] = {}
 
 
@@ -58,14 +56,14 @@ def _prompt_cost(shared: Any, target: Any) -> tuple[float, float]:
 
 
 def _overflow(shared: Any, target: Any, ctx: int, **extra: Any) -> tuple[dict[str, Any], int]:
-    """A request whose prompt fits the context but whose prompt + max_tokens does not, and its max_tokens.
-    A small context: the short default prompt with max_tokens = context length. A larger one: a prompt of
-    about ctx - MARGIN tokens with max_tokens 2 * MARGIN (so at most MARGIN tokens are generated)."""
-    if ctx <= SMALL_CONTEXT:
-        return body(target, max_tokens=ctx, **extra), ctx
+    """A request whose prompt fits the context but whose prompt + max_tokens does not, and its max_tokens:
+    a prompt of about ctx - margin tokens with max_tokens 2 x margin, so at most ``margin`` tokens are
+    generated whatever the context length (asking for a whole context's worth of tokens is slow and costly,
+    and a slow answer must not be mistaken for a broken one)."""
+    margin = max(16, min(64, ctx // 16))
     per_word, rest = _prompt_cost(shared, target)
-    n = max(1, int((ctx - MARGIN - rest) / per_word))
-    return body(target, messages=_words(n), max_tokens=2 * MARGIN, **extra), 2 * MARGIN
+    n = max(1, int((ctx - margin - rest) / per_word))
+    return body(target, messages=_words(n), max_tokens=2 * margin, **extra), 2 * margin
 
 
 @pytest.mark.requirement("CONTEXT-TRUNCATE-DEFAULT")
