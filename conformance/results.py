@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -44,9 +45,9 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     mine = [r for r in records if req_id in r["requirements"]]
     if not mine:
         return "not-run", "no check for this requirement was run (deselected or filtered)"
-    failing = [r for r in mine if any(v["requirement"] == req_id for v in r.get("violations", []))]
-    if failing:
-        return ("informational" if level == "MAY" else "fail"), failing[0]["violations"][0]["message"]
+    own = [v for r in mine for v in r.get("violations", []) if v["requirement"] == req_id]
+    if own:
+        return ("informational" if level == "MAY" else "fail"), own[0]["message"]
     errors = [r for r in mine if r["outcome"] == "error"]
     if errors:
         return "error", "internal error of the suite in " + errors[0]["nodeid"]
@@ -230,7 +231,16 @@ def render_junit(results: dict[str, Any]) -> str:
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+    return _xml_safe(ET.tostring(root, encoding="unicode", xml_declaration=True)) + "\n"
+
+
+# characters XML 1.0 cannot carry (target text may hold any of them): shown as visible escapes instead
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", text)
 
 
 def build_results(

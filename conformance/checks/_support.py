@@ -14,6 +14,7 @@ __all__ = [
     "body",
     "ok_json",
     "ok_stream",
+    "stream_answered",
     "is_4xx",
     "judge_rejected",
     "content_of",
@@ -43,6 +44,15 @@ def ok_json(ex: Exchange, what: str = "request") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Inconclusive(f"{what}: the 2xx body is not a JSON object")
     return data
+
+
+def stream_answered(ex: Exchange, what: str = "stream") -> None:
+    """A 2xx answer (or none at all) to a streaming request, else Inconclusive. Unlike ``ok_stream`` it
+    accepts a stream that delivered nothing, or never got its headers in time: the stream state machine
+    judges that (a stream that never ends with [DONE] is a failure, not a skip)."""
+    if ex.status is not None and not 200 <= ex.status < 300:
+        raise Inconclusive(f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
+                           + (f" ({ex.transport_error})" if ex.transport_error else ""))
 
 
 def ok_stream(ex: Exchange, what: str = "stream") -> list[dict[str, Any]]:

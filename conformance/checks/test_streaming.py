@@ -11,6 +11,7 @@ from conformance.checks._support import (
     is_4xx,
     ok_json,
     ok_stream,
+    stream_answered,
     stream_finish,
     stream_text,
     stream_usage,
@@ -35,6 +36,7 @@ MAX = 8
     "STREAM-FINISH-LAST",
     "USAGE-STREAM-LAST-CHUNK",
     "USAGE-STREAM-NULL-ELSEWHERE",
+    "CORE-REQUEST-JSON",
 )
 def test_stream_with_usage(shared, judge, conformance_target):
     ex = shared(
@@ -42,7 +44,15 @@ def test_stream_with_usage(shared, judge, conformance_target):
         body(conformance_target, max_tokens=MAX, stream=True, stream_options={"include_usage": True}),
         label="stream with include_usage",
     )
-    ok_stream(ex)
+    judge.require(
+        ex.status is None or 200 <= ex.status < 300,
+        "CORE-REQUEST-JSON",
+        "a valid streaming request was not answered 2xx",
+        path="status",
+        expected="200 with an event stream",
+        received=f"{ex.status} {(ex.body_text or '')[:200]}",
+        exchange=ex,
+    )
     judge_stream(judge, ex, n=1, include_usage=True)
 
 
@@ -115,7 +125,7 @@ def test_stream_incremental_and_bounded(shared, judge, conformance_target):
 )
 def test_stream_two_choices(client, judge, conformance_target, profile):
     ex = client.chat(body(conformance_target, max_tokens=4, n=2, stream=True), label="stream, n=2")
-    ok_stream(ex)
+    stream_answered(ex)
     judge_stream(
         judge, ex, n=2, include_usage=False, forbid_usage=profile.stream_usage_without_option == "forbidden"
     )
