@@ -296,7 +296,9 @@ class _Browser:
         for ev in self.events:
             m, p = ev.get("method"), ev.get("params", {})
             if m == "Runtime.exceptionThrown":
-                out.append("exception: " + json.dumps(p.get("exceptionDetails", {}))[:500])
+                details = p.get("exceptionDetails", {})
+                described = str((details.get("exception") or {}).get("description", ""))[:300]
+                out.append("exception: " + described + " " + json.dumps(details)[:500])
             elif m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
                 out.append(f"console.{p.get('type')}: " + json.dumps(p.get("args", []))[:500])
             elif m == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
