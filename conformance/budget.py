@@ -41,10 +41,17 @@ class Budget:
         self.rate_limit = rate_limit
         self._state_path = self.state_dir / _STATE
         self._lock_path = self.state_dir / _LOCK
+        # with no limit to enforce there is nothing to share between workers: count in memory, and spare
+        # every request a locked read and rewrite of the state file
+        self.shared = any(x is not None for x in (max_requests, max_tokens_total, rate_limit))
+        self._memory: dict[str, Any] = {"requests": 0, "tokens": 0, "retries": 0, "next_slot": 0.0}
 
     # ---- shared state -----------------------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
+        if not self.shared:
+            yield self._memory
+            return
         with open(self._lock_path, "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:

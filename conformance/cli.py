@@ -86,7 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="embedded reference server only: enable a fault mode (see `serve --list-faults`)",
     )
     r.add_argument(
-        "--examples", type=int, metavar="N", help="property-based checks: generated examples (default 25)"
+        "--examples", type=int, metavar="N", help="property-based checks: generated examples (default 15)"
     )
     r.add_argument(
         "--hypothesis-seed", type=int, metavar="N", help="property-based checks: hypothesis seed (default 0)"

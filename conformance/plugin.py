@@ -123,7 +123,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption(
         "--conformance-examples",
         type=int,
-        default=25,
+        default=15,
         metavar="N",
         help="property-based checks: generated examples of the valid-request phase (default 25; the "
         "invalid-request phase tries each field's mutations plus N/10 generated ones)",
@@ -514,7 +514,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stored: list[Any] = config.stash[_records]
     records = list(stored)
     cost = _cost(records)
-    if "budget" in state:
+    if "budget" in state and state["budget"].shared:  # counted across workers only when a limit is set
         cost["budget"] = state["budget"].snapshot()
     notes = []
     if session.shouldstop:
@@ -551,8 +551,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def _cost(records: list[dict[str, Any]]) -> dict[str, Any]:
     requests = retries = prompt = completion = 0
+    seen: set[str] = set()
     for r in records:
         for ex in r["exchanges"]:
+            # a shared exchange is in the evidence of every check that judged it: count it once
+            key = repr([ex.get(k) for k in ("url", "request_body", "ttfb", "elapsed", "label")])
+            if key in seen:
+                continue
+            seen.add(key)
             requests += 1 + ex.get("retries", 0)
             retries += ex.get("retries", 0)
             usage = _usage_of(ex)

@@ -169,7 +169,7 @@ def test_runner_passing_sends_at_most_explicit_plus_examples() -> None:
 
 
 def test_runner_shrinks_to_the_minimal_request_within_the_cap() -> None:
-    judge, sent, stats = _run(lambda req: "temperature" in req, 25)  # the default --examples
+    judge, sent, stats = _run(lambda req: "temperature" in req, 25)  # 25 examples: room for a full shrink
     assert len(sent) <= stats.cap == 1 + 3 * 25
     assert len(judge.violations) == 1
     v = judge.violations[0]
