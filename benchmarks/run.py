@@ -198,8 +198,8 @@ def bench_wall() -> dict[str, Any]:
         "n2_session_s": n2["session_s"],
         "n2_over_serial": round(n2["wall_s"] / serial["wall_s"], 2),
         "exit_codes": [serial["exit_code"], n2["exit_code"]],
-        "n2_requests": n2["results"]["cost"]["budget"]["requests"],
-        "serial_requests": serial["results"]["cost"]["budget"]["requests"],
+        "n2_requests": n2["results"]["cost"]["requests"],
+        "serial_requests": serial["results"]["cost"]["requests"],
         "whatif_no_plugin_autoload": {
             "serial_s": serial_na["wall_s"],
             "n2_s": n2_na["wall_s"],
@@ -299,7 +299,7 @@ def bench_scaling(subset: list[str]) -> dict[str, Any]:
     for label, r in runs.items():
         out[f"{label}_s"] = r["wall_s"]
         out[f"{label}_session_s"] = r["session_s"]
-        out[f"{label}_requests"] = r["results"]["cost"]["budget"]["requests"]
+        out[f"{label}_requests"] = r["results"]["cost"]["requests"]
     out["speedup_n8"] = round(runs["n1"]["wall_s"] / runs["n8"]["wall_s"], 2)
     out["speedup_n8_session"] = round(runs["n1"]["session_s"] / runs["n8"]["session_s"], 2)
     out["whatif_no_plugin_autoload_n8_s"] = na["wall_s"]
@@ -365,7 +365,7 @@ for name in sys.argv[3:]:
     caught = [k for k, v in res["requirements"].items() if v["verdict"] in ("fail", "informational", "error")]
     out.append({"fault": name, "requirement": f.requirement, "capability": req.capability,
                 "profile": profile, "exit_code": code, "caught": f.requirement in caught,
-                "failing": caught, "requests": res["cost"]["budget"]["requests"],
+                "failing": caught, "requests": res["cost"]["requests"],
                 "cost_requests": res["cost"]["requests"]})
 print(json.dumps(out))
 """

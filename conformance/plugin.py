@@ -267,12 +267,14 @@ def _capabilities(config: pytest.Config) -> dict[str, dict[str, Any]]:
     if state["capabilities"] is None:
         from conformance.discovery import discover
 
-        state["capabilities"] = discover(
-            _make_client(config),
-            state["profile"],
-            skip=config.getoption("conformance_skip_discovery"),
-            required=tuple(config.getoption("conformance_require")),
-        )
+        probes: list[Any] = state.setdefault("discovery_exchanges", [])
+        with _make_client(config, probes.append) as client:
+            state["capabilities"] = discover(
+                client,
+                state["profile"],
+                skip=config.getoption("conformance_skip_discovery"),
+                required=tuple(config.getoption("conformance_require")),
+            )
     return state["capabilities"]
 
 
@@ -513,7 +515,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     t: Target = state["target"]
     stored: list[Any] = config.stash[_records]
     records = list(stored)
-    cost = _cost(records)
+    probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
+    cost = _cost([*records, *probes])
     if "budget" in state and state["budget"].shared:  # counted across workers only when a limit is set
         cost["budget"] = state["budget"].snapshot()
     notes = []
