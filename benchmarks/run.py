@@ -336,8 +336,8 @@ def bench_cost(serial: dict[str, Any] | None) -> dict[str, Any]:
         c = out[k]
         _say(
             f"4. cost, {k}: {c['requests']} requests (cost.requests;"
-            f" {c['exchanges_unique']} distinct exchanges,"
-            f" {c['budget_requests']} through the budget incl. discovery), {c['prompt_tokens']} prompt +"
+            f" {c['exchanges_unique']} distinct exchanges of the checks + the discovery probes),"
+            f" {c['prompt_tokens']} prompt +"
             f" {c['completion_tokens']} completion tokens"
         )
     return {"figure": out}
