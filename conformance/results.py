@@ -56,10 +56,10 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     if judged:
         return "pass", ""
     skipped = [r for r in mine if r["outcome"] == "skipped"]
-    for r in skipped:
-        if r.get("skip_reason", "").startswith("unsupported"):
-            return "unsupported", r["skip_reason"]
-    if skipped:
+    if skipped and len(skipped) == len(mine):
+        for r in skipped:
+            if r.get("skip_reason", "").startswith("unsupported"):
+                return "unsupported", r["skip_reason"]
         return "not-run", skipped[0].get("skip_reason", "skipped")
     return "not-run", "the check ended before judging this requirement"
 

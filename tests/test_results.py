@@ -1,0 +1,210 @@
+"""Verdicts per requirement, the gate's exit code, waivers, and the JUnit/summary writers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.errors import UsageError
+from conformance.expectations import load_expectations
+from conformance.results import aggregate, build_results, gate, render_junit
+
+
+def rec(
+    nodeid: str,
+    reqs: list[str],
+    outcome: str = "passed",
+    judged: list[str] | None = None,
+    violations: list[dict[str, Any]] | None = None,
+    skip_reason: str = "",
+    error: str = "",
+) -> dict[str, Any]:
+    return {
+        "nodeid": nodeid,
+        "requirements": reqs,
+        "outcome": outcome,
+        "skip_reason": skip_reason,
+        "error": error,
+        "duration": 0.01,
+        "judged": reqs if judged is None else judged,
+        "violations": violations or [],
+        "exchanges": [],
+    }
+
+
+def viol(req: str, message: str = "broken") -> dict[str, Any]:
+    return {
+        "requirement": req,
+        "message": message,
+        "path": "$",
+        "expected": "a",
+        "received": "b",
+        "exchange": None,
+    }
+
+
+def verdicts(records: list[dict[str, Any]], **kw: Any) -> dict[str, str]:
+    return {k: v["verdict"] for k, v in aggregate(records, profile="seed", level="may", **kw).items()}
+
+
+def test_pass_fail_and_own_reason() -> None:
+    records = [
+        rec(
+            "t1",
+            ["CORE-OBJECT", "CORE-ID-PRESENT"],
+            "failed",
+            violations=[viol("CORE-ID-PRESENT", "id missing"), viol("CORE-OBJECT", "wrong object")],
+        )
+    ]
+    out = aggregate(records, profile="seed", level="may")
+    assert out["CORE-OBJECT"]["verdict"] == "fail"
+    assert out["CORE-OBJECT"]["reason"] == "wrong object"  # its own violation, not the check's first
+    assert out["CORE-ID-PRESENT"]["reason"] == "id missing"
+    assert verdicts([rec("t1", ["CORE-OBJECT"])])["CORE-OBJECT"] == "pass"
+
+
+def test_a_may_failure_is_informational_and_does_not_fail_the_gate() -> None:
+    records = [
+        rec("t", ["CORE-CONTEXT-SIZE-PUBLISHED"], "failed", violations=[viol("CORE-CONTEXT-SIZE-PUBLISHED")])
+    ]
+    reqs = aggregate(records, profile="seed", level="may")
+    assert reqs["CORE-CONTEXT-SIZE-PUBLISHED"]["verdict"] == "informational"
+    assert gate(reqs, records)[0] == 0
+
+
+def test_unsupported_only_when_every_check_of_it_was_skipped_as_unsupported() -> None:
+    skipped = rec("a", ["TOOLS-CALL-SHAPE"], "skipped", judged=[], skip_reason="unsupported: tools: 400")
+    assert verdicts([skipped])["TOOLS-CALL-SHAPE"] == "unsupported"
+    ran = rec("b", ["TOOLS-CALL-SHAPE"], "failed", judged=[], violations=[viol("ERROR-NO-5XX")])
+    assert verdicts([skipped, ran])["TOOLS-CALL-SHAPE"] == "not-run"
+
+
+def test_not_judged_is_not_a_pass() -> None:
+    out = aggregate(
+        [
+            rec(
+                "t",
+                ["CORE-OBJECT", "CORE-ID-PRESENT"],
+                "failed",
+                judged=["CORE-OBJECT"],
+                violations=[viol("CORE-OBJECT")],
+            )
+        ],
+        profile="seed",
+        level="may",
+    )
+    assert out["CORE-ID-PRESENT"]["verdict"] == "not-run"
+    assert out["USAGE-PRESENT"]["verdict"] == "not-run"  # no check ran for it
+
+
+def test_internal_error_is_never_blamed_on_the_target() -> None:
+    records = [rec("t", ["CORE-OBJECT"], "error", judged=[], error="KeyError: 'x'")]
+    reqs = aggregate(records, profile="seed", level="may")
+    assert reqs["CORE-OBJECT"]["verdict"] == "error"
+    code, line = gate(reqs, records)
+    assert code == 4 and "internal error of the suite" in line
+
+
+def test_waivers_expiry_and_strict_mode() -> None:
+    failing = [rec("t", ["CORE-OBJECT"], "failed", violations=[viol("CORE-OBJECT")])]
+    passing = [rec("t", ["CORE-OBJECT"])]
+    today = dt.date(2026, 11, 25)
+    live = {"CORE-OBJECT": {"reason": "known", "expires": dt.date(2027, 1, 1)}}
+    expired = {"CORE-OBJECT": {"reason": "known", "expires": dt.date(2026, 1, 1)}}
+    reqs = aggregate(failing, profile="seed", level="may", waivers=live, today=today)
+    assert reqs["CORE-OBJECT"]["verdict"] == "waived" and gate(reqs, failing)[0] == 0
+    reqs = aggregate(failing, profile="seed", level="may", waivers=expired, today=today)
+    assert (
+        reqs["CORE-OBJECT"]["verdict"] == "fail"
+        and "waiver expired on 2026-01-01" in reqs["CORE-OBJECT"]["reason"]
+    )
+    assert gate(reqs, failing)[0] == 1
+    reqs = aggregate(passing, profile="seed", level="may", waivers=live, today=today)
+    assert reqs["CORE-OBJECT"]["verdict"] == "unexpectedly-passing"
+    assert gate(reqs, passing)[0] == 0
+    assert gate(reqs, passing, strict_waivers=True)[0] == 1
+
+
+def test_profile_decides_which_requirements_apply() -> None:
+    seed = aggregate([], profile="seed", level="may")
+    openai = aggregate([], profile="openai", level="may")
+    assert "STOP-SEQUENCE-INCLUDED" in seed and "STOP-SEQUENCE-EXCLUDED" not in seed
+    assert "STOP-SEQUENCE-EXCLUDED" in openai and "STOP-SEQUENCE-INCLUDED" not in openai
+    assert openai["RANGE-TEMPERATURE-BOUNDARY"]["level"] == "MUST"
+    assert seed["RANGE-TEMPERATURE-BOUNDARY"]["level"] == "MAY"
+
+
+def _results(records: list[dict[str, Any]]) -> dict[str, Any]:
+    return build_results(
+        records,
+        target={"base_url": "http://x/v1", "model": "m", "profile": "seed"},
+        profile="seed",
+        level="may",
+        started=0.0,
+        finished=1.0,
+        cost={"requests": 1, "retries": 0, "prompt_tokens": 1, "completion_tokens": 1},
+        capabilities={},
+    )
+
+
+def test_a_budget_stop_is_incomplete_not_conformant() -> None:
+    records = [
+        rec("a", ["CORE-OBJECT"]),
+        rec("b", ["CORE-ID-PRESENT"], "skipped", judged=[], skip_reason="not run: budget exhausted: x"),
+    ]
+    res = _results(records)
+    assert res["exit_code"] == 1 and res["verdict"].startswith("INCOMPLETE")
+
+
+def test_junit_is_well_formed_and_names_requirements_even_with_control_characters() -> None:
+    records = [
+        rec(
+            "test_core.py::test_x",
+            ["CORE-OBJECT"],
+            "failed",
+            violations=[viol("CORE-OBJECT", "got \x1b[31mred\x00 <script>")],
+        )
+    ]
+    root = ET.fromstring(render_junit(_results(records)).encode())
+    case = root.find("./testsuite/testcase")
+    assert case is not None
+    assert [p.get("value") for p in case.iter("property")] == ["CORE-OBJECT"]
+    failure = case.find("failure")
+    assert failure is not None and "\\x1b[31mred\\x00 <script>" in (failure.get("message") or "")
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "waivers.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[[waiver]]\nid = 'NOPE'\nreason = 'x'\n", "unknown requirement id 'NOPE'"),
+        ("[[waiver]]\nid = 'CORE-OBJECT'\n", "has no reason"),
+        ("[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'x'\nexpires = 'soon'\n", "expires must be a date"),
+        ("[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'x'\nwho = 'me'\n", "unknown key 'who'"),
+        ("[[waiver]\n", "is not valid TOML"),
+        (
+            "[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'x'\n[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'y'\n",
+            "CORE-OBJECT is waived twice",
+        ),
+    ],
+)
+def test_expectations_errors_are_one_line_usage_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(UsageError) as exc:
+        load_expectations(_write(tmp_path, text))
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_expectations_parse(tmp_path: Path) -> None:
+    w = load_expectations(
+        _write(tmp_path, "[[waiver]]\nid = 'CORE-OBJECT'\nreason = ' known '\nexpires = 2027-01-31\n")
+    )
+    assert w == {"CORE-OBJECT": {"reason": "known", "expires": dt.date(2027, 1, 31)}}
