@@ -89,6 +89,9 @@ def p(**body: Any) -> Probe:
 NO_AUTH: dict[str, str] = {}
 PROBES: dict[str, Probe] = {
     "wrong-object": p(**GREEDY),
+    "system-fingerprint-integer": p(**GREEDY),
+    "completion-status-201": p(**GREEDY),
+    "choices-empty": p(**GREEDY),
     "id-reused": p(**GREEDY),
     "id-empty": p(**GREEDY),
     "created-milliseconds": p(**GREEDY),
@@ -118,6 +121,7 @@ PROBES: dict[str, Probe] = {
     "no-usage-chunk": p(**STREAM_USAGE),
     "usage-every-chunk": p(**STREAM_USAGE),
     "stream-usage-differs": p(**STREAM_USAGE),
+    "usage-stream-unrequested": p(**STREAM),
     "stream-wrong-content-type": p(**STREAM),
     "stream-event-field": p(**STREAM),
     "stream-invalid-json": p(**STREAM),
@@ -153,6 +157,7 @@ PROBES: dict[str, Probe] = {
     "top-k-ignored": p(temperature=2, top_k=1, max_tokens=16),
     "stop-ignored": p(temperature=0, max_tokens=32, stop=[" mat"]),
     "stop-wrong-inclusion": p(temperature=0, max_tokens=32, stop=[" mat"]),
+    "stop-kept": Probe(body={"temperature": 0, "max_tokens": 32, "stop": [" mat"]}, profile="openai"),
     "stop-string-rejected": p(temperature=0, max_tokens=32, stop=" mat"),
     "stop-stream-ignored": p(temperature=0, max_tokens=32, stop=[" mat"], stream=True),
     "penalties-ignored": p(temperature=0, max_tokens=16, frequency_penalty=2),
@@ -227,6 +232,24 @@ PROBES: dict[str, Probe] = {
     "top-logprobs-out-of-range-accepted": p(logprobs=True, top_logprobs=21, max_tokens=2),
     "logit-bias-out-of-range-accepted": p(logit_bias={"100": 150}, max_tokens=2),
     "five-stops-accepted": p(stop=["a", "b", "c", "d", "e"], max_tokens=2),
+    "temperature-rejected-inside": p(temperature=0.7, seed=1, max_tokens=2),
+    "temperature-bound-rejected": p(temperature=2.0, seed=1, max_tokens=2),
+    "top-p-rejected-inside": p(top_p=0.5, max_tokens=2),
+    "top-k-bound-rejected": p(top_k=128, max_tokens=2),
+    "min-p-rejected-inside": p(min_p=0.5, max_tokens=2),
+    "n-one-rejected": p(n=1, max_tokens=2),
+    "frequency-penalty-rejected-inside": p(frequency_penalty=-1.0, max_tokens=2),
+    "frequency-penalty-bound-rejected": p(frequency_penalty=-2.0, max_tokens=2),
+    "presence-penalty-rejected-inside": p(presence_penalty=-1.0, max_tokens=2),
+    "presence-penalty-bound-rejected": p(presence_penalty=-2.0, max_tokens=2),
+    "repetition-penalty-rejected-inside": p(repetition_penalty=0.5, max_tokens=2),
+    "top-logprobs-zero-rejected": p(logprobs=True, top_logprobs=0, max_tokens=2),
+    "logit-bias-rejected-inside": p(logit_bias={"100": 50}, max_tokens=2),
+    "four-stops-rejected": p(stop=["a", "b", "c", "d"], max_tokens=2),
+    "message-name-rejected": p(
+        messages=[{"role": "user", "content": "Tell me a story", "name": "ann"}], **GREEDY
+    ),
+    "tool-type-any-accepted": p(tools=[{**TOOLS[0], "type": "bogus"}], **GREEDY),
 }
 
 _ID = re.compile(r"(chatcmpl|call)[-_][0-9a-f]{24,32}")

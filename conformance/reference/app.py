@@ -313,6 +313,8 @@ class _Server:
                 role = "user"
             if m.get("name") is not None and not isinstance(m.get("name"), str):
                 raise _type_error(f"{where}.name", "a string")
+            if m.get("name") is not None and self.f("message-name-rejected"):
+                raise _bad(f"{where}.name is not supported", f"{where}.name")
             parts_ok = not self.f("content-parts-rejected")
             tool_calls = m.get("tool_calls")
             text = ""
@@ -368,7 +370,10 @@ class _Server:
             raise _type_error("tools", "an array")
         for i, t in enumerate(tools):
             fn = t.get("function") if isinstance(t, dict) else None
-            if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
+            type_ok = t.get("type") == "function" if isinstance(t, dict) else False
+            if isinstance(t, dict) and isinstance(t.get("type"), str) and self.f("tool-type-any-accepted"):
+                type_ok = True
+            if not isinstance(t, dict) or not type_ok or not isinstance(fn, dict):
                 raise _bad(
                     f"tools[{i}] must be {{type: 'function', function: {{name, parameters}}}}", f"tools[{i}]"
                 )
@@ -477,26 +482,48 @@ class _Server:
         n = self._number(body, "n", 1, 128, 1, integer=True, fault="n-out-of-range-accepted")
         if n == 128 and self.f("n-128-rejected"):
             raise _bad("'n' must be below 128", "n")
+        if body.get("n") == 1 and self.f("n-one-rejected"):
+            raise _bad("'n' must be greater than 1 when given", "n")
         seed = body.get("seed")
         if seed is not None and not _is_int(seed):
             raise _type_error("seed", "an integer")
         temperature = self._number(body, "temperature", 0, 2, 1.0, fault="temperature-out-of-range-accepted")
+        if 0 < temperature < 1 and self.f("temperature-rejected-inside"):
+            raise _bad("'temperature' between 0 and 1 is not supported", "temperature")
+        if body.get("temperature") == 2 and self.f("temperature-bound-rejected"):
+            raise _bad("'temperature' must be below 2", "temperature")
         top_p = self._number(body, "top_p", 0, 1, 1.0, fault="top-p-out-of-range-accepted")
         if body.get("top_p") == 0 and self.f("top-p-zero-rejected"):
             raise _bad("'top_p' must be greater than 0", "top_p")
+        if 0.1 < top_p < 1 and self.f("top-p-rejected-inside"):
+            raise _bad("'top_p' between 0.1 and 1 is not supported", "top_p")
         top_k = self._number(body, "top_k", 1, 128, None, integer=True, fault="top-k-out-of-range-accepted")
         if top_k is not None and 1 < top_k < 128 and self.f("top-k-rejected-inside"):
             raise _bad("'top_k' is not supported", "top_k")
+        if top_k == 128 and self.f("top-k-bound-rejected"):
+            raise _bad("'top_k' must be below 128", "top_k")
         min_p = self._number(body, "min_p", 0, 1, 0.0, fault="min-p-out-of-range-accepted")
+        if 0 < min_p < 1 and self.f("min-p-rejected-inside"):
+            raise _bad("'min_p' between 0 and 1 is not supported", "min_p")
         fp = self._number(body, "frequency_penalty", -2, 2, 0.0, fault="penalty-out-of-range-accepted")
+        if -2 < fp < 0 and self.f("frequency-penalty-rejected-inside"):
+            raise _bad("negative 'frequency_penalty' is not supported", "frequency_penalty")
+        if body.get("frequency_penalty") == -2 and self.f("frequency-penalty-bound-rejected"):
+            raise _bad("'frequency_penalty' must be above -2", "frequency_penalty")
         pp = self._number(
             body, "presence_penalty", -2, 2, 0.0, fault="presence-penalty-out-of-range-accepted"
         )
+        if -2 < pp < 0 and self.f("presence-penalty-rejected-inside"):
+            raise _bad("negative 'presence_penalty' is not supported", "presence_penalty")
+        if body.get("presence_penalty") == -2 and self.f("presence-penalty-bound-rejected"):
+            raise _bad("'presence_penalty' must be above -2", "presence_penalty")
         rp = self._number(
             body, "repetition_penalty", 0, 2, 1.0, fault="repetition-penalty-out-of-range-accepted"
         )
         if body.get("repetition_penalty") == 0 and self.f("repetition-penalty-zero-rejected"):
             raise _bad("'repetition_penalty' must be greater than 0", "repetition_penalty")
+        if 0 < rp < 1 and self.f("repetition-penalty-rejected-inside"):
+            raise _bad("'repetition_penalty' below 1 is not supported", "repetition_penalty")
 
         logprobs = bool(self._bool(body, "logprobs"))
         top_logprobs = self._number(
@@ -504,6 +531,8 @@ class _Server:
         )
         if top_logprobs is not None and not logprobs and not self.f("top-logprobs-without-logprobs-accepted"):
             raise _bad("'top_logprobs' requires 'logprobs' to be true", "top_logprobs")
+        if top_logprobs == 0 and self.f("top-logprobs-zero-rejected"):
+            raise _bad("'top_logprobs' must be at least 1", "top_logprobs")
 
         bias_raw = body.get("logit_bias")
         bias: dict[int, float] = {}
@@ -522,6 +551,8 @@ class _Server:
                     if not self.f("logit-bias-out-of-range-accepted"):
                         raise _bad(f"logit_bias values must be between -100 and 100, got {v}", "logit_bias")
                     v = min(max(v, -100), 100)
+                elif -100 < v < 100 and v != 0 and self.f("logit-bias-rejected-inside"):
+                    raise _bad("logit_bias values must be -100, 0 or 100", "logit_bias")
                 bias[int(k)] = float(v)
 
         stop_raw = body.get("stop")
@@ -536,6 +567,8 @@ class _Server:
                     raise _type_error("stop", "a string or an array of strings")
                 if len(stop_raw) > 4 and not self.f("five-stops-accepted"):
                     raise _bad(f"'stop' holds at most 4 sequences, got {len(stop_raw)}", "stop")
+                if len(stop_raw) == 4 and self.f("four-stops-rejected"):
+                    raise _bad("'stop' holds at most 3 sequences, got 4", "stop")
                 stops = list(stop_raw)
             else:
                 raise _type_error("stop", "a string or an array of strings")
@@ -781,7 +814,7 @@ class _Server:
             finish = "stop"
         consumed = len(answer)
         if req.stop:
-            include = self.profile == "seed"
+            include = self.profile == "seed" or self.f("stop-kept")
             if self.f("stop-wrong-inclusion"):
                 include = False
             answer, hit, consumed = _apply_stop(answer, req.stop, include)
@@ -903,6 +936,10 @@ class _Server:
             "choices": out_choices,
             "usage": self.usage(req, choices, stream=False),
         }
+        if self.f("system-fingerprint-integer"):
+            body["system_fingerprint"] = 1
+        if self.f("choices-empty"):
+            body["choices"] = []
         if self.f("model-missing"):
             del body["model"]
         if self.f("usage-missing"):
@@ -1012,6 +1049,17 @@ class _Server:
                         "usage": usage,
                     }
                 )
+        elif self.f("usage-stream-unrequested"):
+            out.append(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": req.model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
         for i, ch in enumerate(out):
             if self.f("stream-id-changes"):
                 ch["id"] = "chatcmpl-" + uuid.uuid4().hex
@@ -1075,7 +1123,12 @@ class _Server:
         created = int(time.time())
         if not req.stream:
             media = "text/plain" if self.f("content-type-text") else "application/json"
-            return Response(json.dumps(self.body(req, choices, completion_id, created)), media_type=media)
+            status = 201 if self.f("completion-status-201") else 200
+            return Response(
+                json.dumps(self.body(req, choices, completion_id, created)),
+                status_code=status,
+                media_type=media,
+            )
         events = self.sse(self.stream_chunks(req, choices, completion_id, created))
 
         async def gen() -> AsyncIterator[str]:

@@ -20,6 +20,13 @@ class Fault:
 _TABLE: list[tuple[str, str, str]] = [
     # --- core
     ("wrong-object", "CORE-OBJECT", 'Non-streaming responses carry object "chat_completion".'),
+    (
+        "system-fingerprint-integer",
+        "CORE-SCHEMA-VALID",
+        "Non-streaming responses carry system_fingerprint as an integer (the schema wants a string or null).",
+    ),
+    ("completion-status-201", "CORE-REQUEST-JSON", "Non-streaming completions are answered with status 201."),
+    ("choices-empty", "CORE-CHOICES-PRESENT", "Non-streaming responses carry choices []."),
     ("id-reused", "CORE-ID-UNIQUE", "Every response (and stream) carries the same id."),
     ("id-empty", "CORE-ID-PRESENT", 'Non-streaming responses carry id "".'),
     ("created-milliseconds", "CORE-CREATED-SECONDS", "Non-streaming created is in milliseconds."),
@@ -55,6 +62,11 @@ _TABLE: list[tuple[str, str, str]] = [
     ("no-usage-chunk", "USAGE-STREAM-LAST-CHUNK", "With include_usage the usage chunk is not sent."),
     ("usage-every-chunk", "USAGE-STREAM-NULL-ELSEWHERE", "With include_usage every chunk carries the usage."),
     ("stream-usage-differs", "USAGE-STREAM-MATCHES", "Streamed usage counts one more prompt token."),
+    (
+        "usage-stream-unrequested",
+        "USAGE-STREAM-ABSENT",
+        "Streams without include_usage end with a usage chunk (openai profile).",
+    ),
     # --- streaming
     ("stream-wrong-content-type", "STREAM-CONTENT-TYPE", "Streams are sent as application/x-ndjson."),
     ("stream-event-field", "STREAM-DATA-ONLY", "Every stream event carries an `event: chunk` line."),
@@ -130,6 +142,11 @@ _TABLE: list[tuple[str, str, str]] = [
         "stop-wrong-inclusion",
         "STOP-SEQUENCE-INCLUDED",
         "The stop sequence is cut from the text (seed profile).",
+    ),
+    (
+        "stop-kept",
+        "STOP-SEQUENCE-EXCLUDED",
+        "The text keeps the stop sequence at its end (openai profile).",
     ),
     ("stop-string-rejected", "STOP-STRING-OR-ARRAY", "stop as a single string gets 400."),
     ("stop-stream-ignored", "STOP-STREAM", "Streams ignore stop sequences."),
@@ -279,6 +296,59 @@ _TABLE: list[tuple[str, str, str]] = [
         "logit_bias values outside [-100, 100] clamp.",
     ),
     ("five-stops-accepted", "RANGE-STOP-REJECT", "More than 4 stop sequences are accepted."),
+    (
+        "temperature-rejected-inside",
+        "RANGE-TEMPERATURE-ACCEPT",
+        "temperature strictly between 0 and 1 gets 400.",
+    ),
+    ("temperature-bound-rejected", "RANGE-TEMPERATURE-BOUNDARY", "temperature 2 gets 400."),
+    ("top-p-rejected-inside", "RANGE-TOP-P-ACCEPT", "top_p strictly between 0.1 and 1 gets 400."),
+    ("top-k-bound-rejected", "RANGE-TOP-K-BOUNDARY", "top_k 128 gets 400."),
+    ("min-p-rejected-inside", "RANGE-MIN-P-ACCEPT", "min_p strictly between 0 and 1 gets 400."),
+    ("n-one-rejected", "RANGE-N-ACCEPT", "n 1 sent explicitly gets 400 (no n is still accepted)."),
+    (
+        "frequency-penalty-rejected-inside",
+        "RANGE-FREQUENCY-PENALTY-ACCEPT",
+        "frequency_penalty strictly between -2 and 0 gets 400.",
+    ),
+    (
+        "frequency-penalty-bound-rejected",
+        "RANGE-FREQUENCY-PENALTY-BOUNDARY",
+        "frequency_penalty -2 gets 400.",
+    ),
+    (
+        "presence-penalty-rejected-inside",
+        "RANGE-PRESENCE-PENALTY-ACCEPT",
+        "presence_penalty strictly between -2 and 0 gets 400.",
+    ),
+    (
+        "presence-penalty-bound-rejected",
+        "RANGE-PRESENCE-PENALTY-BOUNDARY",
+        "presence_penalty -2 gets 400.",
+    ),
+    (
+        "repetition-penalty-rejected-inside",
+        "RANGE-REPETITION-PENALTY-ACCEPT",
+        "repetition_penalty strictly between 0 and 1 gets 400.",
+    ),
+    ("top-logprobs-zero-rejected", "RANGE-TOP-LOGPROBS-ACCEPT", "top_logprobs 0 gets 400."),
+    (
+        "logit-bias-rejected-inside",
+        "RANGE-LOGIT-BIAS-ACCEPT",
+        "logit_bias values strictly between -100 and 100, other than 0, get 400.",
+    ),
+    ("four-stops-rejected", "RANGE-STOP-ACCEPT", "stop with exactly 4 sequences gets 400."),
+    # --- generated requests (property-based checks)
+    (
+        "message-name-rejected",
+        "GEN-VALID-ACCEPTED",
+        "A message carrying the optional name field gets 400.",
+    ),
+    (
+        "tool-type-any-accepted",
+        "GEN-INVALID-REJECTED",
+        'A tool whose type is a string other than "function" is accepted (as a function).',
+    ),
 ]
 
 FAULTS: dict[str, Fault] = {name: Fault(name, req, desc) for name, req, desc in _TABLE}
