@@ -1,0 +1,119 @@
+"""The full conformance suite against Hugging Face transformers' own server (`transformers serve`): the
+verdicts pinned by targets/transformers/.
+
+Builds the tiny model of targets/transformers/build_model.py, starts targets/transformers/serve.py on a free
+port, runs ``chat-conformance run`` (in process, serially) against it with the target's profile and waivers
+and ``--strict-waivers``: exit code 0 means every failure is a known, waived deviation and no waived
+requirement passes. On any other exit code the assertion lists the requirements that drifted, with reasons.
+
+Serial on purpose: the server implements ``seed`` as a process-wide ``torch.manual_seed``, so concurrent
+requests (``-n 2``) break SEED-DETERMINISM at random (see targets/transformers/NOTES.md).
+
+Skipped only when torch or transformers (serving extra) are missing and CI is not "true"; in CI it runs.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, _free_port, _stop, in_ci
+
+from conformance.cli import main
+
+TARGET = ROOT / "targets" / "transformers"
+MODULES = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "openai", "pydantic")
+MISSING = [m for m in MODULES if importlib.util.find_spec(m) is None]
+if MISSING and not in_ci():
+    pytest.skip(f"{', '.join(MISSING)} not installed (see targets/transformers/requirements.txt)",
+                allow_module_level=True)
+
+PROFILE = TARGET / "profile.toml"
+EXPECTATIONS = TARGET / "expectations.toml"
+MODEL = "tiny-chat"
+READY_TIMEOUT_S = 180  # torch + transformers import and model load: ~4 s idle, more on a loaded runner
+IDLE_TIMEOUT_S = "120"
+# Verdicts that break the gate: a failing requirement, (--strict-waivers) a waived one that passes, an error.
+DRIFT = ("fail", "unexpectedly-passing", "error")
+
+
+@dataclass(frozen=True)
+class TransformersServer:
+    base_url: str  # ends with /v1
+    model: str
+
+
+@pytest.fixture(scope="module")
+def transformers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TransformersServer]:
+    if MISSING:  # only reachable in CI
+        pytest.fail(f"CI=true but the transformers target cannot run: {', '.join(MISSING)} not installed",
+                    pytrace=False)
+    model = tmp_path_factory.mktemp("transformers") / MODEL
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    subprocess.run([sys.executable, str(TARGET / "build_model.py"), str(model)], check=True, timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(TARGET / "serve.py"), "--model", str(model), "--port", str(port),
+         "--alias", MODEL],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = proc.stdout
+        threading.Thread(target=lambda: [lines.put(ln) for ln in stdout], daemon=True).start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        base = None
+        while base is None:
+            left = deadline - time.monotonic()
+            if left <= 0 or proc.poll() is not None:
+                pytest.fail(f"serve.py not ready within {READY_TIMEOUT_S}s (exit code {proc.poll()})")
+            try:
+                line = lines.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                continue
+            if line.startswith("ready "):
+                base = line.split()[1]
+        yield TransformersServer(base_url=base, model=MODEL)
+    finally:
+        _stop(proc)
+
+
+def _drift(results: dict) -> list[str]:
+    out = []
+    for rid, r in sorted(results.get("requirements", {}).items()):
+        if r.get("verdict") in DRIFT:
+            out.append(f"{rid} [{r.get('level')}] {r.get('verdict')}: {r.get('reason')}")
+    for c in results.get("checks", []):
+        if c.get("outcome") == "error":
+            out.append(f"internal error in {c.get('nodeid')}: {str(c.get('error'))[:300]}")
+    return out
+
+
+def test_suite_verdicts_match_the_waivers(transformers_server: TransformersServer, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch):
+    # transformers serve has no authentication: any key is "accepted" (AUTH-* are waived deviations).
+    monkeypatch.setenv("CONFORMANCE_API_KEY", "sk-canary-transformers-2b9d")
+    report = tmp_path / "transformers"
+    code = main(["run", "--base-url", transformers_server.base_url, "--model", transformers_server.model,
+                 "--profile", str(PROFILE), "--expectations", str(EXPECTATIONS), "--strict-waivers",
+                 "--report-dir", str(report), "--idle-timeout", IDLE_TIMEOUT_S])
+    results_file = report / "results.json"
+    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+    drift = _drift(results)
+    detail = "\n".join(drift) or f"no failing requirement in {results_file} (see its notes / junit.xml)"
+    assert code == 0, (
+        f"chat-conformance run against transformers serve exited {code} (0 expected); requirements that "
+        f"drifted from targets/transformers/expectations.toml:\n{detail}"
+    )
+    assert not drift, "\n".join(drift)
