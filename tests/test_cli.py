@@ -69,3 +69,21 @@ def test_requirements_lists_the_catalog(capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "STREAM-DONE-TERMINATES" in out
     assert "CORE-OBJECT" not in out
+
+
+def test_ci_integration_files_use_only_real_options() -> None:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from conformance.cli import _build_parser
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "ci"
+    run_parser = _build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    known = {opt for action in run_parser._actions for opt in action.option_strings}
+    for name in ("github-actions.yml", "gitlab-ci.yml"):
+        text = (docs / name).read_text(encoding="utf-8")
+        yaml.safe_load(text)
+        used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]+)", text.split("chat-conformance run", 1)[1]))
+        assert used and used <= known, f"{name} uses unknown options {sorted(used - known)}"
