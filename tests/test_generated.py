@@ -14,13 +14,17 @@ from conformance.catalog import catalog
 from conformance.checks._generated import (
     MAX_N,
     MAX_TOKENS,
+    REMOVED,
     apply_mutation,
+    classify,
+    field_document,
     inside_ranges,
     invalid_requests,
     minimal_request,
     mutation_fields,
     mutations,
     run_property,
+    target_document,
     valid_requests,
 )
 from conformance.cli import main
@@ -99,14 +103,47 @@ def test_every_mutation_breaks_the_schema(field_name: str) -> None:
         bad = apply_mutation(minimal_request(MODEL), m, m.example)
         assert schema_errors("CreateChatCompletionRequest", bad), (m.what, bad)
 
-    @settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
-    @given(invalid_requests(valid_requests(MODEL, load_profile("seed"), ALL_CAPS), muts))
+    @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(invalid_requests(valid_requests(MODEL, load_profile("seed"), ALL_CAPS), field_name, muts))
     def check(pair: Any) -> None:
         req, m = pair
-        assert m.field == field_name
+        assert m.field == field_name and m in muts
         assert schema_errors("CreateChatCompletionRequest", req), (m.what, req)
+        assert classify(field_name, req.get(field_name, REMOVED), muts) == m
 
     check()
+
+
+@pytest.mark.parametrize("field_name", mutation_fields())
+def test_each_fixed_example_is_classified_as_its_own_kind(field_name: str) -> None:
+    muts = mutations(MODEL)[field_name]
+    for m in muts:
+        assert classify(field_name, m.example, muts) == m, m.what
+    if field_name not in ("model", "messages"):  # null for an optional field reads as absent: no kind
+        assert classify(field_name, None, muts) is None
+
+
+def test_requests_come_from_schemathesis_and_import_lazily() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, conformance.checks._generated as g, conformance.checks.test_generated;"
+        "assert 'schemathesis' not in sys.modules, 'imported at module import';"
+        "from conformance.profiles import load_profile;"
+        "g.valid_requests('m', load_profile('seed'), {}).example();"
+        "assert 'schemathesis' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    doc = target_document(MODEL, "seed", 100, ALL_CAPS)
+    body = doc["paths"]["/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["model"]["const"] == MODEL
+    assert body["properties"]["max_tokens"]["maximum"] == MAX_TOKENS
+    assert body["properties"]["n"]["maximum"] == MAX_N
+    assert "exclusiveMaximum" in body["properties"]["temperature"]  # "0 < x < 2" under the seed profile
+    one = field_document("temperature")["paths"]["/chat/completions"]["post"]
+    assert set(one["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {"temperature"}
+    assert one["security"] == []
 
 
 # ---- the runner: bounded requests, minimal failing request as evidence -----------------------------------
@@ -238,8 +275,8 @@ def test_clean_reference_server_has_no_generated_findings(tmp_path: Path) -> Non
     assert code == 0
     labels = [e["label"] for c in checks for e in c["exchanges"]]
     assert labels and all("hypothesis seed 3" in lb for lb in labels)
-    # cost bound: valid phase <= 2 + 3N, each field <= its mutations + 3 * ceil(N / 10)
-    bound = 2 + 3 * 5 + sum(len(m) + 3 for m in mutations(MODEL).values())
+    # cost bound: valid phase <= 3 + 3N, each field <= its mutations + 3 * ceil(N / 10)
+    bound = 3 + 3 * 5 + sum(len(m) + 3 for m in mutations(MODEL).values())
     assert results["cost"]["requests"] <= bound
 
 

@@ -1,20 +1,61 @@
 """Property-based requests built from spec/openapi.yaml (CreateChatCompletionRequest), and the bounded
 hypothesis runner that sends them through the recording client.
 
-* ``valid_requests``: every optional field, in combinations, with values inside the documented ranges
-  (bounds only where the seed's range or the profile makes them MUST-accept: spec/DECISIONS.md#ranges),
-  kept valid in the ways the schema cannot say (top_logprobs needs logprobs true, stream_options needs
-  stream, small n and max_tokens, short messages, the target's model, logit_bias on the profile's token id,
-  tool_choice naming an existing tool; optional-capability fields only where the target supports them).
-* ``mutations``: for each top-level field, the ways to break it alone (below/above its closed range, a
-  wrong JSON type, outside its enum or item count, a required field removed), each naming the requirement
-  that an accepted mutation breaks.
+Where the requests come from (issue 6: schemathesis generates, this module only narrows and classifies):
+
+* ``valid_requests`` (positive phase): schemathesis's positive-mode strategy for ``POST /chat/completions``
+  (``schemathesis.openapi.from_dict(...)["/chat/completions"]["POST"].as_strategy(GenerationMode.POSITIVE)``)
+  over a copy of the contract *narrowed to the target* (``target_document``): the same operation, with
+  the request body schema tightened where the contract is wider than what a run may send or what the
+  target must accept: the target's model (const), max_tokens required in [1, MAX_TOKENS], n in
+  [1, MAX_N], seed in the int32 range, each seed bound written ``<`` made exclusive unless the profile or
+  the documented default makes it MUST (spec/DECISIONS.md#ranges), logit_bias keyed by the profile's token
+  id, short stop strings, a few named tools with a fixed parameters schema, the response formats the
+  target supports, no vendor extension fields, optional-capability fields only when supported. Every
+  narrowed body is still valid under the real schema (the runner validates each request against it
+  before sending). Every narrowed field is required, so schemathesis draws a value for each, and a
+  hand-drawn boolean per field keeps a random subset (left to itself, hypothesis-jsonschema mostly
+  leaves optional properties out: temperature appeared in 0 of 15 examples). The body is then
+  ``.map()``-ed through ``_keep_valid`` for what JSON Schema cannot say: top_logprobs only with
+  logprobs true, stream_options only with stream true, tool_choice only with tools and naming one of
+  them, a JSON response format asks for JSON in the last message, integral floats of integer fields sent
+  as integers (JSON Schema's integer 6.0), numbers rounded to 6 decimals (a bound reached by rounding
+  drops the field). ``sampling_request`` (hand-written, an explicit example): every sampling field at
+  once, mid-range, so a field refused inside its range is caught whatever the seed draws.
+  Hand-written, and why: the ``messages`` list (``_messages``). The schema accepts any sequence of
+  system/user/assistant/tool turns, with any content; which conversation shapes a real chat template
+  takes (system first, user and assistant alternating, ending on a user turn, tool turns answering a
+  call) cannot be written in JSON Schema, and a refused odd-shaped conversation would be our mistake,
+  not the target's. The drawn messages are combined with the schemathesis body (``st.tuples``), so
+  they shrink with it.
+* ``invalid_requests`` (negative phase, one field at a time): schemathesis's negative-mode strategy
+  (``GenerationMode.NEGATIVE``) cannot be told to mutate a single property of a body: it mutates any
+  keyword anywhere (and headers, and sometimes sends bytes that are not JSON). So each field gets its own
+  one-property document (``field_document``: a body ``{field: <its schema>}``, closed, the field
+  required, no security scheme); schemathesis's negative bodies for it are kept when they are a JSON
+  object holding only that field (or nothing, for a required field: "removed"), and the field's value is
+  put into a valid request from the positive phase (``apply_mutation``, which also keeps the other
+  fields valid: top_logprobs gets logprobs, stream_options gets stream, ...). The result is kept only if
+  it is invalid against the real schema, and ``classify`` maps the broken value to one of the field's
+  ``Mutation`` kinds (below/above the closed range, wrong JSON type, not in the enum, more than 4 stop
+  sequences, unknown role, ...) and so to the requirement an accepted request breaks; a value that fits
+  no kind is kept out (it would name no requirement, and an unlisted breakage is not a contract rule this
+  suite judges), and so is null for an optional field (top-level, or stream_options.include_usage):
+  OpenAI's own schema makes these nullable and servers read null as absent, so accepting it breaks no
+  listed requirement. Hand-written, and why: the ``mutations`` table (kinds, requirement ids, and one fixed
+  example per kind, the explicit examples every run sends first, so each kind is checked whatever the
+  seed draws).
 * ``run_property``: hypothesis (fixed seed, ``max_examples``, explicit examples first, shrinking) with a
-  hard cap on the requests sent; only the minimal failing request's violations reach the check's judge.
+  hard cap on the requests sent, never the same request twice (hypothesis is stopped once the cap is
+  reached: schemathesis draws are too slow to let the shrinker discard candidates for minutes); only the
+  minimal failing request's violations reach the check's judge.
+
+schemathesis is imported lazily (inside ``_operation``): importing conformance.checks does not pay for it.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -41,23 +82,30 @@ __all__ = [
     "MAX_N",
     "MAX_TOKENS",
     "CAPABILITY_FIELDS",
+    "REMOVED",
     "Mutation",
     "mutations",
     "mutation_fields",
     "mutation_requirements",
     "apply_mutation",
+    "classify",
     "examples_per_field",
+    "target_document",
+    "field_document",
     "valid_requests",
     "invalid_requests",
     "minimal_request",
+    "sampling_request",
     "inside_ranges",
     "run_property",
     "RunStats",
 ]
 
 REQUEST_SCHEMA = "CreateChatCompletionRequest"
+PATH, METHOD = "/chat/completions", "POST"
 MAX_N = 3  # n is drawn from [1, MAX_N]: every choice costs tokens
 MAX_TOKENS = 8  # max_tokens is always set, from [1, MAX_TOKENS]
+SEED_RANGE = (-(2**31), 2**31 - 1)  # seed: an int32, which every implementation takes
 CAPABILITY_FIELDS: dict[str, tuple[str, ...]] = {  # request field -> optional capabilities that enable it
     "tools": ("tools",),
     "tool_choice": ("tools",),
@@ -72,11 +120,17 @@ PROMPTS = (
     "What is the weather in Paris?",
     "Name a colour.",
 )
+TOOL_NAMES = ("get_weather", "get_time", "lookup")
+KNOWN_ROLES = ("system", "user", "assistant", "tool", "developer", "function")
 _TEXT = st.text(alphabet=string.ascii_letters + string.digits + " .,?", min_size=1, max_size=24)
 _NAME = st.text(alphabet=string.ascii_letters + string.digits + "_-", min_size=1, max_size=12)
 _STOP = st.text(alphabet="#@!<>ENDSTOP.", min_size=1, max_size=5)
+_STOP_PATTERN = "^[#@!<>ENDSTOP.]{1,5}$"
 _RANGE_RE = re.compile(r"Required range:\s*(-?[\d.]+)\s*(<=?)\s*x\s*(<=?)\s*(-?[\d.]+)")
-_GRID = 100  # non-integer numbers are drawn on a grid of 1/100 of their range
+_DECIMALS = 6  # generated numbers are rounded to 6 decimals: no subnormal floats a server reads as 0
+
+_SKIP: Any = object()  # a schemathesis body that broke something else than the field
+REMOVED: Any = type("Removed", (), {"__repr__": lambda self: "REMOVED"})()  # a field's value: absent
 
 
 # ---- the contract, read from spec/openapi.yaml ----------------------------------------------------------
@@ -100,6 +154,11 @@ class Bounds:
     hi: float | None
     lo_in: bool = True
     hi_in: bool = True
+
+    def holds(self, v: float) -> bool:
+        lo_ok = self.lo is None or v > self.lo or (self.lo_in and v == self.lo)
+        hi_ok = self.hi is None or v < self.hi or (self.hi_in and v == self.hi)
+        return lo_ok and hi_ok
 
 
 def _req_id(*candidates: str) -> str:
@@ -140,51 +199,7 @@ def inside_ranges(profile_base: str = "seed") -> dict[str, Bounds]:
     return out
 
 
-# ---- valid values -----------------------------------------------------------------------------------------
-
-
-def _inside(b: Bounds) -> st.SearchStrategy[Any]:
-    if b.integer:
-        lo = -(2**31) if b.lo is None else int(b.lo) + (0 if b.lo_in else 1)
-        hi = 2**31 - 1 if b.hi is None else int(b.hi) - (0 if b.hi_in else 1)
-        if b.name == "n":
-            hi = min(hi, MAX_N)
-        if b.name == "max_tokens":
-            hi = MAX_TOKENS
-        return st.integers(lo, hi)
-    assert b.lo is not None and b.hi is not None, f"{b.name}: an open numeric range"
-    lo_k, hi_k = (0 if b.lo_in else 1), (_GRID if b.hi_in else _GRID - 1)
-    base, span = b.lo, b.hi - b.lo
-
-    def value(k: int, as_int: bool) -> float | int:
-        v = round(base + k * span / _GRID, 6)
-        return int(v) if as_int and float(v).is_integer() else v
-
-    return st.builds(value, st.integers(lo_k, hi_k), st.booleans())
-
-
-def _content() -> st.SearchStrategy[Any]:
-    text = st.one_of(st.sampled_from(PROMPTS), _TEXT)
-    parts = st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), min_size=1, max_size=2)
-    return st.one_of(text, parts)
-
-
-@st.composite
-def _messages(draw: Any) -> list[dict[str, Any]]:
-    def msg(role: str, content: Any) -> dict[str, Any]:
-        m = {"role": role, "content": content}
-        if draw(st.booleans()) and draw(st.booleans()):
-            m["name"] = draw(_NAME)
-        return m
-
-    out = []
-    if draw(st.booleans()):
-        out.append(msg("system", draw(_content())))
-    if draw(st.booleans()):  # an earlier turn
-        out.append(msg("user", draw(_content())))
-        out.append(msg("assistant", draw(st.one_of(st.sampled_from(PROMPTS), _TEXT))))
-    out.append(msg("user", draw(_content())))
-    return out
+# ---- valid requests: schemathesis over the contract narrowed to the target ------------------------------
 
 
 def _tool(name: str) -> dict[str, Any]:
@@ -211,45 +226,7 @@ def _field_enabled(name: str, capabilities: dict[str, dict[str, Any]]) -> bool:
     return caps is None or any(_supported(capabilities, c) for c in caps)
 
 
-def _mention_json(messages: list[dict[str, Any]]) -> None:
-    last = messages[-1]
-    if isinstance(last["content"], str):
-        last["content"] += " Answer in JSON."
-    else:
-        last["content"] = [*last["content"], {"type": "text", "text": " Answer in JSON."}]
-
-
-@st.composite
-def valid_requests(
-    draw: Any, model: str, profile: Any, capabilities: dict[str, dict[str, Any]]
-) -> dict[str, Any]:
-    """A request valid under the contract and the profile, with a random subset of optional fields."""
-    ranges = inside_ranges(getattr(profile, "base", "seed"))
-    req: dict[str, Any] = {
-        "model": model,
-        "messages": draw(_messages()),
-        "max_tokens": draw(_inside(ranges["max_tokens"])),
-    }
-    optional: dict[str, st.SearchStrategy[Any]] = {
-        name: _inside(b)
-        for name, b in ranges.items()
-        if name not in ("max_tokens", "top_logprobs", "logit_bias")
-    }
-    optional["top_logprobs"] = _inside(ranges["top_logprobs"])
-    optional["logit_bias"] = _inside(ranges["logit_bias"]).map(
-        lambda v: {str(profile.logit_bias_token_id): v}
-    )
-    optional["stream"] = st.booleans()
-    optional["logprobs"] = st.booleans()
-    optional["context_length_exceeded_behavior"] = st.sampled_from(
-        _props()["context_length_exceeded_behavior"]["enum"]
-    )
-    optional["stop"] = st.one_of(_STOP, st.lists(_STOP, min_size=1, max_size=4), st.none())
-    optional["stream_options"] = st.fixed_dictionaries({}, optional={"include_usage": st.booleans()})
-    if _supported(capabilities, "tools"):
-        optional["tools"] = st.lists(
-            st.sampled_from(["get_weather", "get_time", "lookup"]), min_size=1, max_size=2, unique=True
-        ).map(lambda ns: [_tool(n) for n in ns])
+def _formats(capabilities: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     formats: list[dict[str, Any]] = [{"type": "text"}]
     if _supported(capabilities, "json-object"):
         formats.append({"type": "json_object"})
@@ -263,31 +240,213 @@ def valid_requests(
                 },
             }
         )
+    return formats
+
+
+def _number_schema(b: Bounds) -> dict[str, Any]:
+    s: dict[str, Any] = {"type": "integer" if b.integer else "number"}
+    lo, hi = b.lo, b.hi
+    if b.name == "seed":
+        lo, hi = SEED_RANGE
+    if b.name == "n":
+        hi = MAX_N if hi is None else min(hi, MAX_N)
+    if b.name == "max_tokens":
+        hi = MAX_TOKENS
+    if lo is not None:
+        s["minimum" if b.lo_in or lo != b.lo else "exclusiveMinimum"] = lo
+    if hi is not None:
+        s["maximum" if b.hi_in or hi != b.hi else "exclusiveMaximum"] = hi
+    return s
+
+
+def _narrowed_body(
+    model: str, profile_base: str, token_id: int, capabilities: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """CreateChatCompletionRequest narrowed to what a run sends this target (see the module docstring)."""
+    props = _props()
+    ranges = inside_ranges(profile_base)
+    out: dict[str, Any] = {"model": {"type": "string", "const": model}}
+    for name, b in ranges.items():
+        if name != "logit_bias":
+            out[name] = _number_schema(b)
+    lb = ranges["logit_bias"]
+    out["logit_bias"] = {
+        "type": "object",
+        "properties": {str(token_id): _number_schema(lb)},
+        "required": [str(token_id)],
+        "additionalProperties": False,
+    }
+    for name in ("stream", "logprobs", "context_length_exceeded_behavior", "stream_options"):
+        out[name] = copy.deepcopy(props[name])
+    stop = {"type": "string", "pattern": _STOP_PATTERN}
+    out["stop"] = {
+        "anyOf": [stop, {"type": "array", "minItems": 1, "maxItems": 4, "items": stop}, {"type": "null"}]
+    }
+    if _supported(capabilities, "tools"):
+        out["tools"] = {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 2,
+            "uniqueItems": True,
+            "items": {"enum": [_tool(n) for n in TOOL_NAMES]},
+        }
+        out["tool_choice"] = {
+            "anyOf": [
+                {"type": "string", "enum": ["none", "auto", "required"]},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["type", "function"],
+                    "properties": {
+                        "type": {"const": "function"},
+                        "function": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["name"],
+                            "properties": {"name": {"enum": list(TOOL_NAMES)}},
+                        },
+                    },
+                },
+            ]
+        }
     if _field_enabled("response_format", capabilities):
-        optional["response_format"] = st.sampled_from(formats)
-    if _supported(capabilities, "reasoning"):
-        optional["separate_reasoning"] = st.booleans()
-    if _supported(capabilities, "thinking"):
-        optional["enable_thinking"] = st.booleans()
-    for name in sorted(optional):  # each optional field present or not; absent is the simpler example
-        if draw(st.booleans()):
-            req[name] = draw(optional[name])
-    # what the schema cannot say
+        out["response_format"] = {"enum": _formats(capabilities)}
+    for name, cap in (("separate_reasoning", "reasoning"), ("enable_thinking", "thinking")):
+        if _supported(capabilities, cap):
+            out[name] = {"type": "boolean"}
+    # every field required: schemathesis draws a value for each, and ``valid_requests`` keeps a random
+    # subset (left alone, it mostly leaves optional properties out: temperature in 0 of 15 examples)
+    return {"type": "object", "additionalProperties": False, "required": sorted(out), "properties": out}
+
+
+def _document(body: dict[str, Any]) -> dict[str, Any]:
+    """spec/openapi.yaml with ``POST /chat/completions`` only, taking ``body``, and no security scheme
+    (schemathesis would otherwise spend negative examples on the Authorization header)."""
+    doc = copy.deepcopy(openapi())
+    op = doc["paths"][PATH][METHOD.lower()]
+    op["security"] = []
+    op["requestBody"]["content"]["application/json"]["schema"] = body
+    doc["paths"] = {PATH: {METHOD.lower(): op}}
+    return doc
+
+
+def target_document(
+    model: str, profile_base: str = "seed", token_id: int = 100, capabilities: Any = None
+) -> dict[str, Any]:
+    return _document(_narrowed_body(model, profile_base, token_id, capabilities or {}))
+
+
+def field_document(name: str) -> dict[str, Any]:
+    """A document whose request body is the one property ``name`` of CreateChatCompletionRequest."""
+    body = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [name],
+        "properties": {name: copy.deepcopy(_props()[name])},
+    }
+    return _document(body)
+
+
+@functools.lru_cache(maxsize=64)
+def _operation(doc_json: str) -> Any:
+    import schemathesis  # lazy: heavy, and only the generated checks need it
+    from schemathesis.config import SchemathesisConfig
+
+    # an explicit config: a schemathesis.toml in the working directory must not change what a run sends
+    schema = schemathesis.openapi.from_dict(json.loads(doc_json), config=SchemathesisConfig())
+    return schema[PATH][METHOD]
+
+
+@functools.lru_cache(maxsize=64)
+def _bodies(doc_json: str, positive: bool) -> st.SearchStrategy[Any]:
+    from schemathesis import GenerationMode
+
+    mode = GenerationMode.POSITIVE if positive else GenerationMode.NEGATIVE
+    return _operation(doc_json).as_strategy(generation_mode=mode).map(lambda case: case.body)
+
+
+def _content() -> st.SearchStrategy[Any]:
+    text = st.one_of(st.sampled_from(PROMPTS), _TEXT)
+    parts = st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), min_size=1, max_size=2)
+    return st.one_of(text, parts)
+
+
+@st.composite
+def _messages(draw: Any) -> list[dict[str, Any]]:
+    """Hand-written (see the module docstring): conversation shapes a chat template takes."""
+
+    def msg(role: str, content: Any) -> dict[str, Any]:
+        m = {"role": role, "content": content}
+        if draw(st.booleans()) and draw(st.booleans()):
+            m["name"] = draw(_NAME)
+        return m
+
+    out = []
+    if draw(st.booleans()):
+        out.append(msg("system", draw(_content())))
+    if draw(st.booleans()):  # an earlier turn
+        out.append(msg("user", draw(_content())))
+        out.append(msg("assistant", draw(st.one_of(st.sampled_from(PROMPTS), _TEXT))))
+    out.append(msg("user", draw(_content())))
+    return out
+
+
+def _mention_json(messages: list[dict[str, Any]]) -> None:
+    last = messages[-1]
+    if isinstance(last["content"], str):
+        last["content"] += " Answer in JSON."
+    else:
+        last["content"] = [*last["content"], {"type": "text", "text": " Answer in JSON."}]
+
+
+def _keep_valid(
+    body: dict[str, Any], keep: dict[str, bool], messages: list[dict[str, Any]], ranges: dict[str, Bounds]
+) -> dict[str, Any]:
+    """What JSON Schema cannot say (see the module docstring), applied to a schemathesis body, of which
+    the optional fields marked in ``keep`` stay."""
+    req: dict[str, Any] = {"model": body["model"], "messages": json.loads(json.dumps(messages))}
+    req.update((k, json.loads(json.dumps(v))) for k, v in body.items() if k == "max_tokens" or keep.get(k))
+    for name, b in ranges.items():
+        v = req.get(name)
+        if name == "logit_bias" and isinstance(v, dict):
+            req[name] = {k: round(x, _DECIMALS) for k, x in v.items()}
+            if not all(b.holds(x) for x in req[name].values()):
+                req.pop(name)
+        elif isinstance(v, float) and b.integer:  # JSON Schema's integer 6.0: sent as 6
+            req[name] = int(v)
+        elif isinstance(v, float):
+            req[name] = round(v, _DECIMALS) + 0.0  # + 0.0: no -0.0
+            if not b.holds(req[name]):
+                req.pop(name)
     if req.get("logprobs") is not True:
         req.pop("top_logprobs", None)
     if req.get("stream") is not True:
         req.pop("stream_options", None)
-    if "tools" in req and draw(st.booleans()):
+    if "tools" not in req:
+        req.pop("tool_choice", None)
+    elif isinstance(req.get("tool_choice"), dict):
         names = [t["function"]["name"] for t in req["tools"]]
-        req["tool_choice"] = draw(
-            st.one_of(
-                st.sampled_from(["none", "auto", "required"]),
-                st.sampled_from(names).map(lambda n: {"type": "function", "function": {"name": n}}),
-            )
-        )
-    if req.get("response_format", {}).get("type") in ("json_object", "json_schema"):
+        chosen = req["tool_choice"]["function"]["name"]
+        if chosen not in names:  # the one the schema drew, else the first offered tool
+            req["tool_choice"]["function"]["name"] = names[0]
+    if (req.get("response_format") or {}).get("type") in ("json_object", "json_schema"):
         _mention_json(req["messages"])
     return req
+
+
+def valid_requests(
+    model: str, profile: Any, capabilities: dict[str, dict[str, Any]]
+) -> st.SearchStrategy[dict[str, Any]]:
+    """A request valid under the contract and the profile, with a random subset of optional fields:
+    schemathesis's positive-mode body of the narrowed contract, messages drawn by ``_messages``."""
+    base = getattr(profile, "base", "seed")
+    doc = target_document(model, base, int(getattr(profile, "logit_bias_token_id", 100)), capabilities)
+    ranges = inside_ranges(base)
+    bodies = _bodies(json.dumps(doc, sort_keys=True), True)
+    body_schema = doc["paths"][PATH][METHOD.lower()]["requestBody"]["content"]["application/json"]["schema"]
+    optional = sorted(set(body_schema["properties"]) - {"model", "max_tokens"})
+    keep = st.fixed_dictionaries({name: st.booleans() for name in optional})  # absent: the simpler example
+    return st.tuples(bodies, keep, _messages()).map(lambda b: _keep_valid(b[0], b[1], b[2], ranges))
 
 
 def minimal_request(model: str, **fields: Any) -> dict[str, Any]:
@@ -299,58 +458,59 @@ def minimal_request(model: str, **fields: Any) -> dict[str, Any]:
     }
 
 
-# ---- mutations --------------------------------------------------------------------------------------------
+def sampling_request(model: str, profile: Any) -> dict[str, Any]:
+    """Every sampling field at once, each in the middle of the part of its range the profile makes MUST:
+    an explicit example, so that a field refused inside its range is caught whatever the seed draws."""
+    ranges = inside_ranges(getattr(profile, "base", "seed"))
+    fields: dict[str, Any] = {}
+    for name, b in ranges.items():
+        if name in ("max_tokens", "logit_bias"):
+            continue
+        lo, hi = b.lo, b.hi
+        if name == "n":
+            hi = MAX_N
+        if lo is None or hi is None:
+            fields[name] = 42
+            continue
+        mid = (lo + hi) / 2
+        fields[name] = int(mid) if b.integer else round(mid, _DECIMALS) + 0.0
+    fields["logprobs"] = True
+    fields["stop"] = ["###"]
+    fields["logit_bias"] = {str(getattr(profile, "logit_bias_token_id", 100)): 0}
+    fields["context_length_exceeded_behavior"] = "truncate"
+    return minimal_request(model, **fields)
+
+
+# ---- invalid requests: schemathesis negative mode, one field at a time ------------------------------------
 
 
 @dataclass(frozen=True)
 class Mutation:
-    """One way to make a single field invalid. ``values`` draws the bad value (None: the field is removed);
-    ``example`` is the simplest bad value (the explicit example every run sends)."""
+    """One way to make a single field invalid, the requirement an accepted request breaks, and the
+    simplest bad value (``example``, the explicit example every run sends; REMOVED: the field is removed).
+    ``generic`` marks the catch-all kind of a field (a breakage no listed kind names)."""
 
     field: str
     kind: str
     requirement: str
-    values: st.SearchStrategy[Any] | None
     example: Any = None
 
     @property
     def what(self) -> str:
         return f"{self.field}: {self.kind}"
 
-
-def _shift(bound: float, sign: int, offset: float) -> float:
-    return round(bound + sign * offset, 6)
-
-
-def _offsets(integer: bool) -> st.SearchStrategy[Any]:
-    return st.integers(1, 100) if integer else st.integers(1, 1000).map(lambda k: k / 10)
+    @property
+    def removes(self) -> bool:
+        return self.example is REMOVED
 
 
-def _wrong_types(json_type: str, sample: Any) -> tuple[st.SearchStrategy[Any], Any]:
-    """A strategy of values of another JSON type than ``json_type`` and its simplest value."""
-    if json_type in ("number", "integer"):
-        choices: list[Any] = [str(sample), True, [sample]]
-        if json_type == "integer":
-            choices.insert(1, sample + 0.5)
-    elif json_type == "boolean":
-        choices = ["true", 1]
-    elif json_type == "string":
-        choices = [1, True, [sample]]
-    elif json_type == "array":
-        choices = [{"0": sample}, 1, "x"] if sample is not None else [1, "x"]
-    else:  # object
-        choices = [[], "x", 1]
-    return st.sampled_from(choices), choices[0]
-
-
-def _not_in(enum: list[Any]) -> st.SearchStrategy[str]:
-    return st.text(alphabet=string.ascii_lowercase + "_", min_size=1, max_size=12).filter(
-        lambda s: s not in enum
-    )
+def _wrong_type_example(json_type: str, sample: Any) -> Any:
+    return {"number": str(sample), "integer": str(sample), "boolean": "true", "string": 1}.get(json_type, [])
 
 
 def mutations(model: str, profile_token_id: int = 100) -> dict[str, list[Mutation]]:
-    """For each top-level field of the request schema, the mutations that break it alone."""
+    """For each top-level field of the request schema, the kinds of breaking it alone (hand-written: the
+    requirement of each kind, and its fixed example)."""
     props, required = _props(), _required()
     closed = inside_ranges()
     out: dict[str, list[Mutation]] = {}
@@ -359,7 +519,7 @@ def mutations(model: str, profile_token_id: int = 100) -> dict[str, list[Mutatio
         muts: list[Mutation] = []
         up = _upper(name)
         if name in required:
-            muts.append(Mutation(name, "removed", _req_id(f"ERROR-MISSING-{up}"), None))
+            muts.append(Mutation(name, "removed", _req_id(f"ERROR-MISSING-{up}"), REMOVED))
         typ = prop.get("type")
         if typ in ("number", "integer") and name in closed:
             b = closed[name]
@@ -367,162 +527,75 @@ def mutations(model: str, profile_token_id: int = 100) -> dict[str, list[Mutatio
             lo_id = "MAXTOK-REJECT-NONPOSITIVE" if name == "max_tokens" else reject_id
             if b.lo is not None:
                 lo = int(b.lo) if b.integer else b.lo
-                muts.append(
-                    Mutation(
-                        name,
-                        "below minimum",
-                        _req_id(lo_id),
-                        _offsets(b.integer).map(functools.partial(_shift, lo, -1)),
-                        round(lo - (1 if b.integer else 0.5), 6),
-                    )
-                )
+                ex = round(lo - (1 if b.integer else 0.5), 6)
+                muts.append(Mutation(name, "below minimum", _req_id(lo_id), ex))
             if b.hi is not None:
                 hi = int(b.hi) if b.integer else b.hi
-                muts.append(
-                    Mutation(
-                        name,
-                        "above maximum",
-                        reject_id,
-                        _offsets(b.integer).map(functools.partial(_shift, hi, 1)),
-                        round(hi + (1 if b.integer else 0.5), 6),
-                    )
-                )
+                ex = round(hi + (1 if b.integer else 0.5), 6)
+                muts.append(Mutation(name, "above maximum", reject_id, ex))
             sample = 1 if b.lo is None or b.lo <= 1 <= (b.hi if b.hi is not None else 2) else int(b.lo)
-            strat, simplest = _wrong_types(typ, sample)
-            muts.append(Mutation(name, "wrong type", wrong_type, strat, simplest))
+            muts.append(Mutation(name, "wrong type", wrong_type, _wrong_type_example(typ, sample)))
         elif typ == "boolean":
-            strat, simplest = _wrong_types("boolean", True)
-            muts.append(Mutation(name, "wrong type", wrong_type, strat, simplest))
+            muts.append(Mutation(name, "wrong type", wrong_type, "true"))
         elif typ == "string":
-            strat, simplest = _wrong_types("string", model if name == "model" else "x")
-            muts.append(Mutation(name, "wrong type", wrong_type, strat, simplest))
+            muts.append(Mutation(name, "wrong type", wrong_type, 1))
             if "enum" in prop:
                 enum_id = "CONTEXT-BEHAVIOR-ENUM" if name == "context_length_exceeded_behavior" else ""
-                muts.append(Mutation(name, "not in enum", _req_id(enum_id), _not_in(prop["enum"]), "bogus"))
+                muts.append(Mutation(name, "not in enum", _req_id(enum_id), "bogus"))
         out[name] = muts
     # structured fields
     user = {"role": "user", "content": PROMPTS[0]}
     out["messages"] += [
-        Mutation("messages", "wrong type", wrong_type, st.sampled_from([user, "hi", 1]), user),
-        Mutation("messages", "empty", _req_id("ERROR-EMPTY-MESSAGES"), st.just([]), []),
+        Mutation("messages", "wrong type", wrong_type, user),
+        Mutation("messages", "empty", _req_id("ERROR-EMPTY-MESSAGES"), []),
         Mutation(
             "messages",
             "unknown role",
             _req_id("ERROR-INVALID-ROLE"),
-            _not_in(["system", "user", "assistant", "tool", "developer", "function"]).map(
-                lambda r: [{"role": r, "content": PROMPTS[0]}]
-            ),
             [{"role": "bogus", "content": PROMPTS[0]}],
         ),
-        Mutation(
-            "messages",
-            "content removed",
-            "GEN-INVALID-REJECTED",
-            st.sampled_from(["user", "system"]).map(lambda r: [{"role": r}]),
-            [{"role": "user"}],
-        ),
+        Mutation("messages", "content removed", "GEN-INVALID-REJECTED", [{"role": "user"}]),
     ]
     out["stop"] = [
-        Mutation("stop", "wrong type", wrong_type, st.sampled_from([1, True, {"s": "###"}]), 1),
+        Mutation("stop", "wrong type", wrong_type, 1),
         Mutation(
-            "stop",
-            "more than 4 sequences",
-            _req_id("RANGE-STOP-REJECT"),
-            st.lists(_STOP, min_size=5, max_size=8),
-            ["#", "##", "###", "@@", "!!"],
+            "stop", "more than 4 sequences", _req_id("RANGE-STOP-REJECT"), ["#", "##", "###", "@@", "!!"]
         ),
-        Mutation(
-            "stop",
-            "items of a wrong type",
-            wrong_type,
-            st.lists(st.integers(0, 9), min_size=1, max_size=4),
-            [1],
-        ),
+        Mutation("stop", "items of a wrong type", wrong_type, [1]),
     ]
     b = closed["logit_bias"]
     tok = str(profile_token_id)
     out["logit_bias"] = [
-        Mutation("logit_bias", "wrong type", wrong_type, st.sampled_from([[tok], "x", 1]), [tok]),
+        Mutation("logit_bias", "wrong type", wrong_type, [tok]),
         Mutation(
-            "logit_bias",
-            "value below minimum",
-            _req_id("RANGE-LOGIT-BIAS-REJECT"),
-            _offsets(False).map(lambda o: {tok: round(b.lo - o, 6)}),
-            {tok: (b.lo or 0) - 0.5},
+            "logit_bias", "value below minimum", _req_id("RANGE-LOGIT-BIAS-REJECT"), {tok: (b.lo or 0) - 0.5}
         ),
         Mutation(
-            "logit_bias",
-            "value above maximum",
-            _req_id("RANGE-LOGIT-BIAS-REJECT"),
-            _offsets(False).map(lambda o: {tok: round(b.hi + o, 6)}),
-            {tok: (b.hi or 0) + 0.5},
+            "logit_bias", "value above maximum", _req_id("RANGE-LOGIT-BIAS-REJECT"), {tok: (b.hi or 0) + 0.5}
         ),
-        Mutation(
-            "logit_bias",
-            "value of a wrong type",
-            wrong_type,
-            st.sampled_from(["1", True, [1]]).map(lambda v: {tok: v}),
-            {tok: "1"},
-        ),
-        Mutation(
-            "logit_bias",
-            "key not a token id",
-            "GEN-INVALID-REJECTED",
-            st.text(alphabet=string.ascii_letters, min_size=1, max_size=8).map(lambda k: {k: 1}),
-            {"abc": 1},
-        ),
+        Mutation("logit_bias", "value of a wrong type", wrong_type, {tok: "1"}),
+        Mutation("logit_bias", "key not a token id", "GEN-INVALID-REJECTED", {"abc": 1}),
     ]
     out["stream_options"] = [
-        Mutation("stream_options", "wrong type", wrong_type, st.sampled_from([[], "x", True]), []),
-        Mutation(
-            "stream_options",
-            "include_usage of a wrong type",
-            wrong_type,
-            st.sampled_from(["true", 1]).map(lambda v: {"include_usage": v}),
-            {"include_usage": "true"},
-        ),
+        Mutation("stream_options", "wrong type", wrong_type, []),
+        Mutation("stream_options", "include_usage of a wrong type", wrong_type, {"include_usage": "true"}),
     ]
     out["tools"] = [
-        Mutation(
-            "tools",
-            "wrong type",
-            wrong_type,
-            st.sampled_from([_tool("get_weather"), "x", 1]),
-            _tool("get_weather"),
-        ),
+        Mutation("tools", "wrong type", wrong_type, _tool("get_weather")),
         Mutation(
             "tools",
             "tool type not function",
             "GEN-INVALID-REJECTED",
-            _not_in(["function"]).map(lambda t: [{**_tool("get_weather"), "type": t}]),
             [{**_tool("get_weather"), "type": "bogus"}],
         ),
     ]
     out["tool_choice"] = [
-        Mutation("tool_choice", "wrong type", wrong_type, st.sampled_from([1, True, ["auto"]]), 1),
-        Mutation(
-            "tool_choice",
-            "not in enum",
-            "GEN-INVALID-REJECTED",
-            _not_in(["none", "auto", "required"]),
-            "bogus",
-        ),
+        Mutation("tool_choice", "wrong type", wrong_type, 1),
+        Mutation("tool_choice", "not in enum", "GEN-INVALID-REJECTED", "bogus"),
     ]
     out["response_format"] = [
-        Mutation(
-            "response_format",
-            "wrong type",
-            wrong_type,
-            st.sampled_from(["json_object", 1, []]),
-            "json_object",
-        ),
-        Mutation(
-            "response_format",
-            "type not in enum",
-            "GEN-INVALID-REJECTED",
-            _not_in(["text", "json_object", "json_schema"]).map(lambda t: {"type": t}),
-            {"type": "bogus"},
-        ),
+        Mutation("response_format", "wrong type", wrong_type, "json_object"),
+        Mutation("response_format", "type not in enum", "GEN-INVALID-REJECTED", {"type": "bogus"}),
     ]
     return {k: v for k, v in out.items() if v}
 
@@ -535,10 +608,118 @@ def mutation_requirements(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.requirement for m in mutations("m")[name]))
 
 
-def apply_mutation(base: dict[str, Any], m: Mutation, value: Any) -> dict[str, Any]:
-    """``base`` (valid) with field ``m.field`` broken by ``value`` and everything else kept valid."""
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _json_type_ok(v: Any, typ: str) -> bool:
+    if typ == "integer":
+        return _is_number(v) and float(v).is_integer()
+    if typ == "number":
+        return _is_number(v)
+    if typ == "boolean":
+        return isinstance(v, bool)
+    if typ == "string":
+        return isinstance(v, str)
+    if typ == "array":
+        return isinstance(v, list)
+    return isinstance(v, dict)
+
+
+def _kind(name: str, v: Any) -> str | None:
+    """Which listed kind of breakage the value ``v`` of field ``name`` is, if any."""
+    if v is REMOVED:
+        return "removed"
+    if v is None and name not in _required():
+        return None  # null for an optional field reads as absent (the OpenAI convention): no listed kind
+    prop = _props()[name]
+    typ = prop.get("type")
+    if name == "messages":
+        if not isinstance(v, list):
+            return "wrong type"
+        if not v:
+            return "empty"
+        if any(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and m["role"] not in KNOWN_ROLES for m in v
+        ):
+            return "unknown role"
+        if any(isinstance(m, dict) and m.get("role") in ("user", "system") and "content" not in m for m in v):
+            return "content removed"
+        return None
+    if name == "stop":
+        if isinstance(v, list):
+            if len(v) > 4 and all(isinstance(s, str) for s in v):
+                return "more than 4 sequences"
+            if v and not any(isinstance(s, str) for s in v):
+                return "items of a wrong type"
+            return None
+        return None if isinstance(v, str) or v is None else "wrong type"
+    if name == "logit_bias":
+        if not isinstance(v, dict):
+            return "wrong type"
+        if any(not re.fullmatch(r"[0-9]+", k) for k in v):
+            return "key not a token id"
+        if any(not _is_number(x) for x in v.values()):
+            return "value of a wrong type"
+        b = inside_ranges()["logit_bias"]
+        if any(b.lo is not None and x < b.lo for x in v.values()):
+            return "value below minimum"
+        if any(b.hi is not None and x > b.hi for x in v.values()):
+            return "value above maximum"
+        return None
+    if name == "stream_options":
+        if not isinstance(v, dict):
+            return "wrong type"
+        if v.get("include_usage") is not None and not isinstance(v["include_usage"], bool):  # null: absent
+            return "include_usage of a wrong type"
+        return None
+    if name == "tools":
+        if not isinstance(v, list):
+            return "wrong type"
+        types = [t.get("type") for t in v if isinstance(t, dict)]
+        return (
+            "tool type not function" if any(isinstance(t, str) and t != "function" for t in types) else None
+        )
+    if name == "tool_choice":
+        if isinstance(v, str):
+            return "not in enum" if v not in ("none", "auto", "required") else None
+        return "wrong type" if not isinstance(v, dict) else None
+    if name == "response_format":
+        if not isinstance(v, dict):
+            return "wrong type"
+        t = v.get("type")
+        return (
+            "type not in enum"
+            if isinstance(t, str) and t not in ("text", "json_object", "json_schema")
+            else None
+        )
+    if typ in ("number", "integer"):
+        if not _json_type_ok(v, typ):
+            return "wrong type"
+        if prop.get("minimum") is not None and v < prop["minimum"]:
+            return "below minimum"
+        if prop.get("maximum") is not None and v > prop["maximum"]:
+            return "above maximum"
+        return None
+    if typ in ("boolean", "string"):
+        if not _json_type_ok(v, typ):
+            return "wrong type"
+        if "enum" in prop and v not in prop["enum"]:
+            return "not in enum"
+    return None
+
+
+def classify(name: str, value: Any, muts: list[Mutation]) -> Mutation | None:
+    """The listed mutation of field ``name`` that ``value`` is, or None."""
+    kind = _kind(name, value)
+    return next((m for m in muts if m.kind == kind), None)
+
+
+def apply_mutation(base: dict[str, Any], m: Mutation | str, value: Any) -> dict[str, Any]:
+    """``base`` (valid) with field ``m`` (a Mutation or a field name) set to ``value`` (REMOVED: removed),
+    and everything else kept valid."""
     req = json.loads(json.dumps(base))
-    f = m.field
+    f = m if isinstance(m, str) else m.field
     if f == "top_logprobs":
         req["logprobs"] = True
     if f == "stream_options":
@@ -553,25 +734,47 @@ def apply_mutation(base: dict[str, Any], m: Mutation, value: Any) -> dict[str, A
         req.pop("tool_choice", None)
     if f == "messages" and req.get("response_format"):
         req.pop("response_format")  # a JSON format asks for a message that mentions JSON
-    if m.values is None:
+    if value is REMOVED:
         req.pop(f, None)
     else:
-        req[f] = value
+        req[f] = json.loads(json.dumps(value))
     return req
 
 
+def _field_value(body: Any, name: str) -> Any:
+    """The broken value of ``name`` in a schemathesis negative body of ``field_document(name)``, or _SKIP
+    when the body broke something else (not a JSON object, another property, ...)."""
+    if not isinstance(body, dict) or set(body) - {name}:
+        return _SKIP
+    value = body.get(name, REMOVED)
+    if value is REMOVED and name not in _required():
+        return _SKIP
+    try:  # sent as JSON: NaN, infinities and unpaired surrogates cannot be
+        json.dumps(value, allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError):
+        return _SKIP
+    return value
+
+
 def invalid_requests(
-    base: st.SearchStrategy[dict[str, Any]], muts: list[Mutation]
+    base: st.SearchStrategy[dict[str, Any]], name: str, muts: list[Mutation]
 ) -> st.SearchStrategy[tuple[dict[str, Any], Mutation]]:
-    def pick(m: Mutation) -> st.SearchStrategy[tuple[Mutation, Any]]:
-        values: st.SearchStrategy[Any] = m.values if m.values is not None else st.none()
-        return st.tuples(st.just(m), values)
+    """Valid requests from ``base`` with field ``name`` broken by schemathesis (negative mode over
+    ``field_document(name)``), each with the listed mutation it is; invalid against the schema."""
+    bodies = _bodies(json.dumps(field_document(name), sort_keys=True), False)
+    values = bodies.map(lambda b: _field_value(b, name))
 
-    def build(bv: tuple[dict[str, Any], tuple[Mutation, Any]]) -> tuple[dict[str, Any], Mutation]:
-        base_req, (m, v) = bv
-        return apply_mutation(base_req, m, v), m
+    def build(pair: tuple[dict[str, Any], Any]) -> tuple[dict[str, Any], Mutation] | None:
+        base_req, value = pair
+        if value is _SKIP:
+            return None
+        m = classify(name, value, muts)
+        if m is None:
+            return None
+        req = apply_mutation(base_req, name, value)
+        return (req, m) if schema_errors(REQUEST_SCHEMA, req) else None
 
-    return st.tuples(base, st.sampled_from(muts).flatmap(pick)).map(build)
+    return st.tuples(base, values).map(build).filter(lambda x: x is not None)  # type: ignore[return-value]
 
 
 # ---- the bounded runner ---------------------------------------------------------------------------------
@@ -595,6 +798,10 @@ class _Outcome:
 
 
 class _Found(Exception):
+    pass
+
+
+class _CapReached(BaseException):  # not an Exception: hypothesis stops at once instead of shrinking it
     pass
 
 
@@ -635,8 +842,8 @@ def run_property(
         key = _canonical(req)
         out = cache.get(key)
         if out is None:
-            if stats.sent >= stats.cap:
-                reject()
+            if stats.sent >= stats.cap:  # nothing new can be sent: stop (shrinking would only discard)
+                raise _CapReached
             stats.sent += 1
             try:
                 ex = send(req, f"{label} #{stats.sent}: {what} (hypothesis seed {seed})")
@@ -669,7 +876,7 @@ def run_property(
     test = hypothesis_seed(seed)(test)
     try:
         test()
-    except _Found:
+    except (_Found, _CapReached):
         pass
     except Unsatisfiable:
         pass

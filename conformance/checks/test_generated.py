@@ -1,17 +1,22 @@
-"""Property-based conformance from spec/openapi.yaml (issue 6), with hypothesis.
+"""Property-based conformance from spec/openapi.yaml (issue 6): schemathesis generates the request bodies,
+hypothesis runs them (conformance/checks/_generated.py says what comes from schemathesis and what is
+hand-written, and why).
 
-* Valid phase: requests generated inside every documented range (optional fields in combination, streaming
-  and not) must be answered 2xx with a body that validates against ChatCompletion, or a stream whose every
-  chunk validates against ChatCompletionChunk; never 5xx.
-* Invalid phase, one check per request field: the field alone is broken (outside its closed range, a wrong
-  JSON type, outside its enum or item count, or removed when required) and must be rejected with a 4xx in
-  the error shape, never accepted, never 5xx.
+* Valid phase: requests generated inside every documented range (schemathesis's positive mode over the
+  contract narrowed to the target; optional fields in combination, streaming and not) must be answered 2xx
+  with a body that validates against ChatCompletion, or a stream whose every chunk validates against
+  ChatCompletionChunk; never 5xx.
+* Invalid phase, one check per request field: the field alone is broken (schemathesis's negative mode over
+  that one field, classified as outside its closed range, a wrong JSON type, outside its enum or item
+  count, or removed when required) and must be rejected with a 4xx in the error shape, never accepted,
+  never 5xx.
 
-Cost: the valid phase sends at most 2 + 3 * N requests (N = --conformance-examples, default 25: 2 explicit
+Cost: the valid phase sends at most 3 + 3 * N requests (N = --conformance-examples, default 15: 3 explicit
 examples, N generated, the rest for shrinking a failure); each field of the invalid phase at most
 k + 3 * ceil(N / 10) (k explicit examples, one per mutation of the field). The hypothesis seed
 (--conformance-hypothesis-seed, default 0) is in every exchange label and every finding, and each finding
-shows the minimal (shrunk) request, its exchange being the evidence.
+shows the minimal (shrunk) request, its exchange being the evidence. schemathesis is imported on the first
+generated check, not when conformance.checks is imported.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from conformance.checks._generated import (
     mutation_requirements,
     mutations,
     run_property,
+    sampling_request,
     valid_requests,
 )
 from conformance.checks._support import ERROR_SHAPE_REQS, judge_error_response, judge_schema
@@ -119,6 +125,7 @@ def test_generated_valid_requests_accepted(
             minimal_request(model, stream=True, stream_options={"include_usage": True}),
             "valid streaming request (simplest)",
         ),
+        (sampling_request(model, profile), "valid request (every sampling field)"),
     ]
     run_property(
         judge,
@@ -167,7 +174,7 @@ def test_generated_invalid_request_rejected(
     muts = mutations(model, profile.logit_bias_token_id)[field_name]
     requirement_of = {m.what: m.requirement for m in muts}
     base = valid_requests(model, profile, capabilities)
-    strategy = invalid_requests(base, muts).map(lambda rm: (rm[0], rm[1].what))
+    strategy = invalid_requests(base, field_name, muts).map(lambda rm: (rm[0], rm[1].what))
     explicit = [(apply_mutation(minimal_request(model), m, m.example), m.what) for m in muts]
     run_property(
         judge,
