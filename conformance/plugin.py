@@ -125,7 +125,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=int,
         default=15,
         metavar="N",
-        help="property-based checks: generated examples of the valid-request phase (default 25; the "
+        help="property-based checks: generated examples of the valid-request phase (default 15; the "
         "invalid-request phase tries each field's mutations plus N/10 generated ones)",
     )
     g.addoption(
