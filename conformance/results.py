@@ -128,17 +128,19 @@ def gate(
         unexpected = [r for r in requirements.values() if r["verdict"] == "unexpectedly-passing"]
         if unexpected:
             return 1, f"NOT CONFORMANT (strict waivers): {len(unexpected)} waived requirement(s) now pass"
-    return 0, "CONFORMANT"
+    waived = sum(r["verdict"] == "waived" for r in requirements.values())
+    return 0, f"CONFORMANT with {waived} waived failure(s)" if waived else "CONFORMANT"
 
 
 def level_reached(requirements: dict[str, dict[str, Any]]) -> str:
-    """The highest level (MUST, SHOULD, MAY) with no failure at it or above; "none" if MUST fails."""
+    """The highest level (MUST, SHOULD, MAY) with no failure at it or above; "none" if MUST fails.
+    A waived failure is still a failure here: waivers make the gate tolerant, not the target conformant."""
     reached = "none"
     for lvl in ("MUST", "SHOULD", "MAY"):
         bad = [
             r
             for r in requirements.values()
-            if r["level"] == lvl and r["verdict"] in ("fail", "informational")
+            if r["level"] == lvl and r["verdict"] in ("fail", "informational", "waived")
         ]
         if bad:
             break

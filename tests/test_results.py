@@ -208,3 +208,15 @@ def test_expectations_parse(tmp_path: Path) -> None:
         _write(tmp_path, "[[waiver]]\nid = 'CORE-OBJECT'\nreason = ' known '\nexpires = 2027-01-31\n")
     )
     assert w == {"CORE-OBJECT": {"reason": "known", "expires": dt.date(2027, 1, 31)}}
+
+
+def test_waived_failures_are_named_in_the_verdict_and_cap_the_level_reached() -> None:
+    failing = [rec("t", ["STREAM-ROLE-FIRST"], "failed", violations=[viol("STREAM-ROLE-FIRST")])]
+    waivers = {"STREAM-ROLE-FIRST": {"reason": "known", "expires": None}}
+    res = build_results(failing, target={"base_url": "http://x/v1", "model": "m", "profile": "seed"},
+                        profile="seed", level="may", started=0.0, finished=1.0,
+                        cost={"requests": 1, "retries": 0, "prompt_tokens": 1, "completion_tokens": 1},
+                        capabilities={}, waivers=waivers)
+    assert res["exit_code"] == 0
+    assert res["verdict"] == "CONFORMANT with 1 waived failure(s)"
+    assert res["level_reached"] == "MUST"  # the SHOULD failure is waived, not gone
