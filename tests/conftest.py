@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,41 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
 
+def wait_ready(proc: subprocess.Popen[str], timeout: float = READY_TIMEOUT_S) -> str:
+    """The base URL a target's serve.py prints ("ready URL") on stdout, or fail after ``timeout`` seconds."""
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(ln) for ln in stdout], daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or proc.poll() is not None:
+            pytest.fail(f"serve.py not ready within {timeout}s (exit code {proc.poll()})")
+        try:
+            line = lines.get(timeout=min(left, 1.0))
+        except queue.Empty:
+            continue
+        if line.startswith("ready "):
+            return line.split()[1]
+
+
+# Verdicts that break the gate: a failing requirement, (--strict-waivers) a waived one that passes, an error.
+DRIFT = ("fail", "unexpectedly-passing", "error")
+
+
+def drift(results: dict[str, Any]) -> list[str]:
+    """What in a run's results breaks a target's pinned verdicts, one line each."""
+    out = []
+    for rid, r in sorted(results.get("requirements", {}).items()):
+        if r.get("verdict") in DRIFT:
+            out.append(f"{rid} [{r.get('level')}] {r.get('verdict')}: {r.get('reason')}")
+    for c in results.get("checks", []):
+        if c.get("outcome") == "error":
+            out.append(f"internal error in {c.get('nodeid')}: {str(c.get('error'))[:300]}")
+    return out
+
+
 @pytest.fixture(scope="session")
 def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppServer]:
     require_llamacpp()
@@ -91,22 +127,7 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaC
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
-        assert proc.stdout is not None
-        lines: queue.Queue[str] = queue.Queue()
-        stdout = proc.stdout
-        threading.Thread(target=lambda: [lines.put(ln) for ln in stdout], daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        base = None
-        while base is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or proc.poll() is not None:
-                pytest.fail(f"serve.py not ready within {READY_TIMEOUT_S}s (exit code {proc.poll()})")
-            try:
-                line = lines.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            if line.startswith("ready "):
-                base = line.split()[1]
+        base = wait_ready(proc)
         yield LlamaCppServer(base_url=base, model=MODEL, key=CANARY_KEY)
     finally:
         _stop(proc)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import LLAMACPP_TARGET, in_ci, missing_llamacpp_modules
+from conftest import LLAMACPP_TARGET, drift, in_ci, missing_llamacpp_modules
 
 from conformance.cli import main
 
@@ -26,21 +26,6 @@ PROFILE = LLAMACPP_TARGET / "profile.toml"
 # generation ends (0.3-2.5 s here), which on a CPU-starved runner once passed the default 20 s idle timeout.
 IDLE_TIMEOUT_S = "120"
 EXPECTATIONS = LLAMACPP_TARGET / "expectations.toml"
-# Verdicts that break the gate: a failing requirement, (--strict-waivers) a waived one that passes, an error.
-DRIFT = ("fail", "unexpectedly-passing", "error")
-
-
-def _drift(results: dict) -> list[str]:
-    out = []
-    for rid, r in sorted(results.get("requirements", {}).items()):
-        if r.get("verdict") in DRIFT:
-            out.append(f"{rid} [{r.get('level')}] {r.get('verdict')}: {r.get('reason')}")
-    for c in results.get("checks", []):
-        if c.get("outcome") == "error":
-            out.append(f"internal error in {c.get('nodeid')}: {str(c.get('error'))[:300]}")
-    return out
-
-
 def test_suite_verdicts_match_the_waivers(llamacpp_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CONFORMANCE_API_KEY", llamacpp_server.key)
     report = tmp_path / "llamacpp"
@@ -50,10 +35,10 @@ def test_suite_verdicts_match_the_waivers(llamacpp_server, tmp_path: Path, monke
                  "--idle-timeout", IDLE_TIMEOUT_S])
     results_file = report / "results.json"
     results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
-    drift = _drift(results)
-    detail = "\n".join(drift) or f"no failing requirement in {results_file} (see its notes / junit.xml)"
+    drifted = drift(results)
+    detail = "\n".join(drifted) or f"no failing requirement in {results_file} (see its notes / junit.xml)"
     assert code == 0, (
         f"chat-conformance run against llama.cpp exited {code} (0 expected); requirements that drifted from "
         f"targets/llamacpp/expectations.toml:\n{detail}"
     )
-    assert not drift, "\n".join(drift)
+    assert not drifted, "\n".join(drifted)

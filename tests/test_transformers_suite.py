@@ -16,17 +16,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import queue
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, _free_port, _stop, in_ci
+from conftest import ROOT, _free_port, _stop, drift, in_ci, wait_ready
 
 from conformance.cli import main
 
@@ -43,7 +40,6 @@ MODEL = "tiny-chat"
 READY_TIMEOUT_S = 180  # torch + transformers import and model load: ~4 s idle, more on a loaded runner
 IDLE_TIMEOUT_S = "120"
 # Verdicts that break the gate: a failing requirement, (--strict-waivers) a waived one that passes, an error.
-DRIFT = ("fail", "unexpectedly-passing", "error")
 
 
 @dataclass(frozen=True)
@@ -68,36 +64,10 @@ def transformers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tr
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
-        assert proc.stdout is not None
-        lines: queue.Queue[str] = queue.Queue()
-        stdout = proc.stdout
-        threading.Thread(target=lambda: [lines.put(ln) for ln in stdout], daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        base = None
-        while base is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or proc.poll() is not None:
-                pytest.fail(f"serve.py not ready within {READY_TIMEOUT_S}s (exit code {proc.poll()})")
-            try:
-                line = lines.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            if line.startswith("ready "):
-                base = line.split()[1]
+        base = wait_ready(proc)
         yield TransformersServer(base_url=base, model=MODEL)
     finally:
         _stop(proc)
-
-
-def _drift(results: dict) -> list[str]:
-    out = []
-    for rid, r in sorted(results.get("requirements", {}).items()):
-        if r.get("verdict") in DRIFT:
-            out.append(f"{rid} [{r.get('level')}] {r.get('verdict')}: {r.get('reason')}")
-    for c in results.get("checks", []):
-        if c.get("outcome") == "error":
-            out.append(f"internal error in {c.get('nodeid')}: {str(c.get('error'))[:300]}")
-    return out
 
 
 def test_suite_verdicts_match_the_waivers(transformers_server: TransformersServer, tmp_path: Path,
@@ -110,10 +80,10 @@ def test_suite_verdicts_match_the_waivers(transformers_server: TransformersServe
                  "--report-dir", str(report), "--idle-timeout", IDLE_TIMEOUT_S])
     results_file = report / "results.json"
     results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
-    drift = _drift(results)
-    detail = "\n".join(drift) or f"no failing requirement in {results_file} (see its notes / junit.xml)"
+    drifted = drift(results)
+    detail = "\n".join(drifted) or f"no failing requirement in {results_file} (see its notes / junit.xml)"
     assert code == 0, (
         f"chat-conformance run against transformers serve exited {code} (0 expected); requirements that "
         f"drifted from targets/transformers/expectations.toml:\n{detail}"
     )
-    assert not drift, "\n".join(drift)
+    assert not drifted, "\n".join(drifted)
