@@ -251,12 +251,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     env_key = args.api_key_env
     base_url, model = args.base_url, args.model
     if not base_url:
+        from conformance.profiles import load_profile
         from conformance.reference.server import start_in_thread
 
         key = secrets.token_urlsafe(16)
         os.environ[env_key] = key
         server = start_in_thread(
-            api_key=key, faults=tuple(args.fault), profile="openai" if args.profile == "openai" else "seed"
+            api_key=key, faults=tuple(args.fault), profile=load_profile(args.profile).base
         )
         base_url, model = server.base_url, model or server.model
         print(

@@ -310,7 +310,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from conformance.catalog import catalog, level_rank
 
     state = config.stash[_state]
-    profile = state["profile"].name
+    profile = state["profile"].base  # the catalog speaks of the built-in profile a user profile extends
     level = level_rank(config.getoption("conformance_level"))
     only = set(config.getoption("conformance_only"))
     keep: list[pytest.Item] = []
@@ -525,7 +525,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = build_results(
         records,
         target={"base_url": t.base_url, "model": t.model, "profile": t.profile},
-        profile=state["profile"].name,
+        profile=state["profile"].base,
         level=config.getoption("conformance_level"),
         started=state["started"],
         finished=time.time(),

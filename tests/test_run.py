@@ -79,3 +79,19 @@ def test_refused_key_exits_3(
     assert code == 3
     assert "refused the credentials (HTTP 401)" in err
     assert "sk-wrong-key-canary-77" not in err
+
+
+@pytest.mark.parametrize("base, judged, absent", [
+    ("seed", "STOP-SEQUENCE-INCLUDED", "STOP-SEQUENCE-EXCLUDED"),
+    ("openai", "STOP-SEQUENCE-EXCLUDED", "STOP-SEQUENCE-INCLUDED"),
+])
+def test_a_user_profile_is_judged_by_the_profile_it_extends(tmp_path: Path, base: str, judged: str,
+                                                            absent: str) -> None:
+    profile = tmp_path / "mine.toml"
+    profile.write_text(f'extends = "{base}"\ncontext_length = 256\n', encoding="utf-8")
+    code = main(["run", "--profile", str(profile), "--only", "stop", "--report-dir", str(tmp_path / "r")])
+    results = json.loads((tmp_path / "r" / "results.json").read_text(encoding="utf-8"))
+    assert code == 0
+    assert results["profile"] == base
+    assert results["requirements"][judged]["verdict"] == "pass"
+    assert absent not in results["requirements"]
