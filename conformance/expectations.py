@@ -12,11 +12,13 @@ from conformance.errors import UsageError
 
 __all__ = ["load_expectations"]
 
-_KEYS = {"id", "reason", "expires"}
+_KEYS = {"id", "reason", "expires", "intermittent"}
 
 
 def load_expectations(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Parse a waivers file: ``[[waiver]]`` tables with id, reason and optional ``expires = 2027-01-31``."""
+    """Parse a waivers file: ``[[waiver]]`` tables with id, reason, optional ``expires = 2027-01-31`` and
+    optional ``intermittent = true`` (a deviation that shows in some runs only: a pass is then not
+    "unexpectedly passing")."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"expectations file {str(p)!r} not found: check the --expectations path")
@@ -38,7 +40,8 @@ def load_expectations(path: str | Path) -> dict[str, dict[str, Any]]:
         extra = set(w) - _KEYS
         if extra:
             raise UsageError(
-                f"{where}: unknown key {sorted(extra)[0]!r}: allowed keys are id, reason, expires"
+                f"{where}: unknown key {sorted(extra)[0]!r}: "
+                "allowed keys are id, reason, expires, intermittent"
             )
         rid = w.get("id")
         if not isinstance(rid, str) or rid not in catalog():
@@ -53,7 +56,10 @@ def load_expectations(path: str | Path) -> dict[str, dict[str, Any]]:
             isinstance(expires, dt.date) and not isinstance(expires, dt.datetime)
         ):
             raise UsageError(f"{where} ({rid}): expires must be a date like 2027-01-31")
+        intermittent = w.get("intermittent", False)
+        if not isinstance(intermittent, bool):
+            raise UsageError(f"{where} ({rid}): intermittent must be true or false")
         if rid in out:
             raise UsageError(f"{where}: {rid} is waived twice: keep one entry")
-        out[rid] = {"reason": reason.strip(), "expires": expires}
+        out[rid] = {"reason": reason.strip(), "expires": expires, "intermittent": intermittent}
     return out

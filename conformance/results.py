@@ -90,6 +90,10 @@ def aggregate(
             expired = expires is not None and expires < today
             if verdict == "fail" and not expired:
                 verdict, reason = "waived", f"waived: {waiver.get('reason', '')} (was: {reason})"
+            elif verdict == "pass" and waiver.get("intermittent"):
+                reason = "passed this run; the waiver covers an intermittent deviation: " + str(
+                    waiver.get("reason")
+                )
             elif verdict == "pass":
                 verdict, reason = (
                     "unexpectedly-passing",

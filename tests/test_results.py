@@ -190,6 +190,10 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("[[waiver]]\nid = 'CORE-OBJECT'\n", "has no reason"),
         ("[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'x'\nexpires = 'soon'\n", "expires must be a date"),
         ("[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'x'\nwho = 'me'\n", "unknown key 'who'"),
+        (
+            "[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'x'\nintermittent = 'yes'\n",
+            "intermittent must be true or false",
+        ),
         ("[[waiver]\n", "is not valid TOML"),
         (
             "[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'x'\n[[waiver]]\nid = 'CORE-OBJECT'\nreason = 'y'\n",
@@ -207,16 +211,36 @@ def test_expectations_parse(tmp_path: Path) -> None:
     w = load_expectations(
         _write(tmp_path, "[[waiver]]\nid = 'CORE-OBJECT'\nreason = ' known '\nexpires = 2027-01-31\n")
     )
-    assert w == {"CORE-OBJECT": {"reason": "known", "expires": dt.date(2027, 1, 31)}}
+    assert w == {"CORE-OBJECT": {"reason": "known", "expires": dt.date(2027, 1, 31), "intermittent": False}}
+
+
+def test_an_intermittent_waiver_that_passes_is_not_unexpected() -> None:
+    waivers = {
+        "CORE-OBJECT": {"reason": "changes at second boundaries", "expires": None, "intermittent": True}
+    }
+    passing = [rec("t", ["CORE-OBJECT"])]
+    reqs = aggregate(passing, profile="seed", level="may", waivers=waivers)
+    assert reqs["CORE-OBJECT"]["verdict"] == "pass"
+    assert "intermittent" in reqs["CORE-OBJECT"]["reason"]
+    assert gate(reqs, passing, strict_waivers=True)[0] == 0
+    failing = [rec("t", ["CORE-OBJECT"], "failed", violations=[viol("CORE-OBJECT")])]
+    assert verdicts(failing, waivers=waivers)["CORE-OBJECT"] == "waived"
 
 
 def test_waived_failures_are_named_in_the_verdict_and_cap_the_level_reached() -> None:
     failing = [rec("t", ["STREAM-ROLE-FIRST"], "failed", violations=[viol("STREAM-ROLE-FIRST")])]
     waivers = {"STREAM-ROLE-FIRST": {"reason": "known", "expires": None}}
-    res = build_results(failing, target={"base_url": "http://x/v1", "model": "m", "profile": "seed"},
-                        profile="seed", level="may", started=0.0, finished=1.0,
-                        cost={"requests": 1, "retries": 0, "prompt_tokens": 1, "completion_tokens": 1},
-                        capabilities={}, waivers=waivers)
+    res = build_results(
+        failing,
+        target={"base_url": "http://x/v1", "model": "m", "profile": "seed"},
+        profile="seed",
+        level="may",
+        started=0.0,
+        finished=1.0,
+        cost={"requests": 1, "retries": 0, "prompt_tokens": 1, "completion_tokens": 1},
+        capabilities={},
+        waivers=waivers,
+    )
     assert res["exit_code"] == 0
     assert res["verdict"] == "CONFORMANT with 1 waived failure(s)"
     assert res["level_reached"] == "MUST"  # the SHOULD failure is waived, not gone
