@@ -425,6 +425,9 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         result = yield
     except Inconclusive as exc:
+        judge = item.stash.get(_judge_key, None)
+        if judge is not None:  # what it judged before it gave up is not a pass
+            judge.judged.clear()
         pytest.skip(f"inconclusive: {exc}")
     except BudgetExhausted as exc:
         item.session.shouldstop = f"budget exhausted: {exc}"
@@ -461,15 +464,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
         error += "\n" + str(report.longrepr)[-3000:]
     elif report.failed and (judge is None or not judge.violations):
-        # a bare assert in a check: blame the check's requirements, with the assertion text
-        msg = str(excinfo.value) if excinfo else "failed"
-        reqs = _item_requirements(item)
-        if judge is not None:
-            from conformance.violations import Violation
-
-            judge.violations.append(
-                Violation(reqs[0] if reqs else "?", msg.splitlines()[0] if msg else "failed")
-            )
+        # a bare assert in a check (no Violation naming a requirement): the check's defect, never the target's
+        outcome = "error"
+        error = "check failed without a violation: " + (str(excinfo.value)[:2000] if excinfo else "failed")
     skip_reason = ""
     if report.skipped and isinstance(report.longrepr, tuple):
         skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")

@@ -51,8 +51,8 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     errors = [r for r in mine if r["outcome"] == "error"]
     if errors:
         return "error", "internal error of the suite in " + errors[0]["nodeid"]
-    judged = [r for r in mine if r["outcome"] == "passed" or req_id in r.get("judged", [])]
-    judged = [r for r in judged if req_id in r.get("judged", [])]
+    # a pass needs a check that ran to its end (passed, or failed on another requirement) and judged this one
+    judged = [r for r in mine if r["outcome"] in ("passed", "failed") and req_id in r.get("judged", [])]
     if judged:
         return "pass", ""
     skipped = [r for r in mine if r["outcome"] == "skipped"]
@@ -133,7 +133,12 @@ def gate(
         if unexpected:
             return 1, f"NOT CONFORMANT (strict waivers): {len(unexpected)} waived requirement(s) now pass"
     waived = sum(r["verdict"] == "waived" for r in requirements.values())
-    return 0, f"CONFORMANT with {waived} waived failure(s)" if waived else "CONFORMANT"
+    line = f"CONFORMANT with {waived} waived failure(s)" if waived else "CONFORMANT"
+    # requirements whose checks ran but could not decide (inconclusive, stopped early) are said, not hidden
+    undecided = sum(r["verdict"] == "not-run" and bool(r["checks"]) for r in requirements.values())
+    if undecided:
+        line += f"; {undecided} requirement(s) could not be judged"
+    return 0, line
 
 
 def level_reached(requirements: dict[str, dict[str, Any]]) -> str:

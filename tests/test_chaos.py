@@ -224,7 +224,7 @@ def test_self_signed_tls_is_refused_unless_insecure(
         [*LIMITS, *CORE_ONLY, "--insecure"],
     )
     _assert_sound(ok, code=0)
-    assert ok.results is not None and ok.results["verdict"] == "CONFORMANT"
+    assert ok.results is not None and ok.results["verdict"].startswith("CONFORMANT")
 
 
 # ---- the target answers, badly: exit 1 naming what it broke ----------------------------------------------

@@ -244,3 +244,64 @@ def test_waived_failures_are_named_in_the_verdict_and_cap_the_level_reached() ->
     assert res["exit_code"] == 0
     assert res["verdict"] == "CONFORMANT with 1 waived failure(s)"
     assert res["level_reached"] == "MUST"  # the SHOULD failure is waived, not gone
+
+
+def test_an_inconclusive_check_is_no_pass_and_the_verdict_says_so() -> None:
+    judged_then_gave_up = rec(
+        "t",
+        ["LOGPROBS-PRESENT"],
+        "skipped",
+        judged=["LOGPROBS-PRESENT"],
+        skip_reason="inconclusive: usage missing",
+    )
+    reqs = aggregate([judged_then_gave_up], profile="seed", level="may")
+    assert reqs["LOGPROBS-PRESENT"]["verdict"] == "not-run"
+    code, line = gate(reqs, [judged_then_gave_up])
+    assert code == 0 and line == "CONFORMANT; 1 requirement(s) could not be judged"
+
+
+def test_a_bare_assert_in_a_check_is_the_suites_error_not_the_targets(tmp_path: Path) -> None:
+    import textwrap
+
+    import pytest as _pytest
+
+    check = tmp_path / "test_bad_check.py"
+    check.write_text(
+        textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.requirement("CORE-OBJECT")
+        def test_bad(judge):
+            assert 1 == 2, "a bug in the check"
+    """),
+        encoding="utf-8",
+    )
+    records: list[dict[str, Any]] = []
+
+    class Grab:
+        def pytest_runtest_logreport(self, report: Any) -> None:
+            records.extend(v for k, v in report.user_properties if k == "conformance")
+
+    from conformance.reference.server import start_in_thread
+
+    srv = start_in_thread()
+    try:
+        _pytest.main(
+            [
+                str(check),
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--conformance-base-url",
+                srv.base_url,
+                "--conformance-model",
+                srv.model,
+                "--conformance-skip-discovery",
+            ],
+            plugins=[Grab()],
+        )
+    finally:
+        srv.stop()
+    assert [r["outcome"] for r in records] == ["error"]
+    assert records[0]["violations"] == []
+    assert "a bug in the check" in records[0]["error"]
