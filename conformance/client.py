@@ -131,6 +131,11 @@ class Client:
                  transport: httpx.BaseTransport | None = None,
                  on_exchange: Callable[[Exchange], None] | None = None) -> None:
         self.target = target
+        # the key, and any credential passed as an extra header, are scrubbed from every exchange
+        self._secrets = [v for v in (target.api_key, *(
+            val.split(" ", 1)[-1] if val.lower().startswith("bearer ") else val
+            for name, val in target.extra_headers.items() if name.lower() in SENSITIVE_HEADERS
+        )) if v and len(v) >= 4]
         self.limits = target.limits
         self.budget = budget
         self.on_exchange = on_exchange
@@ -250,8 +255,8 @@ class Client:
             retries += 1
         if self.budget is not None and ex.status is not None and 200 <= ex.status < 300:
             self.budget.add_tokens(usage_tokens(ex))
-        if self.target.api_key:
-            _scrub(ex, self.target.api_key)
+        for secret in self._secrets:
+            _scrub(ex, secret)
         if self.on_exchange is not None:
             self.on_exchange(ex)
         return ex

@@ -521,7 +521,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         notes.append(str(session.shouldstop))
     results = build_results(
         records,
-        target={"base_url": t.base_url, "model": t.model, "profile": t.profile},
+        target={"base_url": t.display_url, "model": t.model, "profile": t.profile},
         profile=state["profile"].base,
         level=config.getoption("conformance_level"),
         started=state["started"],

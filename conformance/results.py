@@ -157,6 +157,17 @@ def level_reached(requirements: dict[str, dict[str, Any]]) -> str:
     return reached
 
 
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _md(text: str) -> str:
+    """Target text made inert in Markdown: no links, images, HTML, code spans or control characters."""
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text.replace("\n", " "))
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
 def render_summary(results: dict[str, Any]) -> str:
     reqs = results["requirements"]
     lines = [f"# chat-conformance: {results['verdict']}", ""]
@@ -186,7 +197,7 @@ def render_summary(results: dict[str, Any]) -> str:
         lines.append("## Failures")
         lines.append("")
         for r in fails:
-            reason = r["reason"].replace("\n", " ").replace("|", "\\|").replace("<", "&lt;")
+            reason = _md(r["reason"])
             lines.append(f"- **{r['id']}** ({r['level']}, {r['capability']}): {reason}")
         lines.append("")
     unsupported = [r for r in reqs.values() if r["verdict"] == "unsupported"]
@@ -194,7 +205,7 @@ def render_summary(results: dict[str, Any]) -> str:
         lines.append("## Unsupported")
         lines.append("")
         for r in unsupported:
-            lines.append(f"- {r['id']}: {r['reason'].replace('<', '&lt;')}")
+            lines.append(f"- {r['id']}: {_md(r['reason'])}")
         lines.append("")
     c = results["cost"]
     lines.append(

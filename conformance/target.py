@@ -28,9 +28,18 @@ class Target:
     model: str
     api_key: str | None = field(default=None, repr=False)  # never printed
     profile: str = "seed"
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_headers: dict[str, str] = field(default_factory=dict, repr=False)  # may carry credentials
     verify_tls: bool | str = True  # False only when the user opts in; a path names a CA bundle
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def display_url(self) -> str:
+        """The base URL with any user:password@ masked, for reports."""
+        scheme, sep, rest = self.base_url.partition("://")
+        host, slash, path = rest.partition("/")
+        if "@" in host:
+            host = "***:***@" + host.rsplit("@", 1)[1]
+        return f"{scheme}{sep}{host}{slash}{path}"
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")

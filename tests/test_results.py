@@ -305,3 +305,46 @@ def test_a_bare_assert_in_a_check_is_the_suites_error_not_the_targets(tmp_path: 
     assert [r["outcome"] for r in records] == ["error"]
     assert records[0]["violations"] == []
     assert "a bug in the check" in records[0]["error"]
+
+
+def test_summary_makes_target_text_inert_markdown() -> None:
+    records = [
+        rec(
+            "t",
+            ["CORE-OBJECT"],
+            "failed",
+            violations=[viol("CORE-OBJECT", "![x](https://evil.example/p.png) <script> \x1b[31m")],
+        )
+    ]
+    md = _results(records)
+    from conformance.results import render_summary
+
+    text = render_summary(md)
+    assert "![x](" not in text and "<script>" not in text and "\x1b" not in text
+    assert "\\!\\[x\\]" in text
+
+
+def test_credentials_in_the_base_url_and_extra_headers_never_reach_evidence() -> None:
+    import httpx
+
+    from conformance.client import Client
+    from conformance.target import Target
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"echo": request.headers.get("x-api-key")})
+
+    t = Target(
+        base_url="http://user:pa55word@127.0.0.1:9/v1",
+        model="m",
+        extra_headers={"X-Api-Key": "sk-header-canary-51"},
+    )
+    assert t.display_url == "http://***:***@127.0.0.1:9/v1"
+    assert "sk-header-canary-51" not in repr(t)
+    with Client(t, transport=httpx.MockTransport(handler)) as c:
+        ex = c.chat({"model": "m", "messages": []})
+    assert seen and seen[0].headers["x-api-key"] == "sk-header-canary-51"  # sent to the target...
+    dumped = repr(ex.to_dict())
+    assert "sk-header-canary-51" not in dumped and "pa55word" not in dumped  # ...never recorded
