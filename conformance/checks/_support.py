@@ -14,6 +14,8 @@ __all__ = [
     "body",
     "ok_json",
     "ok_stream",
+    "obj",
+    "first_choice",
     "stream_answered",
     "is_4xx",
     "judge_rejected",
@@ -111,12 +113,23 @@ def content_of(data: dict[str, Any], index: int = 0) -> str:
     return c if isinstance(c, str) else ""
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else {} (target data is never trusted to have a shape)."""
+    return value if isinstance(value, dict) else {}
+
+
+def first_choice(data: Any) -> dict[str, Any]:
+    """The first choice of a completion or chunk when it is an object, else {}."""
+    choices = obj(data).get("choices")
+    return obj(choices[0]) if isinstance(choices, list) and choices else {}
+
+
 def stream_text(chunks: list[dict[str, Any]], index: int = 0, field: str = "content") -> str:
     out = []
     for c in chunks:
         for ch in c.get("choices") or []:
             if isinstance(ch, dict) and ch.get("index") == index:
-                piece = (ch.get("delta") or {}).get(field)
+                piece = obj(ch.get("delta")).get(field)
                 if isinstance(piece, str):
                     out.append(piece)
     return "".join(out)

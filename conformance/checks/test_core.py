@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from conformance.checks._support import USER, body, content_of, judge_schema, now, ok_json
+from conformance.checks._support import USER, body, content_of, judge_schema, now, obj, ok_json
 
 BASIC = "basic"  # the shared basic completion, judged by several checks
 
@@ -213,7 +213,7 @@ def test_multi_turn_conversation(client, judge, conformance_target):
     ]
     ex = client.chat(body(conformance_target, messages=msgs, max_tokens=4), label="multi-turn")
     judge.check(
-        ex.status == 200 and bool(content_of(ex.json() or {}) or (ex.json() or {}).get("choices")),
+        ex.status == 200 and bool(content_of(obj(ex.json())) or obj(ex.json()).get("choices")),
         "CORE-MULTI-TURN",
         "a system/user/assistant conversation was not answered",
         path="status",
@@ -228,7 +228,7 @@ def test_content_parts(client, judge, conformance_target):
     msgs = [{"role": "user", "content": [{"type": "text", "text": USER}]}]
     ex = client.chat(body(conformance_target, messages=msgs, max_tokens=4), label="content parts")
     judge.check(
-        ex.status == 200 and isinstance((ex.json() or {}).get("choices"), list),
+        ex.status == 200 and isinstance(obj(ex.json()).get("choices"), list),
         "CORE-CONTENT-PARTS",
         "content given as an array of text parts was not accepted",
         path="status",

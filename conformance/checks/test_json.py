@@ -13,7 +13,15 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conformance.checks._support import body, content_of, ok_json, ok_stream, stream_finish, stream_text
+from conformance.checks._support import (
+    body,
+    content_of,
+    first_choice,
+    ok_json,
+    ok_stream,
+    stream_finish,
+    stream_text,
+)
 from conformance.violations import Inconclusive, Judge
 
 MAX_TOKENS = 64
@@ -206,7 +214,7 @@ def _judge_json_answer(judge: Judge, requirement: str, text: str, finish: Any, e
 
 
 def _finish(data: dict[str, Any]) -> Any:
-    ch = (data.get("choices") or [{}])[0]
+    ch = first_choice(data)
     return ch.get("finish_reason") if isinstance(ch, dict) else None
 
 
@@ -227,7 +235,7 @@ def test_format_text_accepted(client, judge, conformance_target):
     ex = client.chat(body(conformance_target, response_format={"type": "text"}, max_tokens=4),
                      label='response_format {"type": "text"}')
     data = _accepted(judge, ex, "FORMAT-TEXT", 'a request with response_format {"type": "text"}')
-    msg = (data.get("choices") or [{}])[0].get("message") or {}
+    msg = first_choice(data).get("message") or {}
     judge.check(isinstance(msg.get("content"), str), "FORMAT-TEXT", "the text answer carries no content",
                 path="$.choices[0].message.content", expected="string", received=msg.get("content"),
                 exchange=ex)

@@ -16,8 +16,10 @@ from conformance.checks._support import (
     content_of,
     deterministic_body,
     deterministic_logprobs,
+    first_choice,
     judge_error_response,
     logprob_entries,
+    obj,
     ok_json,
     ok_stream,
     usage_of,
@@ -40,7 +42,7 @@ def _entries(shared: Any, judge: Any, target: Any, profile: Any, requirement: st
         judge.require(entries is not None, requirement,
                       "logprobs true but choices[0].logprobs.content is not an array",
                       path="$.choices[0].logprobs", expected="{\"content\": [...]}",
-                      received=(data.get("choices") or [{}])[0].get("logprobs"), exchange=ex)
+                      received=first_choice(data).get("logprobs"), exchange=ex)
     elif entries is None:
         raise Inconclusive("no logprobs.content to judge (judged by LOGPROBS-PRESENT)")
     if not entries:
@@ -195,7 +197,7 @@ def test_logprobs_stream(client, judge, conformance_target, profile):
     seen = 0
     for k, c in enumerate(chunks):
         for ch in c.get("choices") or []:
-            if not isinstance(ch, dict) or not (ch.get("delta") or {}).get("content"):
+            if not isinstance(ch, dict) or not obj(ch.get("delta")).get("content"):
                 continue
             seen += 1
             lp = ch.get("logprobs")

@@ -8,7 +8,9 @@ from conformance.checks._stream import judge_stream
 from conformance.checks._support import (
     body,
     content_of,
+    first_choice,
     is_4xx,
+    obj,
     ok_json,
     ok_stream,
     stream_answered,
@@ -70,7 +72,7 @@ def test_stream_incremental_and_bounded(shared, judge, conformance_target):
         1
         for c in chunks
         for ch in c.get("choices") or []
-        if isinstance(ch, dict) and (ch.get("delta") or {}).get("content")
+        if isinstance(ch, dict) and obj(ch.get("delta")).get("content")
     )
     if isinstance(completion, int):
         judge.check(
@@ -152,7 +154,7 @@ def test_stream_equals_nonstream(client, judge, conformance_target, profile):
         received=got,
         exchange=ex,
     )
-    fr = (data.get("choices") or [{}])[0].get("finish_reason")
+    fr = first_choice(data).get("finish_reason")
     judge.check(
         stream_finish(chunks) == fr,
         "STREAM-MATCHES-NONSTREAM",

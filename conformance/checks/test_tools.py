@@ -12,7 +12,14 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conformance.checks._support import ERROR_SHAPE_REQS, body, judge_error_response, ok_json, ok_stream
+from conformance.checks._support import (
+    ERROR_SHAPE_REQS,
+    body,
+    first_choice,
+    judge_error_response,
+    ok_json,
+    ok_stream,
+)
 from conformance.violations import Inconclusive, Judge
 
 PROMPT = "What is the weather in Paris today?"
@@ -62,7 +69,7 @@ def _obj(value: Any) -> dict[str, Any]:
 
 
 def _choice(data: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    ch = _obj(data["choices"][0])
+    ch = first_choice(data)
     msg = _obj(ch.get("message"))
     return msg, ch.get("finish_reason")
 

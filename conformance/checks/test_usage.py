@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conformance.checks._support import body, ok_json
+from conformance.checks._support import body, first_choice, ok_json
 from conformance.checks.test_core import _basic
 
 LONG_PROMPT = " ".join(["Tell me everything you know about cats, dogs, birds and fish."] * 3)
@@ -58,7 +58,7 @@ def test_max_tokens_bounds_and_length(client, judge, conformance_target):
     data = ok_json(ex)
     usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     ct = usage.get("completion_tokens")
-    fr = (data.get("choices") or [{}])[0].get("finish_reason")
+    fr = first_choice(data).get("finish_reason")
     judge.require(
         isinstance(ct, int),
         "MAXTOK-BOUND",
