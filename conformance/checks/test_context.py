@@ -71,6 +71,10 @@ def test_context_truncate_by_default(shared, client, judge, conformance_target, 
     ctx = _context_length(client, conformance_target, profile)
     req, max_tokens = _overflow(shared, conformance_target, ctx)
     ex = client.chat(req, label=f"prompt + max_tokens {max_tokens} beyond the context ({ctx})")
+    if ex.status is None and ex.transport_error and ("timeout" in ex.transport_error
+                                                     or "deadline" in ex.transport_error):
+        # a prompt near the context length can take a slow target longer than the deadline to read
+        raise Inconclusive(f"no answer within the deadline ({ex.transport_error}): raise --timeout")
     judge.require(ex.status == 200, "CONTEXT-TRUNCATE-DEFAULT",
                   "prompt + max_tokens beyond the context was not answered (max_tokens should be reduced)",
                   path="status", expected=200, received=f"{ex.status} {(ex.body_text or '')[:200]}",

@@ -104,7 +104,9 @@ def test_stream_incremental_and_bounded(shared, judge, conformance_target):
             received=pieces,
             exchange=ex,
         )
-    if (completion or 0) >= 3 or len(stream_text(chunks)) >= 3:
+    # only a completion the target itself counts as several tokens must arrive in several chunks
+    # (one long token is one chunk); with nothing to judge the requirement stays unjudged, not passed
+    if isinstance(completion, int) and completion >= 2:
         judge.check(
             pieces >= 2,
             "STREAM-INCREMENTAL",
@@ -114,8 +116,6 @@ def test_stream_incremental_and_bounded(shared, judge, conformance_target):
             received=pieces,
             exchange=ex,
         )
-    else:
-        judge.check(True, "STREAM-INCREMENTAL", "")
 
 
 @pytest.mark.requirement(
@@ -176,8 +176,6 @@ def test_stream_equals_nonstream(client, judge, conformance_target, profile):
             received={k: u2.get(k) for k in keys},
             exchange=ex,
         )
-    else:
-        judge.check(True, "USAGE-STREAM-MATCHES", "")
 
 
 @pytest.mark.requirement("STREAM-OPTIONS-REQUIRES-STREAM")

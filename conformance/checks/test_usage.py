@@ -107,8 +107,6 @@ def test_max_tokens_bounds_and_length(client, judge, conformance_target):
             received=ct,
             exchange=ex,
         )
-    else:
-        judge.check(True, "USAGE-COMPLETION-EXACT", "")
 
 
 @pytest.mark.requirement("USAGE-PROMPT-GROWS")
