@@ -103,8 +103,8 @@ def test_logit_bias_bans_token(shared, client, judge, conformance_target, profil
                            f"{tid} is unknown (judged by LOGIT-BIAS-FORCE)")
     if not banned or "\ufffd" in banned:
         # a partial UTF-8 byte token has no text of its own: another partial byte would look the same
-        raise Inconclusive(f"token {tid} has no distinct text ({banned!r}): set logit_bias_token_id in a profile "
-                           "to an ordinary word token")
+        raise Inconclusive(f"token {tid} has no distinct text ({banned!r}): set logit_bias_token_id in a "
+                           "profile to an ordinary word token")
     plain = ok_json(deterministic_logprobs(shared, conformance_target, profile), "deterministic request")
     extra: dict[str, Any] = {}
     tokens = _tokens(plain)
