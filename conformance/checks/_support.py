@@ -17,6 +17,7 @@ __all__ = [
     "obj",
     "first_choice",
     "stream_answered",
+    "require_completion",
     "is_4xx",
     "judge_rejected",
     "content_of",
@@ -313,3 +314,16 @@ def finish_of(data: dict[str, Any], index: int = 0) -> Any:
         return data["choices"][index].get("finish_reason")
     except (KeyError, IndexError, TypeError, AttributeError):
         return None
+
+
+def require_completion(judge: Judge, ex: Exchange, requirement: str, what: str) -> dict[str, Any]:
+    """The completion answering a request the target promises to serve (a capability it supports, a value in
+    range): anything but a 2xx with a non-empty choices array breaks ``requirement`` and stops the check."""
+    judge.require(ex.status is not None and 200 <= ex.status < 300, requirement, f"{what} was not answered",
+                  path="status", expected="2xx",
+                  received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)
+    data = ex.json()
+    judge.require(isinstance(data, dict) and isinstance(data.get("choices"), list) and bool(data["choices"]),
+                  requirement, f"{what}: the answer is not a completion", path="$.choices",
+                  expected="non-empty choices", received=(ex.body_text or "")[:200], exchange=ex)
+    return data  # type: ignore[no-any-return]

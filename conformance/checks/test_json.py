@@ -17,8 +17,8 @@ from conformance.checks._support import (
     body,
     content_of,
     first_choice,
-    ok_json,
     ok_stream,
+    require_completion,
     stream_finish,
     stream_text,
 )
@@ -33,8 +33,10 @@ ANSWER_SCHEMA: dict[str, Any] = {
     "required": ["answer"],
     "additionalProperties": False,
 }
-JSON_SCHEMA_FORMAT = {"type": "json_schema",
-                      "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True}}
+JSON_SCHEMA_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "answer", "schema": ANSWER_SCHEMA, "strict": True},
+}
 
 
 # ---- incremental JSON prefix validation -------------------------------------------------------------------
@@ -62,8 +64,11 @@ def json_prefix_error(text: str, *, top: str = "{") -> str | None:
     i, n = 0, len(text)
     while i < n:
         c = text[i]
-        if state in ("start", "value", "value_or_close", "key", "key_or_close", "colon", "comma_or_close",
-                     "end") and c in _WS:
+        if (
+            state
+            in ("start", "value", "value_or_close", "key", "key_or_close", "colon", "comma_or_close", "end")
+            and c in _WS
+        ):
             i += 1
             continue
         if state == "start":
@@ -161,9 +166,9 @@ def _scan_string(text: str, i: int) -> tuple[int | None, str | None]:
             if e not in _ESCAPES:
                 return None, f"offset {j}: invalid escape \\{e}"
             if e == "u":
-                hexes = text[j + 2:j + 6]
+                hexes = text[j + 2 : j + 6]
                 if not all(h in _HEX for h in hexes):
-                    return None, f"offset {j}: invalid \\u escape {text[j:j + 6]!r}"
+                    return None, f"offset {j}: invalid \\u escape {text[j : j + 6]!r}"
                 if len(hexes) < 4:
                     return None, None
                 j += 6
@@ -178,39 +183,73 @@ def _scan_string(text: str, i: int) -> tuple[int | None, str | None]:
 
 # ---- judging ----------------------------------------------------------------------------------------------
 
-def _judge_json_answer(judge: Judge, requirement: str, text: str, finish: Any, ex: Any, path: str,
-                       schema: dict[str, Any] | None = None) -> None:
+
+def _judge_json_answer(
+    judge: Judge,
+    requirement: str,
+    text: str,
+    finish: Any,
+    ex: Any,
+    path: str,
+    schema: dict[str, Any] | None = None,
+) -> None:
     """Judge ``text`` as the JSON object answer of a json_object / json_schema request."""
     if finish == "length":
         if not text.strip():
             raise Inconclusive("the answer was cut by max_tokens before any JSON was produced")
         err = json_prefix_error(text)
-        judge.check(err is None, requirement, "the answer cut by max_tokens is not a prefix of a JSON object",
-                    path=path, expected="a prefix of a JSON object", received=f"{text[:300]!r} ({err})",
-                    exchange=ex)
+        judge.check(
+            err is None,
+            requirement,
+            "the answer cut by max_tokens is not a prefix of a JSON object",
+            path=path,
+            expected="a prefix of a JSON object",
+            received=f"{text[:300]!r} ({err})",
+            exchange=ex,
+        )
         if err is not None:
             return
         try:
             value = json.loads(text)
         except ValueError:
-            raise Inconclusive("the answer was cut by max_tokens: a valid JSON prefix, not a complete value "
-                               "to validate") from None
+            raise Inconclusive(
+                "the answer was cut by max_tokens: a valid JSON prefix, not a complete value to validate"
+            ) from None
     else:
         try:
             value = json.loads(text)
         except ValueError as exc:
-            judge.fail(requirement, "the content does not parse as JSON", path=path, expected="a JSON object",
-                       received=f"{text[:300]!r} ({exc})", exchange=ex)
+            judge.fail(
+                requirement,
+                "the content does not parse as JSON",
+                path=path,
+                expected="a JSON object",
+                received=f"{text[:300]!r} ({exc})",
+                exchange=ex,
+            )
             return
-    judge.check(isinstance(value, dict), requirement, "the content is JSON but not an object", path=path,
-                expected="a JSON object", received=text[:300], exchange=ex)
+    judge.check(
+        isinstance(value, dict),
+        requirement,
+        "the content is JSON but not an object",
+        path=path,
+        expected="a JSON object",
+        received=text[:300],
+        exchange=ex,
+    )
     if schema is None or not isinstance(value, dict):
         return
     errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
     for err in errors[:3]:
-        judge.check(False, requirement, "the content does not validate against the requested schema",
-                    path=path + "".join(f"[{p!r}]" for p in err.path), expected=json.dumps(schema),
-                    received=f"{text[:200]!r}: {err.message}", exchange=ex)
+        judge.check(
+            False,
+            requirement,
+            "the content does not validate against the requested schema",
+            path=path + "".join(f"[{p!r}]" for p in err.path),
+            expected=json.dumps(schema),
+            received=f"{text[:200]!r}: {err.message}",
+            exchange=ex,
+        )
 
 
 def _finish(data: dict[str, Any]) -> Any:
@@ -218,54 +257,87 @@ def _finish(data: dict[str, Any]) -> Any:
     return ch.get("finish_reason") if isinstance(ch, dict) else None
 
 
-def _accepted(judge: Judge, ex: Any, requirement: str, what: str) -> dict[str, Any]:
-    judge.require(ex.status is not None and 200 <= ex.status < 300, requirement, f"{what} was not answered",
-                  path="status", expected="2xx",
-                  received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)
-    return ok_json(ex, what)
-
-
 def _json_body(target: Any, profile: Any, response_format: dict[str, Any], **fields: Any) -> dict[str, Any]:
-    return body(target, messages=[{"role": "user", "content": PROMPT}], response_format=response_format,
-                max_tokens=MAX_TOKENS, **dict(profile.deterministic, **fields))
+    return body(
+        target,
+        messages=[{"role": "user", "content": PROMPT}],
+        response_format=response_format,
+        max_tokens=MAX_TOKENS,
+        **dict(profile.deterministic, **fields),
+    )
 
 
 @pytest.mark.requirement("FORMAT-TEXT")
 def test_format_text_accepted(client, judge, conformance_target):
-    ex = client.chat(body(conformance_target, response_format={"type": "text"}, max_tokens=4),
-                     label='response_format {"type": "text"}')
-    data = _accepted(judge, ex, "FORMAT-TEXT", 'a request with response_format {"type": "text"}')
+    ex = client.chat(
+        body(conformance_target, response_format={"type": "text"}, max_tokens=4),
+        label='response_format {"type": "text"}',
+    )
+    data = require_completion(judge, ex, "FORMAT-TEXT", 'a request with response_format {"type": "text"}')
     msg = first_choice(data).get("message") or {}
-    judge.check(isinstance(msg.get("content"), str), "FORMAT-TEXT", "the text answer carries no content",
-                path="$.choices[0].message.content", expected="string", received=msg.get("content"),
-                exchange=ex)
+    judge.check(
+        isinstance(msg.get("content"), str),
+        "FORMAT-TEXT",
+        "the text answer carries no content",
+        path="$.choices[0].message.content",
+        expected="string",
+        received=msg.get("content"),
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("JSON-OBJECT-VALID")
 def test_json_object_answer(client, judge, conformance_target, profile):
-    ex = client.chat(_json_body(conformance_target, profile, {"type": "json_object"}),
-                     label='response_format {"type": "json_object"}')
-    data = _accepted(judge, ex, "JSON-OBJECT-VALID", "a json_object request")
-    _judge_json_answer(judge, "JSON-OBJECT-VALID", content_of(data), _finish(data), ex,
-                       "$.choices[0].message.content")
+    ex = client.chat(
+        _json_body(conformance_target, profile, {"type": "json_object"}),
+        label='response_format {"type": "json_object"}',
+    )
+    data = require_completion(judge, ex, "JSON-OBJECT-VALID", "a json_object request")
+    _judge_json_answer(
+        judge, "JSON-OBJECT-VALID", content_of(data), _finish(data), ex, "$.choices[0].message.content"
+    )
 
 
 @pytest.mark.requirement("JSON-SCHEMA-VALID")
 def test_json_schema_answer(client, judge, conformance_target, profile):
-    ex = client.chat(_json_body(conformance_target, profile, JSON_SCHEMA_FORMAT),
-                     label="response_format json_schema {answer: boolean}")
-    data = _accepted(judge, ex, "JSON-SCHEMA-VALID", "a json_schema request")
-    _judge_json_answer(judge, "JSON-SCHEMA-VALID", content_of(data), _finish(data), ex,
-                       "$.choices[0].message.content", schema=ANSWER_SCHEMA)
+    ex = client.chat(
+        _json_body(conformance_target, profile, JSON_SCHEMA_FORMAT),
+        label="response_format json_schema {answer: boolean}",
+    )
+    data = require_completion(judge, ex, "JSON-SCHEMA-VALID", "a json_schema request")
+    _judge_json_answer(
+        judge,
+        "JSON-SCHEMA-VALID",
+        content_of(data),
+        _finish(data),
+        ex,
+        "$.choices[0].message.content",
+        schema=ANSWER_SCHEMA,
+    )
 
 
 @pytest.mark.requirement("JSON-SCHEMA-STREAM")
 def test_json_schema_streamed(client, judge, conformance_target, profile):
-    ex = client.chat(_json_body(conformance_target, profile, JSON_SCHEMA_FORMAT, stream=True),
-                     label="streamed response_format json_schema {answer: boolean}")
-    judge.require(ex.status is not None and 200 <= ex.status < 300, "JSON-SCHEMA-STREAM",
-                  "a streamed json_schema request was not answered", path="status", expected="2xx",
-                  received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)
+    ex = client.chat(
+        _json_body(conformance_target, profile, JSON_SCHEMA_FORMAT, stream=True),
+        label="streamed response_format json_schema {answer: boolean}",
+    )
+    judge.require(
+        ex.status is not None and 200 <= ex.status < 300,
+        "JSON-SCHEMA-STREAM",
+        "a streamed json_schema request was not answered",
+        path="status",
+        expected="2xx",
+        received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}",
+        exchange=ex,
+    )
     chunks = ok_stream(ex, "streamed json_schema request")
-    _judge_json_answer(judge, "JSON-SCHEMA-STREAM", stream_text(chunks), stream_finish(chunks), ex,
-                       "choices[0].delta.content (reassembled)", schema=ANSWER_SCHEMA)
+    _judge_json_answer(
+        judge,
+        "JSON-SCHEMA-STREAM",
+        stream_text(chunks),
+        stream_finish(chunks),
+        ex,
+        "choices[0].delta.content (reassembled)",
+        schema=ANSWER_SCHEMA,
+    )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conformance.checks._support import USER, body, ok_stream, stream_text
+from conformance.checks._support import USER, body, first_choice, ok_stream, require_completion, stream_text
 from conformance.violations import Inconclusive, Judge
 
 MAX_TOKENS = 24
@@ -22,24 +22,28 @@ def _markup_in(text: Any) -> list[str]:
 
 
 def _reasoning_body(target: Any, profile: Any, **fields: Any) -> dict[str, Any]:
-    return body(target, messages=[{"role": "user", "content": USER}], max_tokens=MAX_TOKENS,
-                **dict(profile.deterministic, **fields))
+    return body(
+        target,
+        messages=[{"role": "user", "content": USER}],
+        max_tokens=MAX_TOKENS,
+        **dict(profile.deterministic, **fields),
+    )
 
 
 def _message(judge: Judge, ex: Any, requirement: str, what: str) -> dict[str, Any]:
     """The first choice's message of a request the capability promises to serve (else ``requirement``
     fails)."""
-    judge.require(ex.status is not None and 200 <= ex.status < 300, requirement, f"{what} was not answered",
-                  path="status", expected="2xx",
-                  received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)
-    data = ex.json()
-    try:
-        msg = data["choices"][0]["message"]
-    except (KeyError, IndexError, TypeError):
-        msg = None
-    judge.require(isinstance(msg, dict), requirement, f"{what}: the answer has no message",
-                  path="$.choices[0].message", expected="object", received=(ex.body_text or "")[:200],
-                  exchange=ex)
+    data = require_completion(judge, ex, requirement, what)
+    msg = first_choice(data).get("message")
+    judge.require(
+        isinstance(msg, dict),
+        requirement,
+        f"{what}: the answer has no message",
+        path="$.choices[0].message",
+        expected="object",
+        received=(ex.body_text or "")[:200],
+        exchange=ex,
+    )
     return msg  # type: ignore[return-value]
 
 
@@ -49,52 +53,89 @@ def _supported(capabilities: dict[str, Any], cap: str) -> bool:
 
 @pytest.mark.requirement("REASONING-SEPARATE")
 def test_reasoning_separated(client, judge, conformance_target, profile):
-    ex = client.chat(_reasoning_body(conformance_target, profile, separate_reasoning=True),
-                     label="separate_reasoning true")
+    ex = client.chat(
+        _reasoning_body(conformance_target, profile, separate_reasoning=True), label="separate_reasoning true"
+    )
     msg = _message(judge, ex, "REASONING-SEPARATE", "a request with separate_reasoning true")
     rc = msg.get("reasoning_content")
-    judge.check(isinstance(rc, str) and rc.strip() != "", "REASONING-SEPARATE",
-                "the reasoning is not returned in reasoning_content",
-                path="$.choices[0].message.reasoning_content",
-                expected="a non-empty string", received=rc if "reasoning_content" in msg else "absent",
-                exchange=ex)
+    judge.check(
+        isinstance(rc, str) and rc.strip() != "",
+        "REASONING-SEPARATE",
+        "the reasoning is not returned in reasoning_content",
+        path="$.choices[0].message.reasoning_content",
+        expected="a non-empty string",
+        received=rc if "reasoning_content" in msg else "absent",
+        exchange=ex,
+    )
     content = msg.get("content")
     found = _markup_in(content)
-    judge.check(not found, "REASONING-SEPARATE", "content holds reasoning markup",
-                path="$.choices[0].message.content", expected="no <think>/</think>",
-                received=f"{found}: {str(content)[:200]!r}", exchange=ex)
+    judge.check(
+        not found,
+        "REASONING-SEPARATE",
+        "content holds reasoning markup",
+        path="$.choices[0].message.content",
+        expected="no <think>/</think>",
+        received=f"{found}: {str(content)[:200]!r}",
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("REASONING-STREAM")
 def test_reasoning_streamed(client, judge, conformance_target, profile):
-    ex = client.chat(_reasoning_body(conformance_target, profile, separate_reasoning=True, stream=True),
-                     label="streamed separate_reasoning true")
-    judge.require(ex.status is not None and 200 <= ex.status < 300, "REASONING-STREAM",
-                  "a streamed request with separate_reasoning true was not answered", path="status",
-                  expected="2xx", received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}",
-                  exchange=ex)
+    ex = client.chat(
+        _reasoning_body(conformance_target, profile, separate_reasoning=True, stream=True),
+        label="streamed separate_reasoning true",
+    )
+    judge.require(
+        ex.status is not None and 200 <= ex.status < 300,
+        "REASONING-STREAM",
+        "a streamed request with separate_reasoning true was not answered",
+        path="status",
+        expected="2xx",
+        received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}",
+        exchange=ex,
+    )
     chunks = ok_stream(ex, "streamed separate_reasoning")
     reasoning = stream_text(chunks, field="reasoning_content")
     content = stream_text(chunks)
-    judge.check(reasoning.strip() != "", "REASONING-STREAM",
-                "no reasoning arrived in delta.reasoning_content",
-                path="choices[0].delta.reasoning_content", expected="reasoning text",
-                received={"reasoning_content": reasoning, "content": content[:200]}, exchange=ex)
+    judge.check(
+        reasoning.strip() != "",
+        "REASONING-STREAM",
+        "no reasoning arrived in delta.reasoning_content",
+        path="choices[0].delta.reasoning_content",
+        expected="reasoning text",
+        received={"reasoning_content": reasoning, "content": content[:200]},
+        exchange=ex,
+    )
     found = _markup_in(content)
-    judge.check(not found, "REASONING-STREAM", "delta.content holds reasoning markup",
-                path="choices[0].delta.content (reassembled)", expected="no <think>/</think>",
-                received=f"{found}: {content[:200]!r}", exchange=ex)
+    judge.check(
+        not found,
+        "REASONING-STREAM",
+        "delta.content holds reasoning markup",
+        path="choices[0].delta.content (reassembled)",
+        expected="no <think>/</think>",
+        received=f"{found}: {content[:200]!r}",
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("REASONING-NOT-SEPARATED")
 def test_reasoning_not_separated(client, judge, conformance_target, profile):
-    ex = client.chat(_reasoning_body(conformance_target, profile, separate_reasoning=False),
-                     label="separate_reasoning false")
+    ex = client.chat(
+        _reasoning_body(conformance_target, profile, separate_reasoning=False),
+        label="separate_reasoning false",
+    )
     msg = _message(judge, ex, "REASONING-NOT-SEPARATED", "a request with separate_reasoning false")
     rc = msg.get("reasoning_content")
-    judge.check(rc is None, "REASONING-NOT-SEPARATED", "reasoning_content is set although separate_reasoning "
-                "is false", path="$.choices[0].message.reasoning_content", expected="null or absent",
-                received=rc, exchange=ex)
+    judge.check(
+        rc is None,
+        "REASONING-NOT-SEPARATED",
+        "reasoning_content is set although separate_reasoning is false",
+        path="$.choices[0].message.reasoning_content",
+        expected="null or absent",
+        received=rc,
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("THINKING-DISABLE")
@@ -105,15 +146,26 @@ def test_thinking_disabled(client, judge, conformance_target, profile, capabilit
     ex = client.chat(_reasoning_body(conformance_target, profile, **fields), label="enable_thinking false")
     msg = _message(judge, ex, "THINKING-DISABLE", "a request with enable_thinking false")
     rc = msg.get("reasoning_content")
-    judge.check(rc is None or rc == "", "THINKING-DISABLE",
-                "reasoning was produced with enable_thinking false",
-                path="$.choices[0].message.reasoning_content", expected="null, absent or empty",
-                received=rc, exchange=ex)
+    judge.check(
+        rc is None or rc == "",
+        "THINKING-DISABLE",
+        "reasoning was produced with enable_thinking false",
+        path="$.choices[0].message.reasoning_content",
+        expected="null, absent or empty",
+        received=rc,
+        exchange=ex,
+    )
     content = msg.get("content")
     found = _markup_in(content)
-    judge.check(not found, "THINKING-DISABLE", "content holds reasoning markup with enable_thinking false",
-                path="$.choices[0].message.content", expected="no <think>/</think>",
-                received=f"{found}: {str(content)[:200]!r}", exchange=ex)
+    judge.check(
+        not found,
+        "THINKING-DISABLE",
+        "content holds reasoning markup with enable_thinking false",
+        path="$.choices[0].message.content",
+        expected="no <think>/</think>",
+        received=f"{found}: {str(content)[:200]!r}",
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("THINKING-ENABLE")
@@ -122,15 +174,22 @@ def test_thinking_enabled(client, judge, conformance_target, profile, capabiliti
     fields: dict[str, Any] = {"enable_thinking": True}
     if separate:
         fields["separate_reasoning"] = True
-    ex = client.chat(_reasoning_body(conformance_target, profile, **fields),
-                     label="enable_thinking true" + (" with separate_reasoning true" if separate else ""))
+    ex = client.chat(
+        _reasoning_body(conformance_target, profile, **fields),
+        label="enable_thinking true" + (" with separate_reasoning true" if separate else ""),
+    )
     msg = _message(judge, ex, "THINKING-ENABLE", "a request with enable_thinking true")
     rc = msg.get("reasoning_content")
     content = msg.get("content")
     produced = (isinstance(rc, str) and rc.strip() != "") or bool(_markup_in(content))
     if not produced and not separate and not isinstance(content, str):
         raise Inconclusive("no content to look for reasoning in")
-    judge.check(produced, "THINKING-ENABLE", "no reasoning was produced with enable_thinking true",
-                path="$.choices[0].message.reasoning_content", expected="a non-empty reasoning_content"
-                + ("" if separate else " or <think> markup in content"),
-                received={"reasoning_content": rc, "content": str(content)[:200]}, exchange=ex)
+    judge.check(
+        produced,
+        "THINKING-ENABLE",
+        "no reasoning was produced with enable_thinking true",
+        path="$.choices[0].message.reasoning_content",
+        expected="a non-empty reasoning_content" + ("" if separate else " or <think> markup in content"),
+        received={"reasoning_content": rc, "content": str(content)[:200]},
+        exchange=ex,
+    )

@@ -19,6 +19,7 @@ from conformance.checks._support import (
     judge_error_response,
     ok_json,
     ok_stream,
+    require_completion,
 )
 from conformance.violations import Inconclusive, Judge
 
@@ -27,41 +28,59 @@ MAX_TOKENS = 48  # arguments take tokens
 
 WEATHER_PARAMS: dict[str, Any] = {
     "type": "object",
-    "properties": {"city": {"type": "string", "description": "the city name"},
-                   "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    "properties": {
+        "city": {"type": "string", "description": "the city name"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
     "required": ["city"],
 }
-WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Get the current weather "
-                                            "in a city", "parameters": WEATHER_PARAMS}}
-TIME_PARAMS: dict[str, Any] = {"type": "object", "properties": {"city": {"type": "string"}},
-                               "required": ["city"]}
-TIME = {"type": "function", "function": {"name": "get_time", "description": "Get the local time in a city",
-                                         "parameters": TIME_PARAMS}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": WEATHER_PARAMS,
+    },
+}
+TIME_PARAMS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Get the local time in a city",
+        "parameters": TIME_PARAMS,
+    },
+}
 SCHEMAS = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
 REQUIRED_KEY = "tools-required"
 
 
-def _tool_body(target: Any, profile: Any, tool_choice: Any, *, tools: list[dict[str, Any]] | None = None,
-               max_tokens: int = MAX_TOKENS, **fields: Any) -> dict[str, Any]:
-    return body(target, messages=[{"role": "user", "content": PROMPT}], tools=tools or [WEATHER],
-                tool_choice=tool_choice, max_tokens=max_tokens, **dict(profile.deterministic, **fields))
+def _tool_body(
+    target: Any,
+    profile: Any,
+    tool_choice: Any,
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    max_tokens: int = MAX_TOKENS,
+    **fields: Any,
+) -> dict[str, Any]:
+    return body(
+        target,
+        messages=[{"role": "user", "content": PROMPT}],
+        tools=tools or [WEATHER],
+        tool_choice=tool_choice,
+        max_tokens=max_tokens,
+        **dict(profile.deterministic, **fields),
+    )
 
 
 def _required(shared: Any, target: Any, profile: Any) -> Any:
     """The shared forced call: tool_choice "required" with the weather tool."""
     return shared(REQUIRED_KEY, _tool_body(target, profile, "required"), label='tool_choice "required"')
-
-
-def _accepted(judge: Judge, ex: Any, requirement: str, what: str) -> dict[str, Any]:
-    """A request the capability promises to serve: not answering it 2xx breaks ``requirement``."""
-    judge.require(ex.status is not None and 200 <= ex.status < 300, requirement, f"{what} was not answered",
-                  path="status", expected="2xx",
-                  received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)
-    data = ex.json()
-    judge.require(isinstance(data, dict) and isinstance(data.get("choices"), list) and bool(data["choices"]),
-                  requirement, f"{what}: the answer is not a completion", path="$.choices",
-                  expected="non-empty choices", received=(ex.body_text or "")[:200], exchange=ex)
-    return data
 
 
 def _obj(value: Any) -> dict[str, Any]:
@@ -94,8 +113,15 @@ def _judge_call_shape(judge: Judge, requirement: str, calls: list[Any], ex: Any,
         if not isinstance(fn.get("arguments"), str):
             problems.append(("function.arguments", "string", fn.get("arguments")))
         for field, expected, received in problems:
-            judge.check(False, requirement, f"tool call {field} is malformed", path=f"{path}.{field}",
-                        expected=expected, received=received, exchange=ex)
+            judge.check(
+                False,
+                requirement,
+                f"tool call {field} is malformed",
+                path=f"{path}.{field}",
+                expected=expected,
+                received=received,
+                exchange=ex,
+            )
         if not problems:
             judge.check(True, requirement, "")
 
@@ -106,7 +132,7 @@ def _forced_call(shared: Any, target: Any, profile: Any) -> tuple[Any, dict[str,
     msg, fr = _choice(data)
     calls = _calls(msg)
     if not calls:
-        raise Inconclusive('the forced call carried no tool_calls (judged by TOOLS-CHOICE-REQUIRED)')
+        raise Inconclusive("the forced call carried no tool_calls (judged by TOOLS-CHOICE-REQUIRED)")
     return ex, msg, calls, fr
 
 
@@ -118,13 +144,20 @@ def _arguments(call: Any) -> Any:
 @pytest.mark.requirement("TOOLS-CHOICE-REQUIRED")
 def test_choice_required_calls_a_tool(shared, judge, conformance_target, profile):
     ex = _required(shared, conformance_target, profile)
-    data = _accepted(judge, ex, "TOOLS-CHOICE-REQUIRED", 'a request with tool_choice "required"')
+    data = require_completion(judge, ex, "TOOLS-CHOICE-REQUIRED", 'a request with tool_choice "required"')
     msg, _ = _choice(data)
     calls = _calls(msg)
-    judge.check(len(calls) >= 1, "TOOLS-CHOICE-REQUIRED", 'tool_choice "required" produced no tool call',
-                path="$.choices[0].message.tool_calls", expected="at least one tool call",
-                received=msg.get("tool_calls", "absent") if msg.get("tool_calls") is not None
-                else {"content": msg.get("content")}, exchange=ex)
+    judge.check(
+        len(calls) >= 1,
+        "TOOLS-CHOICE-REQUIRED",
+        'tool_choice "required" produced no tool call',
+        path="$.choices[0].message.tool_calls",
+        expected="at least one tool call",
+        received=msg.get("tool_calls", "absent")
+        if msg.get("tool_calls") is not None
+        else {"content": msg.get("content")},
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("TOOLS-CALL-SHAPE")
@@ -140,8 +173,15 @@ def test_tool_arguments_are_json(shared, judge, conformance_target, profile):
     for i, call in enumerate(calls):
         args = _arguments(call)
         path = f"$.choices[0].message.tool_calls[{i}].function.arguments"
-        if not judge.check(isinstance(args, str), "TOOLS-ARGS-JSON", "arguments is not a JSON-encoded string",
-                           path=path, expected="string", received=args, exchange=ex):
+        if not judge.check(
+            isinstance(args, str),
+            "TOOLS-ARGS-JSON",
+            "arguments is not a JSON-encoded string",
+            path=path,
+            expected="string",
+            received=args,
+            exchange=ex,
+        ):
             continue
         try:
             parsed = json.loads(args)
@@ -149,11 +189,25 @@ def test_tool_arguments_are_json(shared, judge, conformance_target, profile):
             if fr == "length":
                 truncated.append(i)  # cut by max_tokens: the arguments may be incomplete
                 continue
-            judge.check(False, "TOOLS-ARGS-JSON", "arguments do not parse as JSON", path=path,
-                        expected="a JSON object", received=f"{args[:200]!r} ({exc})", exchange=ex)
+            judge.check(
+                False,
+                "TOOLS-ARGS-JSON",
+                "arguments do not parse as JSON",
+                path=path,
+                expected="a JSON object",
+                received=f"{args[:200]!r} ({exc})",
+                exchange=ex,
+            )
             continue
-        judge.check(isinstance(parsed, dict), "TOOLS-ARGS-JSON", "arguments are JSON but not an object",
-                    path=path, expected="a JSON object", received=args, exchange=ex)
+        judge.check(
+            isinstance(parsed, dict),
+            "TOOLS-ARGS-JSON",
+            "arguments are JSON but not an object",
+            path=path,
+            expected="a JSON object",
+            received=args,
+            exchange=ex,
+        )
     if truncated and not judge.violations:
         raise Inconclusive(f"tool call(s) {truncated} were cut by max_tokens before their arguments ended")
 
@@ -172,13 +226,20 @@ def test_tool_arguments_match_schema(shared, judge, conformance_target, profile)
         schema = SCHEMAS.get(name) if isinstance(name, str) else None
         if schema is None or not isinstance(parsed, dict):
             continue
-        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(parsed),
-                        key=lambda e: list(e.path))
+        errors = sorted(
+            jsonschema.Draft202012Validator(schema).iter_errors(parsed), key=lambda e: list(e.path)
+        )
         for err in errors[:3]:
-            judge.check(False, "TOOLS-ARGS-SCHEMA", f"arguments do not validate against {name}'s parameters",
-                        path=f"$.choices[0].message.tool_calls[{i}].function.arguments"
-                        + "".join(f"[{p!r}]" for p in err.path),
-                        expected=f"parameters schema of {name}", received=err.message, exchange=ex)
+            judge.check(
+                False,
+                "TOOLS-ARGS-SCHEMA",
+                f"arguments do not validate against {name}'s parameters",
+                path=f"$.choices[0].message.tool_calls[{i}].function.arguments"
+                + "".join(f"[{p!r}]" for p in err.path),
+                expected=f"parameters schema of {name}",
+                received=err.message,
+                exchange=ex,
+            )
         judged += 1
     if not judged:
         why = "cut by max_tokens" if fr == "length" else "no call to a known function with object arguments"
@@ -191,80 +252,139 @@ def test_tool_call_finish_reason(shared, judge, conformance_target, profile):
     ex, _, _, fr = _forced_call(shared, conformance_target, profile)
     if fr == "length":
         raise Inconclusive("the tool call was cut by max_tokens (finish_reason length)")
-    judge.check(fr == "tool_calls", "TOOLS-FINISH-REASON", "a response carrying tool_calls did not end with "
-                "finish_reason tool_calls", path="$.choices[0].finish_reason", expected="tool_calls",
-                received=fr, exchange=ex)
+    judge.check(
+        fr == "tool_calls",
+        "TOOLS-FINISH-REASON",
+        "a response carrying tool_calls did not end with finish_reason tool_calls",
+        path="$.choices[0].finish_reason",
+        expected="tool_calls",
+        received=fr,
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("TOOLS-CHOICE-NONE")
 def test_choice_none_calls_no_tool(client, judge, conformance_target, profile):
-    ex = client.chat(_tool_body(conformance_target, profile, "none", max_tokens=8),
-                     label='tool_choice "none"')
-    data = _accepted(judge, ex, "TOOLS-CHOICE-NONE", 'a request with tool_choice "none"')
+    ex = client.chat(
+        _tool_body(conformance_target, profile, "none", max_tokens=8), label='tool_choice "none"'
+    )
+    data = require_completion(judge, ex, "TOOLS-CHOICE-NONE", 'a request with tool_choice "none"')
     msg, fr = _choice(data)
     calls = msg.get("tool_calls")
-    judge.check(not calls, "TOOLS-CHOICE-NONE", 'tool_choice "none" produced tool calls',
-                path="$.choices[0].message.tool_calls", expected="null, absent or []", received=calls,
-                exchange=ex)
-    judge.check(fr != "tool_calls", "TOOLS-CHOICE-NONE", 'tool_choice "none" ended with finish_reason '
-                "tool_calls", path="$.choices[0].finish_reason", expected="stop or length", received=fr,
-                exchange=ex)
+    judge.check(
+        not calls,
+        "TOOLS-CHOICE-NONE",
+        'tool_choice "none" produced tool calls',
+        path="$.choices[0].message.tool_calls",
+        expected="null, absent or []",
+        received=calls,
+        exchange=ex,
+    )
+    judge.check(
+        fr != "tool_calls",
+        "TOOLS-CHOICE-NONE",
+        'tool_choice "none" ended with finish_reason tool_calls',
+        path="$.choices[0].finish_reason",
+        expected="stop or length",
+        received=fr,
+        exchange=ex,
+    )
 
 
 @pytest.mark.requirement("TOOLS-CHOICE-AUTO")
 def test_choice_auto(client, judge, conformance_target, profile):
     ex = client.chat(_tool_body(conformance_target, profile, "auto"), label='tool_choice "auto"')
-    data = _accepted(judge, ex, "TOOLS-CHOICE-AUTO", 'a request with tool_choice "auto"')
+    data = require_completion(judge, ex, "TOOLS-CHOICE-AUTO", 'a request with tool_choice "auto"')
     msg, _ = _choice(data)
     calls = msg.get("tool_calls")
     if calls:
-        judge.check(isinstance(calls, list), "TOOLS-CHOICE-AUTO", "tool_calls is not an array",
-                    path="$.choices[0].message.tool_calls", expected="array", received=calls, exchange=ex)
+        judge.check(
+            isinstance(calls, list),
+            "TOOLS-CHOICE-AUTO",
+            "tool_calls is not an array",
+            path="$.choices[0].message.tool_calls",
+            expected="array",
+            received=calls,
+            exchange=ex,
+        )
         _judge_call_shape(judge, "TOOLS-CHOICE-AUTO", _calls(msg), ex, "$.choices[0].message")
     else:
-        judge.check(isinstance(msg.get("content"), str), "TOOLS-CHOICE-AUTO",
-                    "the answer holds neither content nor tool calls", path="$.choices[0].message.content",
-                    expected="string content or tool_calls", received=msg, exchange=ex)
+        judge.check(
+            isinstance(msg.get("content"), str),
+            "TOOLS-CHOICE-AUTO",
+            "the answer holds neither content nor tool calls",
+            path="$.choices[0].message.content",
+            expected="string content or tool_calls",
+            received=msg,
+            exchange=ex,
+        )
 
 
 @pytest.mark.requirement("TOOLS-CHOICE-NAMED")
 def test_choice_named_calls_that_function(client, judge, conformance_target, profile):
     choice = {"type": "function", "function": {"name": "get_time"}}
-    ex = client.chat(_tool_body(conformance_target, profile, choice, tools=[WEATHER, TIME]),
-                     label="tool_choice naming get_time (the second of two tools)")
-    data = _accepted(judge, ex, "TOOLS-CHOICE-NAMED", "a request with a named tool_choice")
+    ex = client.chat(
+        _tool_body(conformance_target, profile, choice, tools=[WEATHER, TIME]),
+        label="tool_choice naming get_time (the second of two tools)",
+    )
+    data = require_completion(judge, ex, "TOOLS-CHOICE-NAMED", "a request with a named tool_choice")
     msg, _ = _choice(data)
     calls = _calls(msg)
-    judge.require(len(calls) >= 1, "TOOLS-CHOICE-NAMED", "a named tool_choice produced no tool call",
-                  path="$.choices[0].message.tool_calls", expected="a call to get_time",
-                  received=msg.get("tool_calls") if msg.get("tool_calls") is not None
-                  else {"content": msg.get("content")}, exchange=ex)
+    judge.require(
+        len(calls) >= 1,
+        "TOOLS-CHOICE-NAMED",
+        "a named tool_choice produced no tool call",
+        path="$.choices[0].message.tool_calls",
+        expected="a call to get_time",
+        received=msg.get("tool_calls")
+        if msg.get("tool_calls") is not None
+        else {"content": msg.get("content")},
+        exchange=ex,
+    )
     for i, call in enumerate(calls):
         fn = call.get("function") if isinstance(call, dict) else None
         name = fn.get("name") if isinstance(fn, dict) else None
-        judge.check(name == "get_time", "TOOLS-CHOICE-NAMED", "the call is not to the named function",
-                    path=f"$.choices[0].message.tool_calls[{i}].function.name", expected="get_time",
-                    received=name, exchange=ex)
+        judge.check(
+            name == "get_time",
+            "TOOLS-CHOICE-NAMED",
+            "the call is not to the named function",
+            path=f"$.choices[0].message.tool_calls[{i}].function.name",
+            expected="get_time",
+            received=name,
+            exchange=ex,
+        )
 
 
 @pytest.mark.requirement("TOOLS-RESULT-TURN")
 def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
     msgs: list[dict[str, Any]] = [
         {"role": "user", "content": PROMPT},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temp\": 20}"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 20}'},
     ]
-    ex = client.chat(body(conformance_target, messages=msgs, tools=[WEATHER], max_tokens=8),
-                     label="follow-up turn with a tool result")
-    _accepted(judge, ex, "TOOLS-RESULT-TURN", "a conversation holding tool_calls and a tool result")
+    ex = client.chat(
+        body(conformance_target, messages=msgs, tools=[WEATHER], max_tokens=8),
+        label="follow-up turn with a tool result",
+    )
+    require_completion(judge, ex, "TOOLS-RESULT-TURN", "a conversation holding tool_calls and a tool result")
 
 
 @pytest.mark.requirement("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED")
 def test_streamed_tool_call_fragments(client, judge, conformance_target, profile):
-    ex = client.chat(_tool_body(conformance_target, profile, "required", stream=True),
-                     label='streamed tool_choice "required"')
+    ex = client.chat(
+        _tool_body(conformance_target, profile, "required", stream=True),
+        label='streamed tool_choice "required"',
+    )
     chunks = ok_stream(ex, 'streamed tool_choice "required"')
     frags: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     finish = None
@@ -281,36 +401,71 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
                     bad_index.append((n, idx))
                     continue
                 frags.setdefault(idx, []).append((n, tc))
-    judge.require(bool(frags) or bool(bad_index), "TOOLS-CHOICE-REQUIRED",
-                  'the streamed answer to tool_choice "required" carried no tool-call fragment',
-                  path="chunks[].choices[0].delta.tool_calls", expected="tool-call deltas",
-                  received=f"{len(chunks)} chunks without tool_calls", exchange=ex)
-    judge.check(not bad_index, "TOOLS-STREAM-FRAGMENTS", "a tool-call fragment has no integer index",
-                path=f"chunks[{bad_index[0][0]}].choices[0].delta.tool_calls[].index" if bad_index else "",
-                expected="integer", received=bad_index[0][1] if bad_index else "", exchange=ex)
+    judge.require(
+        bool(frags) or bool(bad_index),
+        "TOOLS-CHOICE-REQUIRED",
+        'the streamed answer to tool_choice "required" carried no tool-call fragment',
+        path="chunks[].choices[0].delta.tool_calls",
+        expected="tool-call deltas",
+        received=f"{len(chunks)} chunks without tool_calls",
+        exchange=ex,
+    )
+    judge.check(
+        not bad_index,
+        "TOOLS-STREAM-FRAGMENTS",
+        "a tool-call fragment has no integer index",
+        path=f"chunks[{bad_index[0][0]}].choices[0].delta.tool_calls[].index" if bad_index else "",
+        expected="integer",
+        received=bad_index[0][1] if bad_index else "",
+        exchange=ex,
+    )
     cut: list[int] = []
     for idx, parts in sorted(frags.items()):
         n, first = parts[0]
         fn = _obj(first.get("function"))
         where = f"chunks[{n}].choices[0].delta.tool_calls[index={idx}]"
-        judge.check(isinstance(first.get("id"), str) and bool(first["id"]), "TOOLS-STREAM-FRAGMENTS",
-                    "the first fragment of a tool call has no id", path=f"{where}.id",
-                    expected="non-empty string", received=first.get("id"), exchange=ex)
-        judge.check(first.get("type") == "function", "TOOLS-STREAM-FRAGMENTS",
-                    "the first fragment of a tool call has no type function", path=f"{where}.type",
-                    expected="function", received=first.get("type"), exchange=ex)
-        judge.check(isinstance(fn.get("name"), str) and bool(fn["name"]), "TOOLS-STREAM-FRAGMENTS",
-                    "the first fragment of a tool call has no function.name", path=f"{where}.function.name",
-                    expected="non-empty string", received=fn.get("name"), exchange=ex)
+        judge.check(
+            isinstance(first.get("id"), str) and bool(first["id"]),
+            "TOOLS-STREAM-FRAGMENTS",
+            "the first fragment of a tool call has no id",
+            path=f"{where}.id",
+            expected="non-empty string",
+            received=first.get("id"),
+            exchange=ex,
+        )
+        judge.check(
+            first.get("type") == "function",
+            "TOOLS-STREAM-FRAGMENTS",
+            "the first fragment of a tool call has no type function",
+            path=f"{where}.type",
+            expected="function",
+            received=first.get("type"),
+            exchange=ex,
+        )
+        judge.check(
+            isinstance(fn.get("name"), str) and bool(fn["name"]),
+            "TOOLS-STREAM-FRAGMENTS",
+            "the first fragment of a tool call has no function.name",
+            path=f"{where}.function.name",
+            expected="non-empty string",
+            received=fn.get("name"),
+            exchange=ex,
+        )
         pieces = []
         for m, tc in parts:
             f = _obj(tc.get("function"))
             a = f.get("arguments")
             if a is None:
                 continue
-            if not judge.check(isinstance(a, str), "TOOLS-STREAM-FRAGMENTS", "an arguments fragment is not a "
-                               "string", path=f"chunks[{m}].choices[0].delta.tool_calls[index={idx}]"
-                               ".function.arguments", expected="string", received=a, exchange=ex):
+            if not judge.check(
+                isinstance(a, str),
+                "TOOLS-STREAM-FRAGMENTS",
+                "an arguments fragment is not a string",
+                path=f"chunks[{m}].choices[0].delta.tool_calls[index={idx}].function.arguments",
+                expected="string",
+                received=a,
+                exchange=ex,
+            ):
                 break
             pieces.append(a)
         else:
@@ -321,15 +476,25 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
                 if finish == "length":
                     cut.append(idx)
                     continue
-                judge.check(False, "TOOLS-STREAM-FRAGMENTS",
-                            "the concatenated arguments do not parse as JSON",
-                            path=f"tool_calls[index={idx}].function.arguments", expected="a JSON object",
-                            received=f"{args[:200]!r} ({exc})", exchange=ex)
+                judge.check(
+                    False,
+                    "TOOLS-STREAM-FRAGMENTS",
+                    "the concatenated arguments do not parse as JSON",
+                    path=f"tool_calls[index={idx}].function.arguments",
+                    expected="a JSON object",
+                    received=f"{args[:200]!r} ({exc})",
+                    exchange=ex,
+                )
                 continue
-            judge.check(isinstance(parsed, dict), "TOOLS-STREAM-FRAGMENTS",
-                        "the concatenated arguments are not a JSON object",
-                        path=f"tool_calls[index={idx}].function.arguments", expected="a JSON object",
-                        received=args[:200], exchange=ex)
+            judge.check(
+                isinstance(parsed, dict),
+                "TOOLS-STREAM-FRAGMENTS",
+                "the concatenated arguments are not a JSON object",
+                path=f"tool_calls[index={idx}].function.arguments",
+                expected="a JSON object",
+                received=args[:200],
+                exchange=ex,
+            )
     if cut and not judge.violations:
         raise Inconclusive(f"streamed tool call(s) {cut} were cut by max_tokens before their arguments ended")
 
@@ -337,6 +502,8 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
 @pytest.mark.requirement("TOOLS-UNKNOWN-CHOICE", *ERROR_SHAPE_REQS)
 def test_unknown_named_choice_rejected(client, judge, conformance_target, profile):
     choice = {"type": "function", "function": {"name": "no_such_function"}}
-    ex = client.chat(_tool_body(conformance_target, profile, choice, max_tokens=8),
-                     label="tool_choice naming a function that is not in tools")
+    ex = client.chat(
+        _tool_body(conformance_target, profile, choice, max_tokens=8),
+        label="tool_choice naming a function that is not in tools",
+    )
     judge_error_response(judge, ex, "TOOLS-UNKNOWN-CHOICE", "a named tool_choice matching no tool")
