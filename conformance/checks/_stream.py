@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.checks._support import judge_schema
+from conformance.checks._support import judge_schema, obj
 from conformance.evidence import Exchange
 from conformance.violations import Judge
 
@@ -127,7 +127,7 @@ def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str,
                 bad_index.append((i, idx))
                 continue
             st = seen.setdefault(idx, {"first": True, "finishes": [], "empty_fr": None, "after": None})
-            delta: dict[str, Any] = ch["delta"] if isinstance(ch.get("delta"), dict) else {}
+            delta = obj(ch.get("delta"))
             if st["first"]:
                 st["first"] = False
                 if w("STREAM-ROLE-FIRST"):

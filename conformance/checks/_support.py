@@ -19,7 +19,6 @@ __all__ = [
     "stream_answered",
     "require_completion",
     "is_4xx",
-    "judge_rejected",
     "content_of",
     "stream_text",
     "stream_finish",
@@ -82,28 +81,6 @@ def error_message(ex: Exchange) -> str:
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         return str(data["error"].get("message", ""))
     return (ex.body_text or "")[:200]
-
-
-def judge_rejected(judge: Judge, ex: Exchange, requirement: str, what: str) -> bool:
-    """``requirement`` holds when the invalid request ``what`` got a 4xx."""
-    if ex.transport_error and ex.status is None:
-        return judge.check(
-            False,
-            requirement,
-            f"{what}: no answer",
-            expected="a 4xx error",
-            received=ex.transport_error,
-            exchange=ex,
-        )
-    return judge.check(
-        is_4xx(ex),
-        requirement,
-        f"{what} was not rejected with a 4xx error",
-        path="status",
-        expected="4xx",
-        received=ex.status,
-        exchange=ex,
-    )
 
 
 def content_of(data: dict[str, Any], index: int = 0) -> str:

@@ -154,8 +154,7 @@ def test_completion_fields(shared, judge, conformance_target):
         exchange=ex,
     )
     for i, c in enumerate(choices):
-        msg = c.get("message") if isinstance(c, dict) else None
-        msg = msg if isinstance(msg, dict) else {}
+        msg = obj(obj(c).get("message"))
         judge.check(
             msg.get("role") == "assistant",
             "CORE-MESSAGE-ROLE",

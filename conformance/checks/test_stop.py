@@ -15,6 +15,7 @@ from conformance.checks._support import (
     content_of,
     deterministic_body,
     finish_of,
+    obj,
     ok_json,
     ok_stream,
     stream_finish,
@@ -125,7 +126,7 @@ def test_stop_string_or_array(shared, client, judge, conformance_target, profile
                            path="status", expected=200, received=f"{ex.status} {(ex.body_text or '')[:160]}",
                            exchange=ex):
             continue
-        data = ex.json() if isinstance(ex.json(), dict) else {}
+        data = obj(ex.json())
         got = content_of(data)
         judge.check(got in allowed.values() and finish_of(data) == "stop", "STOP-STRING-OR-ARRAY",
                     f"stop given as {form} was accepted but not honoured", path="$.choices[0]",

@@ -17,6 +17,7 @@ from conformance.checks._support import (
     body,
     first_choice,
     judge_error_response,
+    obj,
     ok_json,
     ok_stream,
     require_completion,
@@ -83,13 +84,9 @@ def _required(shared: Any, target: Any, profile: Any) -> Any:
     return shared(REQUIRED_KEY, _tool_body(target, profile, "required"), label='tool_choice "required"')
 
 
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _choice(data: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     ch = first_choice(data)
-    msg = _obj(ch.get("message"))
+    msg = obj(ch.get("message"))
     return msg, ch.get("finish_reason")
 
 
@@ -101,8 +98,8 @@ def _calls(msg: dict[str, Any]) -> list[Any]:
 def _judge_call_shape(judge: Judge, requirement: str, calls: list[Any], ex: Any, where: str) -> None:
     for i, call in enumerate(calls):
         path = f"{where}.tool_calls[{i}]"
-        c = _obj(call)
-        fn = _obj(c.get("function"))
+        c = obj(call)
+        fn = obj(c.get("function"))
         problems = []
         if not (isinstance(c.get("id"), str) and c["id"]):
             problems.append(("id", "non-empty string", c.get("id")))
@@ -394,7 +391,7 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
             if not isinstance(ch, dict) or ch.get("index", 0) != 0:
                 continue
             finish = ch.get("finish_reason") or finish
-            delta = _obj(ch.get("delta"))
+            delta = obj(ch.get("delta"))
             for tc in delta.get("tool_calls") or []:
                 idx = tc.get("index") if isinstance(tc, dict) else None
                 if not isinstance(idx, int) or isinstance(idx, bool):
@@ -422,7 +419,7 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
     cut: list[int] = []
     for idx, parts in sorted(frags.items()):
         n, first = parts[0]
-        fn = _obj(first.get("function"))
+        fn = obj(first.get("function"))
         where = f"chunks[{n}].choices[0].delta.tool_calls[index={idx}]"
         judge.check(
             isinstance(first.get("id"), str) and bool(first["id"]),
@@ -453,7 +450,7 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
         )
         pieces = []
         for m, tc in parts:
-            f = _obj(tc.get("function"))
+            f = obj(tc.get("function"))
             a = f.get("arguments")
             if a is None:
                 continue

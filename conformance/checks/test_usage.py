@@ -58,7 +58,7 @@ def test_max_tokens_bounds_and_length(client, judge, conformance_target, profile
     # deterministic, so that an ambiguous answer can be asked again (see below)
     ex = client.chat(deterministic_body(conformance_target, profile, max_tokens=limit), label="max_tokens 5")
     data = ok_json(ex)
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage = obj(data.get("usage"))
     ct = usage.get("completion_tokens")
     fr = first_choice(data).get("finish_reason")
     judge.require(
