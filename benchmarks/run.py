@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from conformance.results import exchange_usage  # noqa: E402 - after the checkout is first on sys.path
+
 LATENCY_S = 0.2
 # the capabilities of the scaling runs: ~60 short checks whose requests succeed, so each one waits for the
 # injected latency (the reference server adds it to successful answers only; most requests of `errors` and
@@ -161,29 +163,11 @@ def cost_of(run: dict[str, Any]) -> dict[str, Any]:
     # the tokens of the distinct exchanges (cost.* counts a shared exchange once per check judging it)
     prompt = completion = 0
     for ex in uniq:
-        u = _usage(ex)
+        u = exchange_usage(ex)
         prompt += u.get("prompt_tokens") or 0
         completion += u.get("completion_tokens") or 0
     out["prompt_tokens_unique"], out["completion_tokens_unique"] = prompt, completion
     return out
-
-
-def _usage(ex: dict[str, Any]) -> dict[str, Any]:
-    if ex.get("stream"):
-        for ev in reversed(ex.get("events") or []):
-            j = ev.get("json")
-            if isinstance(j, dict) and isinstance(j.get("usage"), dict):
-                return j["usage"]
-        return {}
-    try:
-        body = json.loads(ex.get("body_text") or "")
-    except ValueError:
-        return {}
-    u = body.get("usage") if isinstance(body, dict) else None
-    return u if isinstance(u, dict) else {}
-
-
-# ---- 1. wall time, serial and -n 2
 
 
 def bench_wall() -> dict[str, Any]:

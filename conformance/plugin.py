@@ -506,14 +506,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if _state not in config.stash or hasattr(config, "workerinput"):
         return
-    from conformance.results import build_results, write_all
+    from conformance.results import build_results, cost_of, write_all
 
     state = config.stash[_state]
     t: Target = state["target"]
     stored: list[Any] = config.stash[_records]
     records = list(stored)
     probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
-    cost = _cost([*records, *probes])
+    cost = cost_of([*records, *probes])
     if "budget" in state and state["budget"].shared:  # counted across workers only when a limit is set
         cost["budget"] = state["budget"].snapshot()
     notes = []
@@ -547,46 +547,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             paths = write_all(results, Path(report_dir))
         state["written"] = paths
     session.exitstatus = results["exit_code"]
-
-
-def _cost(records: list[dict[str, Any]]) -> dict[str, Any]:
-    requests = retries = prompt = completion = 0
-    seen: set[str] = set()
-    for r in records:
-        for ex in r["exchanges"]:
-            # a shared exchange is in the evidence of every check that judged it: count it once
-            key = repr([ex.get(k) for k in ("url", "request_body", "ttfb", "elapsed", "label")])
-            if key in seen:
-                continue
-            seen.add(key)
-            requests += 1 + ex.get("retries", 0)
-            retries += ex.get("retries", 0)
-            usage = _usage_of(ex)
-            prompt += usage.get("prompt_tokens", 0) or 0
-            completion += usage.get("completion_tokens", 0) or 0
-    return {
-        "requests": requests,
-        "retries": retries,
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-    }
-
-
-def _usage_of(ex: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    if ex.get("stream"):
-        for ev in reversed(ex.get("events", [])):
-            j = ev.get("json")
-            if isinstance(j, dict) and isinstance(j.get("usage"), dict):
-                return j["usage"]
-        return {}
-    try:
-        body = json.loads(ex.get("body_text") or "")
-    except ValueError:
-        return {}
-    u = body.get("usage") if isinstance(body, dict) else None
-    return u if isinstance(u, dict) else {}
 
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

@@ -25,6 +25,8 @@ __all__ = [
     "write_all",
     "render_summary",
     "render_junit",
+    "cost_of",
+    "exchange_usage",
 ]
 
 RESULTS_SCHEMA_VERSION = "1.0"
@@ -311,6 +313,46 @@ def build_results(
         "requirements": reqs,
         "checks": records,
     }
+
+
+def cost_of(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Requests, retries and tokens of the exchanges in ``records`` (a shared exchange counted once)."""
+    requests = retries = prompt = completion = 0
+    seen: set[str] = set()
+    for r in records:
+        for ex in r["exchanges"]:
+            # a shared exchange is in the evidence of every check that judged it: count it once
+            key = repr([ex.get(k) for k in ("url", "request_body", "ttfb", "elapsed", "label")])
+            if key in seen:
+                continue
+            seen.add(key)
+            requests += 1 + ex.get("retries", 0)
+            retries += ex.get("retries", 0)
+            usage = exchange_usage(ex)
+            prompt += usage.get("prompt_tokens", 0) or 0
+            completion += usage.get("completion_tokens", 0) or 0
+    return {
+        "requests": requests,
+        "retries": retries,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+    }
+
+
+def exchange_usage(ex: dict[str, Any]) -> dict[str, Any]:
+    """The usage object of a recorded exchange (its body, or the last stream chunk carrying one), or {}."""
+    if ex.get("stream"):
+        for ev in reversed(ex.get("events", [])):
+            j = ev.get("json")
+            if isinstance(j, dict) and isinstance(j.get("usage"), dict):
+                return j["usage"]
+        return {}
+    try:
+        body = json.loads(ex.get("body_text") or "")
+    except ValueError:
+        return {}
+    u = body.get("usage") if isinstance(body, dict) else None
+    return u if isinstance(u, dict) else {}
 
 
 def write_all(results: dict[str, Any], report_dir: Path) -> list[Path]:
