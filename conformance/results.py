@@ -163,10 +163,15 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+def _visible(m: re.Match[str]) -> str:
+    """A character that must not be written as itself, written as a visible escape (\\x1b, \\u202e)."""
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
 def _md(text: str) -> str:
     """Target text made inert in Markdown: no links, images, HTML, code spans or control characters."""
-    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                        else f"\\u{ord(m.group()):04x}", text.replace("\n", " "))
+    text = _CONTROL.sub(_visible, text.replace("\n", " "))
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -263,8 +268,7 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]
 
 
 def _xml_safe(text: str) -> str:
-    return _XML_INVALID.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                            else f"\\u{ord(m.group()):04x}", text)
+    return _XML_INVALID.sub(_visible, text)
 
 
 def build_results(
