@@ -20,15 +20,20 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # targets/common.py
+from common import (  # noqa: E402
+    CHAT_TEMPLATE,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    SPECIAL_TOKENS,
+    TEXT_SPECIALS,
+    suppressed_token,
+)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "build" / "tiny-chat.gguf"
 
-# Special tokens. Ids follow this order (0..6).
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-TEXT_SPECIALS = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
-SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, *TEXT_SPECIALS]
 
 VOCAB_SIZE = 768
 N_EMBD = 64
@@ -40,39 +45,6 @@ N_FF = 128
 BIAS_C = 8.0      # value of the constant residual channel (see build())
 SUPPRESS = 10.0   # output.weight[:, 0] for suppressed tokens (times h[0] ~ 4..6)
 
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2 byte-level alphabet: printable char -> byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
-
-
-_BYTE_DECODER = _byte_decoder()
-
-
-def suppressed_token(piece: str) -> bool:
-    """True for special tokens and for pieces that are not printable UTF-8 text."""
-    if piece in SPECIAL_TOKENS:
-        return True
-    try:
-        text = bytes(_BYTE_DECODER[ch] for ch in piece).decode("utf-8")
-    except (KeyError, UnicodeDecodeError):
-        return True
-    return any(ord(ch) < 32 and ch != "\n" for ch in text) or "\x7f" in text
-
-
-# Qwen2.5-style ChatML template with a Hermes tools section and <tool_call> blocks,
-# so that llama.cpp recognises the Hermes 2 Pro tool-call format.
-# the ChatML template with a Hermes tools section, shared by the real targets (targets/chatml_tools.jinja)
-CHAT_TEMPLATE = (Path(__file__).resolve().parent.parent / "chatml_tools.jinja").read_text(encoding="utf-8")
 
 # Small built-in training text: prose, chat turns, JSON and tool calls, so that the
 # merges cover the strings the conformance suite sends and grammars produce.

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # targets/common.py
+from common import stop_on_signals  # noqa: E402
 
 
 def build_params(args, api_key: str | None):
@@ -93,15 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # Install handlers after the native server started, so they win over any it set.
-    stop = threading.Event()
-
-    def on_signal(*_):
-        if stop.is_set():  # second signal: leave at once
-            os._exit(0)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    stop = stop_on_signals()
 
     base = f"http://127.0.0.1:{args.port}"
     if not wait_healthy(base, args.ready_timeout):

@@ -22,14 +22,19 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # targets/common.py
+from common import (  # noqa: E402
+    CHAT_TEMPLATE,
+    ENDOFTEXT,
+    IM_END,
+    SPECIAL_TOKENS,
+    TEXT_SPECIALS,
+    suppressed_token,
+)
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "build" / "tiny-chat"
 
-ENDOFTEXT = "<|endoftext|>"
-IM_START = "<|im_start|>"
-IM_END = "<|im_end|>"
-TEXT_SPECIALS = ["<tool_call>", "</tool_call>", "<think>", "</think>"]
-SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END, *TEXT_SPECIALS]  # ids 0..6
 
 VOCAB_SIZE = 768
 N_EMBD = 64
@@ -41,9 +46,6 @@ N_FF = 128
 BIAS_C = 8.0      # value of the constant residual channel (see build())
 SUPPRESS = 10.0   # lm_head.weight[:, 0] for suppressed tokens
 
-# Qwen2.5-style ChatML template with a Hermes tools section and <tool_call> blocks.
-# the ChatML template with a Hermes tools section, shared by the real targets (targets/chatml_tools.jinja)
-CHAT_TEMPLATE = (Path(__file__).resolve().parent.parent / "chatml_tools.jinja").read_text(encoding="utf-8")
 
 _PROSE = """\
 Hello! How can I help you today? I am a helpful assistant.
@@ -74,34 +76,6 @@ def training_text() -> list[str]:
                  "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there!<|im_end|>")
     lines.append("<think>\nLet me think about it.\n</think>\nThe answer is 42.")
     return lines * 8
-
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2 byte-level alphabet: printable char -> byte."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
-
-
-_BYTE_DECODER = _byte_decoder()
-
-
-def suppressed_token(piece: str) -> bool:
-    """True for special tokens and for pieces that are not printable UTF-8 text."""
-    if piece in SPECIAL_TOKENS:
-        return True
-    try:
-        text = bytes(_BYTE_DECODER[ch] for ch in piece).decode("utf-8")
-    except (KeyError, UnicodeDecodeError):
-        return True
-    return any(ord(ch) < 32 and ch != "\n" for ch in text) or "\x7f" in text
 
 
 def train_tokenizer():

@@ -18,13 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # targets/common.py
+from common import stop_on_signals  # noqa: E402
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -98,15 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"serve.py: transformers serve failed to start: {e!r}", file=sys.stderr)
         return 1
 
-    stop = threading.Event()
-
-    def on_signal(*_):
-        if stop.is_set():  # second signal: leave at once
-            os._exit(0)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    stop = stop_on_signals()
 
     base = f"http://127.0.0.1:{args.port}"
     if not wait_ready(serve, base, args.alias, args.ready_timeout) or not serve._thread.is_alive():
