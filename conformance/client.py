@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -23,7 +22,7 @@ import httpx
 from .budget import Budget
 from .errors import UsageError
 from .evidence import MASK, SENSITIVE_HEADERS, Exchange, SSEEvent, mask_headers
-from .sse import parse_event_data, read_body, read_stream
+from .sse import SocketWatchdog, parse_event_data, read_body, read_stream
 from .target import Target
 
 __all__ = ["Client", "retry_after_seconds", "usage_tokens", "USER_AGENT"]
@@ -267,9 +266,9 @@ class Client:
         ex = Exchange(label=label, method=method, url=url, request_headers=mask_headers(dict(headers)),
                       request_body=body_text, stream=stream)
         try:
-            watchdog = _HeadersWatchdog()
+            watchdog = SocketWatchdog()
             request = self._http.build_request(method, url, headers=headers, content=content,
-                                               extensions={"trace": watchdog.trace})
+                                               extensions={"trace": _learn_socket(watchdog)})
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as e:
             ex.transport_error = f"invalid request: {e}"
             return ex
@@ -327,45 +326,19 @@ class Client:
         return ex
 
 
-class _HeadersWatchdog:
-    """Enforces the total deadline while the response headers arrive (a server trickling its status line
-    and headers byte by byte never trips the per-read idle timeout): the socket of the connection opened
-    for the request (seen through httpcore's trace hook) is shut down at the deadline."""
+def _learn_socket(watchdog: SocketWatchdog) -> Callable[[str, dict[str, Any]], None]:
+    """An httpcore trace hook handing the socket of a newly opened connection to ``watchdog``, so the total
+    deadline holds while the response headers arrive (a server trickling its status line and headers byte by
+    byte never trips the per-read idle timeout)."""
 
-    def __init__(self) -> None:
-        self._sock: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._timer: threading.Timer | None = None
-        self.fired = False
-
-    def trace(self, event: str, info: dict[str, Any]) -> None:
+    def trace(event: str, info: dict[str, Any]) -> None:
         if event == "connection.connect_tcp.complete":
             stream: Any = info.get("return_value")
             sock = stream.get_extra_info("socket") if hasattr(stream, "get_extra_info") else None
             if isinstance(sock, socket.socket):
-                with self._lock:
-                    self._sock = sock
+                watchdog.set_socket(sock)
 
-    def arm(self, deadline: float) -> None:
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        with self._lock:
-            if self._timer is None or self._sock is None:
-                return
-            self.fired = True
-            try:
-                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def disarm(self) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+    return trace
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:

@@ -56,28 +56,34 @@ def parse_event_data(data: str) -> tuple[Any, str | None]:
         return None, str(e)
 
 
-class _Watchdog:
-    """Shuts the response's socket down at a deadline, so that a blocked read returns at once."""
+class SocketWatchdog:
+    """Shuts a connection's socket down at a deadline, so that a blocked read returns at once. Re-armable;
+    the socket may be learnt after arming (the client learns it from httpcore's trace hook)."""
 
-    def __init__(self, response: httpx.Response) -> None:
-        self._sock: socket.socket | None = None
-        stream = response.extensions.get("network_stream")
-        if stream is not None and hasattr(stream, "get_extra_info"):
-            try:
-                sock = stream.get_extra_info("socket")
-            except Exception:  # pragma: no cover - exotic transports
-                sock = None
-            if isinstance(sock, socket.socket):
-                self._sock = sock
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self._sock = sock
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
         self._generation = 0
         self._active = True
         self.fired = False
 
+    @classmethod
+    def for_response(cls, response: httpx.Response) -> SocketWatchdog:
+        stream = response.extensions.get("network_stream")
+        sock = None
+        if stream is not None and hasattr(stream, "get_extra_info"):
+            try:
+                sock = stream.get_extra_info("socket")
+            except Exception:  # pragma: no cover - exotic transports
+                sock = None
+        return cls(sock if isinstance(sock, socket.socket) else None)
+
+    def set_socket(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sock = sock
+
     def arm(self, deadline: float) -> None:
-        if self._sock is None:
-            return
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
@@ -127,7 +133,7 @@ class ChunkReader:
         self.error: str | None = None
         self.nbytes = 0
         self.truncated = False
-        self._watchdog = _Watchdog(response)
+        self._watchdog = SocketWatchdog.for_response(response)
 
     def start_grace(self, seconds: float = DONE_GRACE) -> None:
         """Read on for at most ``min(seconds, time left)`` more, then stop quietly."""
