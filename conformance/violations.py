@@ -120,11 +120,9 @@ class Judge:
         exchange: Exchange | None = None,
     ) -> None:
         """Like ``check``, but stop the check when ``ok`` is false."""
-        self.judged.add(requirement)
-        if not ok:
-            v = self._make(requirement, message, path, expected, received, exchange)
-            self.violations.append(v)
-            raise ViolationError(v)
+        if not self.check(ok, requirement, message, path=path, expected=expected, received=received,
+                          exchange=exchange):
+            raise ViolationError(self.violations[-1])
 
     def fail(self, requirement: str, message: str, **kw: Any) -> None:
         self.require(False, requirement, message, **kw)
