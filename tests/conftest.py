@@ -11,6 +11,7 @@ in CI (``CI=true``) a missing package is an error, so the real third-party targe
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import queue
 import signal
@@ -111,6 +112,23 @@ def drift(results: dict[str, Any]) -> list[str]:
         if c.get("outcome") == "error":
             out.append(f"internal error in {c.get('nodeid')}: {str(c.get('error'))[:300]}")
     return out
+
+
+def assert_verdicts_pinned(target: Path, base_url: str, model: str, report: Path, *extra: str) -> None:
+    """Run the whole suite against a real target with its profile and waivers (--strict-waivers) and assert
+    the gate holds; on failure, list what drifted from ``target/expectations.toml``."""
+    from conformance.cli import main
+
+    code = main(["run", "--base-url", base_url, "--model", model, "--profile", str(target / "profile.toml"),
+                 "--expectations", str(target / "expectations.toml"), "--strict-waivers",
+                 "--report-dir", str(report), *extra])
+    results_file = report / "results.json"
+    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
+    drifted = drift(results)
+    detail = "\n".join(drifted) or f"no failing requirement in {results_file} (see its notes / junit.xml)"
+    assert code == 0, (f"chat-conformance run against {target.name} exited {code} (0 expected); requirements "
+                       f"that drifted from {target.name}/expectations.toml:\n{detail}")
+    assert not drifted, "\n".join(drifted)
 
 
 @pytest.fixture(scope="session")

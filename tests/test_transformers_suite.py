@@ -14,7 +14,6 @@ Skipped only when torch or transformers (serving extra) are missing and CI is no
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -23,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, _free_port, _stop, drift, in_ci, wait_ready
-
-from conformance.cli import main
+from conftest import ROOT, _free_port, _stop, assert_verdicts_pinned, in_ci, wait_ready
 
 TARGET = ROOT / "targets" / "transformers"
 MODULES = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "openai", "pydantic")
@@ -34,8 +31,6 @@ if MISSING and not in_ci():
     pytest.skip(f"{', '.join(MISSING)} not installed (see targets/transformers/requirements.txt)",
                 allow_module_level=True)
 
-PROFILE = TARGET / "profile.toml"
-EXPECTATIONS = TARGET / "expectations.toml"
 MODEL = "tiny-chat"
 READY_TIMEOUT_S = 180  # torch + transformers import and model load: ~4 s idle, more on a loaded runner
 IDLE_TIMEOUT_S = "120"
@@ -74,16 +69,5 @@ def test_suite_verdicts_match_the_waivers(transformers_server: TransformersServe
                                           monkeypatch: pytest.MonkeyPatch):
     # transformers serve has no authentication: any key is "accepted" (AUTH-* are waived deviations).
     monkeypatch.setenv("CONFORMANCE_API_KEY", "sk-canary-transformers-2b9d")
-    report = tmp_path / "transformers"
-    code = main(["run", "--base-url", transformers_server.base_url, "--model", transformers_server.model,
-                 "--profile", str(PROFILE), "--expectations", str(EXPECTATIONS), "--strict-waivers",
-                 "--report-dir", str(report), "--idle-timeout", IDLE_TIMEOUT_S])
-    results_file = report / "results.json"
-    results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
-    drifted = drift(results)
-    detail = "\n".join(drifted) or f"no failing requirement in {results_file} (see its notes / junit.xml)"
-    assert code == 0, (
-        f"chat-conformance run against transformers serve exited {code} (0 expected); requirements that "
-        f"drifted from targets/transformers/expectations.toml:\n{detail}"
-    )
-    assert not drifted, "\n".join(drifted)
+    assert_verdicts_pinned(TARGET, transformers_server.base_url, transformers_server.model,
+                           tmp_path / "transformers", "--idle-timeout", IDLE_TIMEOUT_S)
