@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from conformance.specfiles import load_yaml
 
-__all__ = ["LEVELS", "CAPABILITIES", "Requirement", "catalog", "get", "level_rank"]
+__all__ = ["LEVELS", "CAPABILITIES", "Requirement", "catalog", "get", "level_rank", "check_selection"]
 
 LEVELS = ("MUST", "SHOULD", "MAY")
 CAPABILITIES = (
@@ -80,3 +80,17 @@ def catalog() -> dict[str, Requirement]:
 
 def get(req_id: str) -> Requirement:
     return catalog()[req_id]
+
+
+def check_selection(only: list[str], require: list[str]) -> None:
+    """``--only`` and ``--require`` name real requirement ids / capabilities, else a one-line UsageError."""
+    from conformance.errors import UsageError
+
+    for sel in only:
+        if sel not in catalog() and sel not in CAPABILITIES:
+            raise UsageError(f"--only {sel!r} is neither a requirement id nor a capability: "
+                             "list them with `chat-conformance requirements`")
+    for cap in require:
+        if cap not in OPTIONAL_CAPABILITIES:
+            raise UsageError(f"--require {cap!r} is not an optional capability: use one of "
+                             + ", ".join(OPTIONAL_CAPABILITIES))

@@ -145,35 +145,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _validate_run(args: argparse.Namespace) -> None:
-    from conformance.catalog import CAPABILITIES, OPTIONAL_CAPABILITIES, catalog
+    from conformance.catalog import check_selection
     from conformance.profiles import load_profile
 
     load_profile(args.profile)
-    for sel in args.only:
-        if sel not in catalog() and sel not in CAPABILITIES:
-            raise UsageError(
-                f"--only {sel!r} is neither a requirement id nor a capability: "
-                "list them with `chat-conformance requirements`"
-            )
-    for cap in args.require:
-        if cap not in OPTIONAL_CAPABILITIES:
-            raise UsageError(
-                f"--require {cap!r} is not an optional capability: use one of "
-                + ", ".join(OPTIONAL_CAPABILITIES)
-            )
+    check_selection(args.only, args.require)
     if args.expectations:
         from conformance.expectations import load_expectations
 
         load_expectations(args.expectations)
     if args.base_url:
-        if not args.base_url.startswith(("http://", "https://")):
-            raise UsageError(
-                f"--base-url {args.base_url!r} is not an http(s) URL: give e.g. http://127.0.0.1:8080/v1"
-            )
-        if args.base_url.rstrip("/").endswith("/chat/completions"):
-            raise UsageError(
-                "--base-url must end before /chat/completions: give e.g. http://127.0.0.1:8080/v1"
-            )
+        from conformance.target import check_base_url
+
+        check_base_url(args.base_url)
         if not args.model:
             raise UsageError("--model is required with --base-url: give the model name the target serves")
         if args.fault:

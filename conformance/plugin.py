@@ -156,13 +156,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _target_from_options(config: pytest.Config) -> Target:
     from conformance.errors import UsageError
-    from conformance.target import Limits, Target
+    from conformance.target import Limits, Target, check_base_url
 
-    base_url = config.getoption("conformance_base_url")
-    if not base_url.startswith(("http://", "https://")):
-        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL: give e.g. http://127.0.0.1:8080/v1")
-    if base_url.rstrip("/").endswith("/chat/completions"):
-        raise UsageError("--base-url must end before /chat/completions: give e.g. http://127.0.0.1:8080/v1")
+    base_url = check_base_url(config.getoption("conformance_base_url"))
     model = config.getoption("conformance_model")
     if not model:
         raise UsageError("no model given: pass --model NAME (the name the target serves)")
@@ -201,24 +197,12 @@ def _target_from_options(config: pytest.Config) -> Target:
 
 def _controller_state(config: pytest.Config) -> dict[str, Any]:
     """Validate options, load the profile and expectations, probe capabilities: once, on the controller."""
-    from conformance.catalog import CAPABILITIES, OPTIONAL_CAPABILITIES, catalog
-    from conformance.errors import UsageError
+    from conformance.catalog import check_selection
     from conformance.profiles import load_profile
 
     target = _target_from_options(config)
     profile = load_profile(target.profile)
-    for sel in config.getoption("conformance_only"):
-        if sel not in catalog() and sel not in CAPABILITIES:
-            raise UsageError(
-                f"--only {sel!r} is neither a requirement id nor a capability: "
-                "list them with `chat-conformance requirements`"
-            )
-    for cap in config.getoption("conformance_require"):
-        if cap not in OPTIONAL_CAPABILITIES:
-            raise UsageError(
-                f"--require {cap!r} is not an optional capability: use one of "
-                + ", ".join(OPTIONAL_CAPABILITIES)
-            )
+    check_selection(config.getoption("conformance_only"), config.getoption("conformance_require"))
     waivers: dict[str, Any] = {}
     if config.getoption("conformance_expectations"):
         from conformance.expectations import load_expectations

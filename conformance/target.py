@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Limits", "Target"]
+__all__ = ["Limits", "Target", "check_base_url"]
 
 
 @dataclass(frozen=True)
@@ -43,3 +43,14 @@ class Target:
 
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def check_base_url(base_url: str) -> str:
+    """A base URL the suite can append its paths to, else a one-line UsageError naming the fix."""
+    from conformance.errors import UsageError
+
+    if not base_url.startswith(("http://", "https://")):
+        raise UsageError(f"--base-url {base_url!r} is not an http(s) URL: give e.g. http://127.0.0.1:8080/v1")
+    if base_url.rstrip("/").endswith("/chat/completions"):
+        raise UsageError("--base-url must end before /chat/completions: give e.g. http://127.0.0.1:8080/v1")
+    return base_url.rstrip("/")
