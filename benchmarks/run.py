@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from conformance.results import exchange_usage  # noqa: E402 - after the checkout is first on sys.path
 
 LATENCY_S = 0.2
 # the capabilities of the scaling runs: ~60 short checks whose requests succeed, so each one waits for the
@@ -148,26 +147,18 @@ def unique_exchanges(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cost_of(run: dict[str, Any]) -> dict[str, Any]:
+    """The run's cost as results.json counts it (each exchange once, discovery probes included), and the
+    number of distinct exchanges of its checks."""
     res = run["results"]
     c = res["cost"]
-    uniq = unique_exchanges(res)
-    out = {
+    return {
         "requests": c["requests"],
         "prompt_tokens": c["prompt_tokens"],
         "completion_tokens": c["completion_tokens"],
         "retries": c["retries"],
-        "exchanges_unique": len(uniq),
-        "budget_requests": (c.get("budget") or {}).get("requests"),
+        "exchanges_unique": len(unique_exchanges(res)),
         "checks": len(res["checks"]),
     }
-    # the tokens of the distinct exchanges (cost.* counts a shared exchange once per check judging it)
-    prompt = completion = 0
-    for ex in uniq:
-        u = exchange_usage(ex)
-        prompt += u.get("prompt_tokens") or 0
-        completion += u.get("completion_tokens") or 0
-    out["prompt_tokens_unique"], out["completion_tokens_unique"] = prompt, completion
-    return out
 
 
 def bench_wall() -> dict[str, Any]:
@@ -405,7 +396,7 @@ def bench_detection(full_cost: dict[str, Any] | None, quick: bool, scope: str) -
         "rows": rows,
     }
     if full_cost:
-        full_requests = full_cost["budget_requests"] or full_cost["exchanges_unique"]
+        full_requests = full_cost["exchanges_unique"]
         out["full_run_requests"] = full_requests
         out["caught_per_100_requests_full_run"] = round(100 * len(caught) / full_requests, 1)
     _say(
