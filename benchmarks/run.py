@@ -56,8 +56,6 @@ SCALING_SUBSET = [
     "json-object",
     "json-schema",
 ]
-# what-if of the main suggestion: no third-party pytest plugins (hypothesis, schemathesis, benchmark, ...)
-NO_AUTOLOAD = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTEST_PLUGINS": "conformance.plugin,xdist.plugin"}
 TMP = Path(tempfile.mkdtemp(prefix="conformance-bench-"))
 
 _SERVER = """
@@ -111,12 +109,12 @@ def reference_server(latency_s: float = 0.0) -> Iterator[dict[str, str]]:
 
 
 def suite(
-    name: str, *args: str, server: dict[str, str] | None = None, env_extra: dict[str, str] | None = None
+    name: str, *args: str, server: dict[str, str] | None = None
 ) -> dict[str, Any]:
     """Run ``chat-conformance run ARGS`` in a fresh process; wall time and its results.json."""
     report = TMP / name
     cmd = [sys.executable, "-m", "conformance.cli", "run", "--report-dir", str(report), *args]
-    env = _env(env_extra)
+    env = _env()
     if server is not None:
         cmd += ["--base-url", server["base_url"], "--model", server["model"]]
         env["CONFORMANCE_API_KEY"] = server["key"]
@@ -164,8 +162,6 @@ def cost_of(run: dict[str, Any]) -> dict[str, Any]:
 def bench_wall() -> dict[str, Any]:
     serial = suite("wall-serial")
     n2 = suite("wall-n2", "-n", "2")
-    serial_na = suite("wall-serial-noautoload", env_extra=NO_AUTOLOAD)
-    n2_na = suite("wall-n2-noautoload", "-n", "2", env_extra=NO_AUTOLOAD)
     out = {
         "serial_s": serial["wall_s"],
         "serial_session_s": serial["session_s"],
@@ -175,23 +171,11 @@ def bench_wall() -> dict[str, Any]:
         "exit_codes": [serial["exit_code"], n2["exit_code"]],
         "n2_requests": n2["results"]["cost"]["requests"],
         "serial_requests": serial["results"]["cost"]["requests"],
-        "whatif_no_plugin_autoload": {
-            "serial_s": serial_na["wall_s"],
-            "n2_s": n2_na["wall_s"],
-            "serial_gain": round(serial["wall_s"] / serial_na["wall_s"], 2),
-            "n2_gain": round(n2["wall_s"] / n2_na["wall_s"], 2),
-            "verdicts": [serial_na["results"]["verdict"], n2_na["results"]["verdict"]],
-        },
     }
     _say(
         f"1. wall, full default suite, embedded server: serial {out['serial_s']:.2f}s,"
         f" -n 2 {out['n2_s']:.2f}s;"
         f" -n 2 / serial = {out['n2_over_serial']:.2f}"
-    )
-    w = out["whatif_no_plugin_autoload"]
-    _say(
-        f"   what-if, third-party pytest plugins not loaded: serial {w['serial_s']:.2f}s (x{w['serial_gain']}"
-        f" faster), -n 2 {w['n2_s']:.2f}s (x{w['n2_gain']} faster)"
     )
     return {"figure": out, "_serial": serial}
 
@@ -270,15 +254,12 @@ def bench_scaling(subset: list[str]) -> dict[str, Any]:
             ("n8_rl5", ["-n", "8", "--rate-limit", "5"]),
         ):
             runs[label] = suite(f"scaling-{label}", *only, *extra, server=srv)
-        na = suite("scaling-n8-noautoload", *only, "-n", "8", server=srv, env_extra=NO_AUTOLOAD)
     for label, r in runs.items():
         out[f"{label}_s"] = r["wall_s"]
         out[f"{label}_session_s"] = r["session_s"]
         out[f"{label}_requests"] = r["results"]["cost"]["requests"]
     out["speedup_n8"] = round(runs["n1"]["wall_s"] / runs["n8"]["wall_s"], 2)
     out["speedup_n8_session"] = round(runs["n1"]["session_s"] / runs["n8"]["session_s"], 2)
-    out["whatif_no_plugin_autoload_n8_s"] = na["wall_s"]
-    out["whatif_no_plugin_autoload_speedup_n8"] = round(runs["n1"]["wall_s"] / na["wall_s"], 2)
     # the best a run can do: its requests, one after the other, split evenly over 8 workers
     out["ideal_n8_s"] = round(out["n8_requests"] * LATENCY_S / 8, 1)
     out["speedup_n8_rl5"] = round(runs["n1_rl5"]["wall_s"] / runs["n8_rl5"]["wall_s"], 2)
@@ -293,9 +274,7 @@ def bench_scaling(subset: list[str]) -> dict[str, Any]:
     )
     _say(
         f"   {out['n1_requests']} requests at -n 1, {out['n8_requests']} at -n 8 (ideal -n 8:"
-        f" {out['ideal_n8_s']}s); what-if, third-party pytest plugins not loaded: -n 8"
-        f" {out['whatif_no_plugin_autoload_n8_s']:.1f}s,"
-        f" speedup {out['whatif_no_plugin_autoload_speedup_n8']}"
+        f" {out['ideal_n8_s']}s)"
     )
     return {"figure": out}
 
