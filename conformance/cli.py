@@ -54,6 +54,12 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--expectations", metavar="FILE", help="TOML file of waived requirement ids")
     r.add_argument("--strict-waivers", action="store_true", help="a waived requirement that passes fails")
     r.add_argument("--level", choices=("must", "should", "may"), default="may", help="run up to this level")
+    r.add_argument(
+        "--fail-on",
+        choices=("must", "should", "may"),
+        default="must",
+        help="fail the gate on failures at this level or stricter (default must; looser ones are warnings)",
+    )
     r.add_argument("--only", action="append", default=[], metavar="ID|CAPABILITY", help="restrict the run")
     r.add_argument(
         "--require",
@@ -86,6 +92,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="embedded reference server only: enable a fault mode (see `serve --list-faults`)",
     )
     r.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="embedded reference server only: a legitimate variant (see `serve --list-variants`)",
+    )
+    r.add_argument(
         "--examples", type=int, metavar="N", help="property-based checks: generated examples (default 15)"
     )
     r.add_argument(
@@ -100,6 +113,10 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fault", action="append", default=[], metavar="NAME", help="enable a fault mode")
     s.add_argument("--profile", default="seed", choices=("seed", "openai"))
     s.add_argument("--list-faults", action="store_true", help="list the fault modes and exit")
+    s.add_argument(
+        "--variant", action="append", default=[], metavar="NAME", help="enable a legitimate variant"
+    )
+    s.add_argument("--list-variants", action="store_true", help="list the legitimate variants and exit")
 
     q = sub.add_parser("requirements", help="list the requirements catalog")
     q.add_argument("--level", choices=("must", "should", "may"), help="only this level")
@@ -164,6 +181,10 @@ def _validate_run(args: argparse.Namespace) -> None:
             raise UsageError(
                 "--fault applies to the embedded reference server only: drop --base-url or --fault"
             )
+        if args.variant:
+            raise UsageError(
+                "--variant applies to the embedded reference server only: drop --base-url or --variant"
+            )
         if args.api_key_env != "CONFORMANCE_API_KEY" and not os.environ.get(args.api_key_env):
             raise UsageError(
                 f"environment variable {args.api_key_env} is not set: export it with the API key"
@@ -176,8 +197,19 @@ def _validate_run(args: argparse.Namespace) -> None:
                 raise UsageError(
                     f"unknown fault {f!r}: list them with `chat-conformance serve --list-faults`"
                 )
+        _check_variants(args.variant)
     if args.workers != "auto" and not args.workers.isdigit():
         raise UsageError(f"-n {args.workers!r} is not a number of workers: give e.g. -n 2 or -n auto")
+
+
+def _check_variants(names: list[str]) -> None:
+    from conformance.reference.variants import VARIANTS
+
+    for v in names:
+        if v not in VARIANTS:
+            raise UsageError(
+                f"unknown variant {v!r}: list them with `chat-conformance serve --list-variants`"
+            )
 
 
 def _preflight(base_url: str, model: str, api_key: str | None, verify: bool | str, timeout: float) -> None:
@@ -241,12 +273,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         key = secrets.token_urlsafe(16)
         os.environ[env_key] = key
         server = start_in_thread(
-            api_key=key, faults=tuple(args.fault), profile=load_profile(args.profile).base
+            api_key=key,
+            faults=tuple(args.fault),
+            profile=load_profile(args.profile).base,
+            variants=tuple(args.variant),
         )
         base_url, model = server.base_url, model or server.model
         print(
             f"chat-conformance: embedded reference server at {base_url}"
-            + (f" with faults {', '.join(args.fault)}" if args.fault else ""),
+            + (f" with faults {', '.join(args.fault)}" if args.fault else "")
+            + (f" with variants {', '.join(args.variant)}" if args.variant else ""),
             file=sys.stderr,
         )
     try:
@@ -275,6 +311,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             args.profile,
             "--conformance-level",
             args.level,
+            "--conformance-fail-on",
+            args.fail_on,
             "--conformance-report-dir",
             args.report_dir,
             "--conformance-timeout",
@@ -366,12 +404,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         for f in FAULTS.values():
             print(f"{f.name:40} {f.requirement:36} {f.description}")
         return EXIT_OK
+    if args.list_variants:
+        from conformance.reference.variants import VARIANTS
+
+        for v in VARIANTS.values():
+            print(v.line())
+        return EXIT_OK
     for f in args.fault:
         if f not in FAULTS:
             raise UsageError(f"unknown fault {f!r}: list them with `chat-conformance serve --list-faults`")
+    _check_variants(args.variant)
     from conformance.reference.server import serve_forever
 
-    serve_forever(args.host, args.port, args.api_key, tuple(args.fault), args.profile)
+    serve_forever(
+        args.host, args.port, args.api_key, tuple(args.fault), args.profile, tuple(args.variant)
+    )
     return EXIT_OK
 
 

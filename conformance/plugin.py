@@ -88,6 +88,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="a waived requirement that passes fails the gate",
     )
+    g.addoption(
+        "--conformance-fail-on",
+        choices=("must", "should", "may"),
+        default="must",
+        help="the loosest level whose failure fails the gate (default must; looser failures are warnings)",
+    )
     g.addoption("--conformance-max-requests", type=int, default=None, help="request budget of the run")
     g.addoption("--conformance-max-tokens-total", type=int, default=None, help="token budget of the run")
     g.addoption(
@@ -516,6 +522,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         strict_waivers=config.getoption("conformance_strict_waivers"),
         interrupted=state["interrupted"],
         notes=notes,
+        fail_on=config.getoption("conformance_fail_on"),
     )
     config.stash[_state]["results"] = results
     report_dir = config.getoption("conformance_report_dir")

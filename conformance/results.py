@@ -118,24 +118,42 @@ def aggregate(
 
 
 def gate(
-    requirements: dict[str, dict[str, Any]], records: list[dict[str, Any]], *, strict_waivers: bool = False
+    requirements: dict[str, dict[str, Any]],
+    records: list[dict[str, Any]],
+    *,
+    strict_waivers: bool = False,
+    fail_on: str = "must",
 ) -> tuple[int, str]:
-    """(exit code, one-line verdict): 0 conformant, 1 not conformant, 4 internal error."""
+    """(exit code, one-line verdict): 0 conformant, 1 not conformant, 4 internal error.
+
+    Only failures at ``fail_on`` or a stricter level fail the gate (MUST by default); failures at looser
+    levels are warnings, said in the verdict line. A MAY "failure" is informational and never fails it."""
     internal = [r for r in records if r["outcome"] == "error"]
     if internal:
         return 4, f"internal error of the suite in {len(internal)} check(s); the verdict is incomplete"
-    fails = [r for r in requirements.values() if r["verdict"] == "fail"]
-    if fails:
-        by = Counter(r["level"] for r in fails)
+    limit = level_rank(fail_on.upper())
+    failing = ("fail", "informational") if limit >= level_rank("MAY") else ("fail",)
+    fails = [r for r in requirements.values() if r["verdict"] in failing]
+    blocking = [r for r in fails if level_rank(r["level"]) <= limit]
+    warned = [r for r in fails if level_rank(r["level"]) > limit]
+    warning = ""
+    if warned:
+        by_w = Counter(r["level"] for r in warned)
+        warning = "; warnings: " + ", ".join(f"{n} {lvl}" for lvl, n in sorted(by_w.items())) + (
+            " requirement(s) failed"
+        )
+    if blocking:
+        by = Counter(r["level"] for r in blocking)
         return 1, "NOT CONFORMANT: " + ", ".join(
             f"{n} {lvl}" for lvl, n in sorted(by.items())
-        ) + " requirement(s) failed"
+        ) + " requirement(s) failed" + warning
     if strict_waivers:
         unexpected = [r for r in requirements.values() if r["verdict"] == "unexpectedly-passing"]
         if unexpected:
             return 1, f"NOT CONFORMANT (strict waivers): {len(unexpected)} waived requirement(s) now pass"
     waived = sum(r["verdict"] == "waived" for r in requirements.values())
     line = f"CONFORMANT with {waived} waived failure(s)" if waived else "CONFORMANT"
+    line += warning
     # requirements whose checks ran but could not decide (inconclusive, stopped early) are said, not hidden
     undecided = sum(r["verdict"] == "not-run" and bool(r["checks"]) for r in requirements.values())
     if undecided:
@@ -285,11 +303,12 @@ def build_results(
     strict_waivers: bool = False,
     interrupted: bool = False,
     notes: list[str] | None = None,
+    fail_on: str = "must",
 ) -> dict[str, Any]:
     from conformance.specfiles import spec_hash
 
     reqs = aggregate(records, profile=profile, level=level, waivers=waivers)
-    code, verdict = gate(reqs, records, strict_waivers=strict_waivers)
+    code, verdict = gate(reqs, records, strict_waivers=strict_waivers, fail_on=fail_on)
     budget_stops = [r for r in records if r.get("skip_reason", "").startswith("not run: budget exhausted")]
     if budget_stops and code == 0:
         verdict, code = "INCOMPLETE: the run's budget was exhausted before every check ran", 1
@@ -302,6 +321,7 @@ def build_results(
         "spec_hash": spec_hash(),
         "profile": profile,
         "level": level.upper(),
+        "fail_on": fail_on.upper(),
         "target": target,
         "capabilities": capabilities,
         "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),

@@ -45,6 +45,7 @@ from conformance.reference.model import (
     Decoder,
     SamplingParams,
 )
+from conformance.reference.variants import VARIANTS
 
 __all__ = ["create_app", "PROFILES", "REASONING_TOKENS", "DEFAULT_MAX_TOKENS"]
 
@@ -180,9 +181,11 @@ class _Server:
         model_name: str,
         context_length: int,
         latency_s: float,
+        variants: frozenset[str] = frozenset(),
     ) -> None:
         self.api_key = api_key
         self.faults = faults
+        self.variants = variants
         self.profile = profile
         self.model_name = model_name
         self.context_length = context_length
@@ -190,6 +193,10 @@ class _Server:
 
     def f(self, name: str) -> bool:
         return name in self.faults
+
+    def v(self, name: str) -> bool:
+        """Is the legitimate variant ``name`` (see :mod:`.variants`) switched on?"""
+        return name in self.variants
 
     # ----------------------------------------------------------------------- errors
 
@@ -1228,15 +1235,21 @@ def create_app(
     model_name: str = "reference-tiny",
     context_length: int = 256,
     latency_s: float = 0.0,
+    variants: Iterable[str] = (),
 ) -> Starlette:
-    """The reference server as an ASGI app; ``faults`` names entries of :data:`FAULTS` to switch on."""
+    """The reference server as an ASGI app; ``faults`` names entries of :data:`FAULTS` to switch on,
+    ``variants`` entries of :data:`VARIANTS` (legitimate behaviours of real servers)."""
     chosen = frozenset(faults)
     unknown = sorted(chosen - set(FAULTS))
     if unknown:
         raise ValueError(f"unknown fault(s): {', '.join(unknown)}")
+    chosen_variants = frozenset(variants)
+    unknown = sorted(chosen_variants - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown variant(s): {', '.join(unknown)}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})")
-    server = _Server(api_key, chosen, profile, model_name, context_length, latency_s)
+    server = _Server(api_key, chosen, profile, model_name, context_length, latency_s, chosen_variants)
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),

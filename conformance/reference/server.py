@@ -57,6 +57,7 @@ def start_in_thread(
     model_name: str = DEFAULT_MODEL,
     context_length: int = 256,
     startup_timeout: float = 10.0,
+    variants: Iterable[str] = (),
 ) -> RunningServer:
     """Start uvicorn in a daemon thread on a free port (``port=0``) and wait until it accepts connections."""
     app = create_app(
@@ -66,6 +67,7 @@ def start_in_thread(
         model_name=model_name,
         context_length=context_length,
         latency_s=latency_s,
+        variants=variants,
     )
     if port == 0:
         port = _free_port(host)
@@ -94,7 +96,8 @@ def serve_forever(
     api_key: str | None = None,
     faults: Iterable[str] = (),
     profile: str = "seed",
+    variants: Iterable[str] = (),
 ) -> None:
     """Serve in the foreground until interrupted (the CLI's ``serve`` command)."""
-    app = create_app(api_key=api_key, faults=faults, profile=profile)
+    app = create_app(api_key=api_key, faults=faults, profile=profile, variants=variants)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")

@@ -1,0 +1,209 @@
+"""Legitimate variants of the reference server: behaviours real, conformant servers show.
+
+Faults (:mod:`.faults`) prove that a check can fail; variants prove that it does not fail wrongly.
+``create_app(variants=[...])`` switches them on (they compose with each other and with faults); the
+false-alarm matrix (``tests/test_variant_matrix.py``) runs the suite's default gate under each one.
+
+Two kinds:
+
+* ``legit``: the behaviour keeps every requirement of its profile. Under it the gate exits 0 and no
+  requirement at any level fails.
+* ``should``: the behaviour breaks the SHOULD requirements named in ``breaks`` and nothing else. Under it
+  the default gate (``--fail-on must``) still exits 0, no MUST fails, and each named SHOULD is reported.
+
+``profile`` names the built-in profile the behaviour is legitimate under (``None``: both).
+``conflicts`` names the fault modes it does not compose with (the two change the same decision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Variant", "VARIANTS"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # "legit" | "should"
+    description: str
+    breaks: tuple[str, ...] = ()
+    profile: str | None = None
+    conflicts: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        return f"{self.name} — {self.description}"
+
+
+_TABLE: list[Variant] = [
+    # --- shapes: fields a conformant server may add, leave null or lay out differently
+    Variant(
+        "null-optional-fields",
+        "legit",
+        "Optional response fields sent as null (SGLang, LMDeploy): message tool_calls/refusal/"
+        "reasoning_content null, delta role null after the first chunk, null id/type/function.name on "
+        "later tool-call fragments, logprobs bytes null; every OpenAI SDK reads such a null as absent.",
+    ),
+    Variant(
+        "extra-fields",
+        "legit",
+        "Fields the OpenAI API itself adds: system_fingerprint, service_tier, usage.prompt_tokens_details"
+        " and completion_tokens_details, message refusal null and annotations [], stream obfuscation "
+        "padding (OpenAI API reference, chat completion object).",
+    ),
+    Variant(
+        "sse-comments-crlf",
+        "legit",
+        "Keep-alive comment lines (': ping') between events and CRLF line endings (sse-starlette, behind "
+        "proxies; the SSE specification allows both).",
+    ),
+    Variant(
+        "content-type-charset",
+        "legit",
+        "Content-Type with parameters: application/json; charset=utf-8 and text/event-stream; "
+        "charset=utf-8 (FastAPI/Starlette stacks, TGI).",
+    ),
+    Variant(
+        "tool-call-one-fragment",
+        "legit",
+        "A streamed tool call sent whole in one fragment (id, type, name and all arguments at once), as "
+        "llama.cpp's server and SGLang do without incremental argument parsing.",
+    ),
+    Variant(
+        "role-with-content",
+        "legit",
+        "The first stream delta carries role and the first content token together (llama.cpp's server).",
+    ),
+    # --- reasoning models and models without reasoning
+    Variant(
+        "reasoning-unsupported",
+        "legit",
+        "A model without a reasoning mode accepts and ignores separate_reasoning and enable_thinking "
+        "(vLLM without --reasoning-parser; the seed names the models that support them: 'Supported "
+        "models: ...').",
+    ),
+    Variant(
+        "reasoning-always",
+        "legit",
+        "A reasoning model without a thinking switch (DeepSeek-R1 behind vLLM/SGLang's reasoning parser): "
+        "every answer reasons first, in reasoning_content, and the reasoning counts toward max_tokens; "
+        "enable_thinking is ignored.",
+    ),
+    Variant(
+        "reasoning-cut-content-null",
+        "legit",
+        "When max_tokens ends the answer inside the reasoning, message.content is null (vLLM's reasoning "
+        "parser: no answer text was produced).",
+    ),
+    Variant(
+        "reasoning-inline-always",
+        "legit",
+        "A thinking model served without a reasoning parser (Qwen3, DeepSeek-R1 on llama.cpp): every "
+        "answer starts with template-forced <think>...</think> in content, and those tokens appear in "
+        "the logprobs.",
+    ),
+    # --- numerics
+    Variant(
+        "near-tie-noise",
+        "legit",
+        "GPU numerics that are not batch-invariant (vLLM, SGLang, TGI on GPUs): a tiny per-request "
+        "perturbation of the logits, so two identical greedy or seeded requests can differ where two "
+        "tokens nearly tie (the seed calls seed determinism best effort).",
+    ),
+    # --- transport
+    Variant(
+        "rate-limit-429",
+        "legit",
+        "A token-bucket rate limiter in front of the server answering 429 with Retry-After (OpenAI's "
+        "API, LiteLLM and API gateways).",
+    ),
+    Variant(
+        "overloaded-503",
+        "legit",
+        "Now and then 503 with Retry-After while the engine is saturated (TGI's queue, vLLM behind a "
+        "load balancer).",
+    ),
+    Variant(
+        "slow-first-token",
+        "legit",
+        "A slow first token: the status line and headers come at once, the first event after a delay "
+        "(a large model under load; vLLM's scheduler queue).",
+    ),
+    # --- protocol details the documents leave open
+    Variant(
+        "usage-on-finish-chunk",
+        "legit",
+        "With include_usage, usage rides on the last chunk, the one that carries finish_reason, not on "
+        "an extra chunk with choices [] (transformers serve, TGI; the seed says only that usage is "
+        "'included in the last response chunk returned').",
+        profile="seed",
+    ),
+    Variant(
+        "forced-call-finish-stop",
+        "legit",
+        "A call forced by a named tool_choice ends with finish_reason 'stop' (the OpenAI API itself does "
+        "so for a forced call).",
+    ),
+    Variant(
+        "stop-at-token-end",
+        "legit",
+        "Stop sequences are matched on whole tokens: the text ends with the token that completed the "
+        "stop sequence, so it contains the sequence and possibly a few characters after it (seed "
+        "profile: 'the returned text will contain the stop sequence'; llama.cpp, vLLM detokenize per "
+        "token).",
+        profile="seed",
+    ),
+    Variant(
+        "models-max-model-len",
+        "legit",
+        "GET /models publishes the context length as max_model_len instead of context_size (vLLM).",
+    ),
+    Variant(
+        "models-meta-n-ctx",
+        "legit",
+        "GET /models publishes the context length as meta.n_ctx instead of context_size (llama.cpp's "
+        "server).",
+    ),
+    Variant(
+        "validation-422",
+        "legit",
+        "Validation errors answered 422 instead of 400, malformed JSON included (FastAPI/pydantic "
+        "stacks: vLLM, transformers serve, LMDeploy); the body keeps the OpenAI error shape.",
+    ),
+    Variant(
+        "refusal-json-schema",
+        "legit",
+        "A json_schema request answered with a refusal: content null and message.refusal a string "
+        "(OpenAI structured outputs).",
+    ),
+    # --- SHOULD-level deviations: the default gate passes, the SHOULD is reported
+    Variant(
+        "lax-type-coercion",
+        "should",
+        "Lax validators coerce types: max_tokens '8' and other numeric strings are read as numbers "
+        "(pydantic in lax mode: vLLM, SGLang).",
+        breaks=("ERROR-WRONG-TYPE",),
+    ),
+    Variant(
+        "unknown-role-accepted",
+        "should",
+        "Messages with an unknown role are accepted and read as user messages (llama.cpp's server, "
+        "several chat templates).",
+        breaks=("ERROR-INVALID-ROLE",),
+    ),
+    Variant(
+        "auth-403",
+        "should",
+        "A wrong or missing API key is refused with 403 instead of 401 (several API gateways).",
+        breaks=("AUTH-STATUS-401",),
+    ),
+    Variant(
+        "fewer-top-logprobs",
+        "should",
+        "Fewer top_logprobs than requested where the engine caps them (OpenAI: 'may be fewer than "
+        "requested'; vLLM's --max-logprobs).",
+        breaks=("LOGPROBS-TOP-COUNT",),
+    ),
+]
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in _TABLE}
