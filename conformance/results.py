@@ -161,6 +161,11 @@ def gate(
     return 0, line
 
 
+def is_warning(requirement: dict[str, Any], fail_on: str) -> bool:
+    """A failed requirement whose level is looser than the gate's ``--fail-on``: reported, not blocking."""
+    return requirement["verdict"] == "fail" and level_rank(requirement["level"]) > level_rank(fail_on)
+
+
 def level_reached(requirements: dict[str, dict[str, Any]]) -> str:
     """The highest level (MUST, SHOULD, MAY) with no failure at it or above; "none" if MUST fails.
     A waived failure is still a failure here: waivers make the gate tolerant, not the target conformant."""
@@ -217,14 +222,24 @@ def render_summary(results: dict[str, Any]) -> str:
         f = sum(r["verdict"] in ("fail", "informational") for r in rs)
         lines.append(f"| {lvl} | {p} | {f} | {len(rs) - p - f} |")
     lines.append("")
-    fails = [r for r in reqs.values() if r["verdict"] in ("fail", "informational", "error")]
-    if fails:
-        lines.append("## Failures")
-        lines.append("")
-        for r in fails:
-            reason = _md(r["reason"])
-            lines.append(f"- **{r['id']}** ({r['level']}, {r['capability']}): {reason}")
-        lines.append("")
+    fail_on = results.get("fail_on", "MUST")
+    fails = [
+        r
+        for r in reqs.values()
+        if r["verdict"] in ("fail", "informational", "error") and not is_warning(r, fail_on)
+    ]
+    warnings = [r for r in reqs.values() if is_warning(r, fail_on)]
+    for title, rows in (
+        ("Failures", fails),
+        (f"Warnings (failed below the gate's level, --fail-on {fail_on.lower()})", warnings),
+    ):
+        if rows:
+            lines.append(f"## {title}")
+            lines.append("")
+            for r in rows:
+                reason = _md(r["reason"])
+                lines.append(f"- **{r['id']}** ({r['level']}, {r['capability']}): {reason}")
+            lines.append("")
     unsupported = [r for r in reqs.values() if r["verdict"] == "unsupported"]
     if unsupported:
         lines.append("## Unsupported")

@@ -11,7 +11,7 @@ import pytest
 
 from conformance.errors import UsageError
 from conformance.expectations import load_expectations
-from conformance.results import aggregate, build_results, gate, render_junit
+from conformance.results import aggregate, build_results, gate, render_junit, render_summary
 
 
 def rec(
@@ -74,6 +74,49 @@ def test_a_may_failure_is_informational_and_does_not_fail_the_gate() -> None:
     reqs = aggregate(records, profile="seed", level="may")
     assert reqs["CORE-CONTEXT-SIZE-PUBLISHED"]["verdict"] == "informational"
     assert gate(reqs, records)[0] == 0
+
+
+def test_the_gate_fails_on_must_by_default_and_widens_with_fail_on() -> None:
+    # CORE-MODEL-MATCHES is a SHOULD, CORE-OBJECT a MUST, CORE-CONTEXT-SIZE-PUBLISHED a MAY
+    should = [rec("s", ["CORE-MODEL-MATCHES"], "failed", violations=[viol("CORE-MODEL-MATCHES")])]
+    reqs = aggregate(should, profile="seed", level="may")
+    code, line = gate(reqs, should)
+    assert code == 0
+    assert line == "CONFORMANT; warnings: 1 SHOULD requirement(s) failed"
+    assert gate(reqs, should, fail_on="should") == (1, "NOT CONFORMANT: 1 SHOULD requirement(s) failed")
+    both = [*should, rec("m", ["CORE-OBJECT"], "failed", violations=[viol("CORE-OBJECT")])]
+    reqs = aggregate(both, profile="seed", level="may")
+    assert gate(reqs, both) == (
+        1,
+        "NOT CONFORMANT: 1 MUST requirement(s) failed; warnings: 1 SHOULD requirement(s) failed",
+    )
+    may_req = "CORE-CONTEXT-SIZE-PUBLISHED"
+    may = [rec("y", [may_req], "failed", violations=[viol(may_req)])]
+    reqs = aggregate(may, profile="seed", level="may")
+    assert gate(reqs, may, fail_on="should")[0] == 0
+    assert gate(reqs, may, fail_on="may") == (1, "NOT CONFORMANT: 1 MAY requirement(s) failed")
+
+
+def test_summary_lists_warnings_apart_from_failures() -> None:
+    records = [
+        rec("s", ["CORE-MODEL-MATCHES"], "failed", violations=[viol("CORE-MODEL-MATCHES", "other model")]),
+        rec("m", ["CORE-OBJECT"], "failed", violations=[viol("CORE-OBJECT", "wrong object")]),
+    ]
+    res = build_results(
+        records,
+        target={"base_url": "http://x/v1", "model": "m", "profile": "seed"},
+        profile="seed",
+        level="may",
+        started=0.0,
+        finished=1.0,
+        cost={"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0},
+        capabilities={},
+    )
+    assert res["fail_on"] == "MUST" and res["exit_code"] == 1
+    text = render_summary(res)
+    failures, _, warnings = text.partition("## Warnings (failed below the gate's level, --fail-on must)")
+    assert "CORE-OBJECT" in failures and "CORE-MODEL-MATCHES" not in failures
+    assert "CORE-MODEL-MATCHES" in warnings and "CORE-OBJECT" not in warnings
 
 
 def test_unsupported_only_when_every_check_of_it_was_skipped_as_unsupported() -> None:

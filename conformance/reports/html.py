@@ -19,7 +19,7 @@ import jinja2
 
 from conformance.catalog import CAPABILITIES, level_rank
 from conformance.evidence import Exchange
-from conformance.results import VERDICTS
+from conformance.results import VERDICTS, is_warning
 
 __all__ = ["write_html", "render_html", "BODY_CAP", "EVENTS_CAP", "EVENT_DATA_CAP"]
 
@@ -187,7 +187,12 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "matrix": matrix,
         "level_table": level_table,
         "requirements": reqs,
-        "failures": [_failure_view(r, checks) for r in failures],
+        "failures": [
+            {**_failure_view(r, checks), "warning": is_warning(r, results.get("fail_on", "MUST"))}
+            for r in failures
+        ],
+        "warnings": sum(is_warning(r, results.get("fail_on", "MUST")) for r in failures),
+        "fail_on": results.get("fail_on", "MUST"),
         "failure_ids": {r["id"] for r in failures},
         "verdicts_present": [v for v in VERDICTS if counts.get(v)],
         "levels": levels,
