@@ -179,3 +179,39 @@ def test_readme_table_covers_the_whole_seed(table: list[tuple[str, list[str], st
     left = "".join("\x00" if c else ch for ch, c in zip(seed_text, covered, strict=True))
     gaps = [gap.strip() for gap in left.split("\x00") if re.search(r"\w", gap)]
     assert not gaps, f"seed text not covered by spec/README.md's seed table: {gaps[:5]}"
+
+
+# A source.openai marks what it quotes with “ and ”; everything else in it is a locator or a paraphrase.
+QUOTE_RE = re.compile(r"“([^”]*)”")
+OPENAI_SOURCES = sorted((SPEC / "sources").glob("openai-*.md"))
+
+
+@pytest.fixture(scope="module")
+def openai_text() -> str:
+    assert OPENAI_SOURCES, "spec/sources/openai-*.md (the stored OpenAI reference excerpts) is missing"
+    return "\n".join(_norm(p.read_text(encoding="utf-8")) for p in OPENAI_SOURCES)
+
+
+def test_openai_quotes_are_verbatim(entries: list[dict[str, Any]], openai_text: str) -> None:
+    """Every “quoted” passage of a source.openai is word for word in the stored OpenAI reference excerpt."""
+    bad = []
+    for e in entries:
+        source = e["source"].get("openai") or ""
+        assert source.count("“") == source.count("”"), f"{e['id']}: unbalanced “ ” in source.openai"
+        for quote in QUOTE_RE.findall(source):
+            if _norm(quote) not in openai_text:
+                bad.append(f"{e['id']}: {quote!r}")
+    assert not bad, "source.openai quotes not found verbatim in spec/sources/openai-*.md:\n" + "\n".join(bad)
+
+
+def test_openai_quote_check_catches_a_misquote(openai_text: str) -> None:
+    """The check above is not vacuous: a true quote is found, a reworded one is not."""
+    true = "In some cases, the number of returned tokens may be fewer than requested."
+    assert _norm(true) in openai_text
+    assert _norm(true.replace("may be fewer", "is exactly")) not in openai_text
+    assert QUOTE_RE.findall("X: “a b” and “c”.") == ["a b", "c"]
+
+
+def test_some_openai_sources_quote(entries: list[dict[str, Any]]) -> None:
+    quoting = [e["id"] for e in entries if QUOTE_RE.search(e["source"].get("openai") or "")]
+    assert len(quoting) >= 5, quoting

@@ -17,17 +17,9 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
 
 @pytest.mark.requirement("ERROR-MALFORMED-JSON", *ERROR_SHAPE_REQS)
 def test_malformed_json(client, judge):
+    # Any 4xx: OpenAI answers 400, FastAPI/pydantic servers 422 (spec/DECISIONS.md#relevel-13)
     ex = client.post_raw("/chat/completions", b'{"model": "x", "messages": [', label="malformed JSON body")
-    if judge_error_response(judge, ex, "ERROR-MALFORMED-JSON", "a malformed JSON body"):
-        judge.check(
-            ex.status == 400,
-            "ERROR-MALFORMED-JSON",
-            "malformed JSON not answered 400",
-            path="status",
-            expected=400,
-            received=ex.status,
-            exchange=ex,
-        )
+    judge_error_response(judge, ex, "ERROR-MALFORMED-JSON", "a malformed JSON body")
 
 
 # (case id, requirement, what, request builder)

@@ -120,6 +120,22 @@ def test_top_logprobs_count(shared, judge, conformance_target, profile):
                     received=n if n is not None else tops, exchange=ex)
 
 
+@pytest.mark.requirement("LOGPROBS-TOP-AT-MOST")
+def test_top_logprobs_at_most(shared, judge, conformance_target, profile):
+    ex, _, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-TOP-AT-MOST")
+    counted = 0
+    for i, e in enumerate(entries):
+        tops = _tops(e)
+        if not isinstance(tops, list):
+            continue  # a missing list is LOGPROBS-TOP-COUNT's and LOGPROBS-VALUES' to judge
+        counted += 1
+        judge.check(len(tops) <= TOP, "LOGPROBS-TOP-AT-MOST", f"top_logprobs {TOP} gave more than {TOP} "
+                    "alternatives", path=f"$.choices[0].logprobs.content[{i}].top_logprobs",
+                    expected=f"at most {TOP} entries", received=len(tops), exchange=ex)
+    if not counted:
+        raise Inconclusive("no entry carries a top_logprobs list (judged by LOGPROBS-TOP-COUNT)")
+
+
 @pytest.mark.requirement("LOGPROBS-TOP-ORDER")
 def test_top_logprobs_order(shared, judge, conformance_target, profile):
     ex, _, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-TOP-ORDER")

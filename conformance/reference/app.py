@@ -202,9 +202,12 @@ class _Server:
 
     def error_response(self, err: ApiError, *, stream: bool = False) -> Response:
         status = err.status
+        auth_error = err.code == "invalid_api_key"
+        if status == 400 and self.v("validation-422"):
+            status = 422  # FastAPI's answer to a RequestValidationError, malformed JSON included
         if err.field_type_error and self.f("bad-input-500"):
             status = 500
-        if self.f("error-with-200") and 400 <= status < 500 and status != 401:
+        if self.f("error-with-200") and 400 <= status < 500 and not auth_error:
             status = 200
         inner: dict[str, Any] = {
             "message": err.message,
@@ -215,7 +218,7 @@ class _Server:
         if self.f("error-no-type"):
             del inner["type"]
         body: dict[str, Any] = {"error": err.message} if self.f("error-shape-wrong") else {"error": inner}
-        if status == 401 and self.f("auth-error-completion"):
+        if auth_error and self.f("auth-error-completion"):
             body = {
                 "id": "chatcmpl-" + uuid.uuid4().hex,
                 "object": "chat.completion",
@@ -241,17 +244,18 @@ class _Server:
     def check_auth(self, request: Request) -> None:
         if self.api_key is None:
             return
+        # 403 for a missing or wrong key: the auth-403 variant (API gateways) and the auth-status-403 fault
+        status = 403 if self.v("auth-403") or self.f("auth-status-403") else 401
         header = request.headers.get("authorization")
         if header is None:
             if self.f("auth-not-checked"):
                 return
-            raise ApiError(
-                401, "Missing bearer authentication (Authorization: Bearer <key>).", None, "invalid_api_key"
-            )
+            missing = "Missing bearer authentication (Authorization: Bearer <key>)."
+            raise ApiError(status, missing, None, "invalid_api_key")
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and (token.strip() == self.api_key or self.f("wrong-key-accepted")):
             return
-        raise ApiError(401, "Incorrect API key provided.", None, "invalid_api_key")
+        raise ApiError(status, "Incorrect API key provided.", None, "invalid_api_key")
 
     # ----------------------------------------------------------------------- validation
 
@@ -313,7 +317,7 @@ class _Server:
                     400, f"{where}.role is required and must be a string", f"{where}.role", "invalid_type"
                 )
             if role not in ROLES:
-                if not self.f("unknown-role-accepted"):
+                if not (self.f("unknown-role-accepted") or self.v("unknown-role-accepted")):
                     raise _bad(
                         f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}", f"{where}.role"
                     )
@@ -452,6 +456,8 @@ class _Server:
     def validate(self, body: Any) -> ChatRequest:
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object", None, "invalid_type")
+        if self.v("lax-type-coercion"):
+            body = _lax_coerce(body)
         model = body.get("model")
         if model is None:
             if not self.f("missing-model-accepted"):
@@ -860,9 +866,10 @@ class _Server:
         vec = piece.logprobs
         assert vec is not None
         lp = vec[piece.token]
-        tops = heapq.nsmallest(
-            k + (1 if self.f("top-logprobs-count-wrong") else 0), range(len(vec)), key=lambda i: (-vec[i], i)
-        )
+        count = k + 1 if self.f("top-logprobs-count-wrong") else k
+        if k > 1 and (self.f("top-logprobs-fewer") or self.v("fewer-top-logprobs")):
+            count = k - 1  # an engine that caps the alternatives (OpenAI: "may be fewer than requested")
+        tops = heapq.nsmallest(count, range(len(vec)), key=lambda i: (-vec[i], i))
         suffix = "_" if self.f("logprobs-tokens-wrong") else ""
         top_list = []
         for i in tops:
@@ -919,6 +926,12 @@ class _Server:
                         args = json.loads(args)
                     except ValueError:
                         args = {"partial": args}
+                elif self.f("tool-args-not-json"):
+                    try:
+                        parsed = json.loads(args)
+                        args = ", ".join(f"{k}={v}" for k, v in parsed.items()) or "no arguments"
+                    except (ValueError, AttributeError):
+                        args = "arguments: " + args
                 message["tool_calls"] = [self.tool_call_obj(c, arguments=args)]
             elif self.f("content-null") and req.response_format is None:
                 message["content"] = None
@@ -1167,6 +1180,53 @@ class _Server:
 
 
 # --------------------------------------------------------------------------- module helpers
+
+_LAX_INTEGERS = ("max_tokens", "max_completion_tokens", "n", "seed", "top_k", "top_logprobs")
+_LAX_NUMBERS = (
+    "temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty"
+)
+_LAX_BOOLS = ("stream", "logprobs", "separate_reasoning", "enable_thinking", "parallel_tool_calls")
+_LAX_TRUE = ("true", "1", "yes", "on", "t", "y")
+_LAX_FALSE = ("false", "0", "no", "off", "f", "n")
+
+
+def _lax_value(v: Any, kind: str) -> Any:
+    """pydantic's lax mode: numeric strings become numbers, an integral float an int, "true"/"0"... a bool."""
+    if kind == "bool":
+        if isinstance(v, str) and v.strip().lower() in _LAX_TRUE + _LAX_FALSE:
+            return v.strip().lower() in _LAX_TRUE
+        if _is_int(v) and v in (0, 1):
+            return bool(v)
+        return v
+    if isinstance(v, str):
+        try:
+            num = float(v.strip())
+        except ValueError:
+            return v
+        if num != num or num in (float("inf"), float("-inf")):
+            return v
+        if kind == "int":
+            return int(num) if num.is_integer() and v.strip().lstrip("+-").isdigit() else v
+        return num
+    if kind == "int" and isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def _lax_coerce(body: dict[str, Any]) -> dict[str, Any]:
+    """The lax-type-coercion variant: the request as a pydantic model in lax mode reads it (vLLM, SGLang)."""
+    out = dict(body)
+    for names, kind in ((_LAX_INTEGERS, "int"), (_LAX_NUMBERS, "num"), (_LAX_BOOLS, "bool")):
+        for name in names:
+            if out.get(name) is not None:
+                out[name] = _lax_value(out[name], kind)
+    so = out.get("stream_options")
+    if isinstance(so, dict) and so.get("include_usage") is not None:
+        out["stream_options"] = {**so, "include_usage": _lax_value(so["include_usage"], "bool")}
+    bias = out.get("logit_bias")
+    if isinstance(bias, dict):
+        out["logit_bias"] = {k: _lax_value(v, "num") for k, v in bias.items()}
+    return out
 
 
 def _reject_constant(name: str) -> Any:

@@ -164,7 +164,8 @@ _TABLE: list[tuple[str, str, str]] = [
         "LOGPROBS-TOKENS-CONCAT",
         'Each logprob token string (and its top entry) gets "_".',
     ),
-    ("top-logprobs-count-wrong", "LOGPROBS-TOP-COUNT", "top_logprobs carries k + 1 alternatives."),
+    ("top-logprobs-count-wrong", "LOGPROBS-TOP-AT-MOST", "top_logprobs carries k + 1 alternatives."),
+    ("top-logprobs-fewer", "LOGPROBS-TOP-COUNT", "top_logprobs carries k - 1 alternatives (k > 1)."),
     ("top-logprobs-unsorted", "LOGPROBS-TOP-ORDER", "top_logprobs are sorted from least to most likely."),
     (
         "logprobs-greedy-inconsistent",
@@ -182,8 +183,13 @@ _TABLE: list[tuple[str, str, str]] = [
     ("tool-call-no-type", "TOOLS-CALL-SHAPE", "Tool calls carry no type."),
     (
         "tool-args-object",
-        "TOOLS-ARGS-JSON",
+        "TOOLS-CALL-SHAPE",
         "Non-streaming tool-call arguments are a JSON object, not a string.",
+    ),
+    (
+        "tool-args-not-json",
+        "TOOLS-ARGS-JSON",
+        "Non-streaming tool-call arguments are a string that is not JSON (key=value pairs).",
     ),
     (
         "tool-args-invalid-schema",
@@ -252,6 +258,7 @@ _TABLE: list[tuple[str, str, str]] = [
     ("auth-not-checked", "AUTH-MISSING-KEY", "A request without Authorization is accepted."),
     ("wrong-key-accepted", "AUTH-WRONG-KEY", "Any bearer key is accepted."),
     ("auth-error-completion", "AUTH-NOTHING-GENERATED", "A 401 carries a completion in its body."),
+    ("auth-status-403", "AUTH-STATUS-401", "A missing or wrong key is refused with 403 instead of 401."),
     # --- ranges
     (
         "temperature-out-of-range-accepted",

@@ -167,8 +167,9 @@ _TABLE: list[Variant] = [
     Variant(
         "validation-422",
         "legit",
-        "Validation errors answered 422 instead of 400, malformed JSON included (FastAPI/pydantic "
-        "stacks: vLLM, transformers serve, LMDeploy); the body keeps the OpenAI error shape.",
+        "Validation errors answered 422 instead of 400, malformed JSON included, as FastAPI's default "
+        "handler for request validation errors does (transformers serve answers malformed JSON 422, "
+        "targets/transformers/NOTES.md); the body keeps the OpenAI error shape.",
     ),
     Variant(
         "refusal-json-schema",
@@ -187,21 +188,22 @@ _TABLE: list[Variant] = [
     Variant(
         "unknown-role-accepted",
         "should",
-        "Messages with an unknown role are accepted and read as user messages (llama.cpp's server, "
-        "several chat templates).",
+        "Messages with an unknown role are accepted (llama.cpp's server and transformers serve answer "
+        "role 'wizard' with 200, targets/*/NOTES.md); here they are read as user messages.",
         breaks=("ERROR-INVALID-ROLE",),
     ),
     Variant(
         "auth-403",
         "should",
-        "A wrong or missing API key is refused with 403 instead of 401 (several API gateways).",
+        "A wrong or missing API key is refused with 403 instead of 401 (AWS API Gateway answers a "
+        "missing or invalid API key 403 Forbidden); the body keeps the OpenAI error shape.",
         breaks=("AUTH-STATUS-401",),
     ),
     Variant(
         "fewer-top-logprobs",
         "should",
-        "Fewer top_logprobs than requested where the engine caps them (OpenAI: 'may be fewer than "
-        "requested'; vLLM's --max-logprobs).",
+        "Fewer top_logprobs than requested: k - 1 alternatives for k > 1 (the OpenAI reference: 'In "
+        "some cases, the number of returned tokens may be fewer than requested').",
         breaks=("LOGPROBS-TOP-COUNT",),
     ),
 ]
