@@ -296,7 +296,8 @@ def test_fault_gives_a_generated_finding(
     tmp_path: Path, fault: str, requirement: str, field_check: str
 ) -> None:
     code, results = _conformance_run(tmp_path, "--fault", fault)
-    assert code == 1
+    # the default gate fails on MUST failures only; a SHOULD failure (ERROR-INVALID-ROLE) is a warning
+    assert code == (1 if catalog()[requirement].level == "MUST" else 0)
     assert results["requirements"][requirement]["verdict"] == "fail"
     failed = [c for c in results["checks"] if c["outcome"] == "failed"]
     assert failed and all("test_generated.py" in c["nodeid"] for c in failed)
