@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import shlex
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["SSEEvent", "Exchange", "mask_headers", "SENSITIVE_HEADERS", "MASK"]
+__all__ = ["SSEEvent", "Exchange", "mask_headers", "exchange_key", "SENSITIVE_HEADERS", "MASK"]
 
 MASK = "***"
 SENSITIVE_HEADERS = frozenset(
@@ -28,6 +29,13 @@ def mask_headers(headers: dict[str, str]) -> dict[str, str]:
         else:
             out[k] = v
     return out
+
+
+def exchange_key(ex: dict[str, Any]) -> str:
+    """One exchange's identity in the records: a shared exchange sits in the evidence of several checks."""
+    if ex.get("xid"):
+        return str(ex["xid"])
+    return repr([ex.get(k) for k in ("url", "request_body", "ttfb", "elapsed", "label")])
 
 
 @dataclass
@@ -63,6 +71,7 @@ class Exchange:
     elapsed: float | None = None  # seconds to the last byte / event
     transport_error: str | None = None  # "idle timeout after 10.0s", "byte cap 1048576 exceeded", ...
     retries: int = 0
+    xid: str = field(default_factory=lambda: uuid.uuid4().hex)  # identity across records (shared exchanges)
 
     # ---- derived views used by checks -------------------------------------------------------------
     @property

@@ -492,6 +492,19 @@ class _Recorder:
             self.config.stash[_state]["interrupted"] = True
 
 
+def _run_wide(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records of the run-wide invariants over every exchange of the run, for the requirements the run
+    selected and did not find unsupported (a check skipped as unsupported leaves its requirement alone)."""
+    from conformance.checks._runwide import judge_run
+
+    selected: set[str] = set()
+    unsupported: set[str] = set()
+    for r in records:
+        skipped_unsupported = r["outcome"] == "skipped" and r.get("skip_reason", "").startswith("unsupported")
+        (unsupported if skipped_unsupported else selected).update(r["requirements"])
+    return judge_run(records, selected - unsupported)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if _state not in config.stash or hasattr(config, "workerinput"):
@@ -502,6 +515,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     t: Target = state["target"]
     stored: list[Any] = config.stash[_records]
     records = list(stored)
+    records += _run_wide(records)
     probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
     cost = cost_of([*records, *probes])
     if "budget" in state and state["budget"].shared:  # counted across workers only when a limit is set

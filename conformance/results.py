@@ -16,6 +16,7 @@ from typing import Any
 
 from conformance import __version__
 from conformance.catalog import catalog, level_rank
+from conformance.evidence import exchange_key
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",
@@ -361,7 +362,7 @@ def cost_of(records: list[dict[str, Any]]) -> dict[str, Any]:
     for r in records:
         for ex in r["exchanges"]:
             # a shared exchange is in the evidence of every check that judged it: count it once
-            key = repr([ex.get(k) for k in ("url", "request_body", "ttfb", "elapsed", "label")])
+            key = exchange_key(ex)
             if key in seen:
                 continue
             seen.add(key)

@@ -42,10 +42,10 @@ def test_fault_is_detected(fault: str, tmp_path: Path) -> None:
     req = FAULTS[fault].requirement
     assert req in catalog(), f"fault {fault} names unknown requirement {req}"
     profile = "seed" if catalog()[req].applies_to("seed") else "openai"
-    # SHOULD failures are warnings under the default gate; the matrix widens it to see every failure exit 1
-    code, results = _run(
-        tmp_path, "--fault", fault, "--only", req, "--profile", profile, "--fail-on", "should"
-    )
+    # SHOULD failures are warnings under the default gate; the matrix widens it to see every failure exit 1.
+    # A run-wide fault shows only on other checks' exchanges: it is proven by a whole run.
+    scope = () if FAULTS[fault].run_wide else ("--only", req)
+    code, results = _run(tmp_path, "--fault", fault, *scope, "--profile", profile, "--fail-on", "should")
     verdict = results["requirements"][req]["verdict"]
     expected = "informational" if catalog()[req].level == "MAY" else "fail"
     assert verdict == expected, f"fault {fault} not detected: {req} is {verdict}"

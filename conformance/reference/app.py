@@ -201,6 +201,8 @@ class _Server:
     # ----------------------------------------------------------------------- errors
 
     def error_response(self, err: ApiError, *, stream: bool = False) -> Response:
+        if self.f("range-error-500-text") and err.param == "n":
+            return Response("Internal Server Error", status_code=500, media_type="text/plain")
         status = err.status
         auth_error = err.code == "invalid_api_key"
         if status == 400 and self.v("validation-422"):
@@ -637,6 +639,8 @@ class _Server:
                     "context_length_exceeded",
                 )
             max_tokens = remaining
+        if self.f("max-tokens-overshoot") and not stream and max_tokens >= 8:
+            max_tokens = min(max_tokens + 3, remaining)
         if self.f("max-tokens-ignored") or (stream and self.f("stream-max-tokens-ignored")):
             max_tokens = remaining
 
@@ -858,6 +862,8 @@ class _Server:
         elif self.f("stream-usage-differs"):
             prompt += 1
         total = prompt + completion
+        if stream and self.f("stream-usage-total-wrong"):
+            total += 1
         if self.f("usage-total-wrong"):
             total += 1
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
@@ -886,6 +892,8 @@ class _Server:
 
     def choice_logprobs(self, req: ChatRequest, c: ChoiceOut) -> dict[str, Any] | None:
         if not req.logprobs:
+            return None
+        if self.f("logprobs-null-without-top") and req.top_logprobs == 0:
             return None
         entries = [self.lp_entry(p, req.top_logprobs) for p in c.content if p.logprobs is not None]
         if self.f("logprobs-count-wrong") and entries:
@@ -940,6 +948,8 @@ class _Server:
             finish = self.finish(c)
             if self.f("finish-reason-invalid"):
                 finish = {"stop": "end", "length": "max_length", "tool_calls": "function"}.get(finish, finish)
+            if self.f("finish-reason-invalid-later-choices") and c.index >= 1:
+                finish = "eos"
             out_choices.append(
                 {
                     "index": c.index + (1 if self.f("choices-index-wrong") else 0),
@@ -1085,6 +1095,8 @@ class _Server:
                 ch["id"] = "chatcmpl-" + uuid.uuid4().hex
             if self.f("stream-created-changes") and i % 2 == 1:
                 ch["created"] = created + 1
+            if self.f("stream-created-changes-late") and i >= 20:
+                ch["created"] = created + 1
             if self.f("stream-model-changes") and i % 2 == 1:
                 ch["model"] = req.model + "-v2"
             if self.f("chunk-wrong-object"):
@@ -1140,6 +1152,8 @@ class _Server:
             await asyncio.sleep(self.latency_s)
         choices = await run_in_threadpool(self.complete, req)
         completion_id = "chatcmpl-reference-fixed" if self.f("id-reused") else "chatcmpl-" + uuid.uuid4().hex
+        if req.stream and self.f("stream-id-reused"):
+            completion_id = "chatcmpl-stream-fixed"
         created = int(time.time())
         if not req.stream:
             media = "text/plain" if self.f("content-type-text") else "application/json"

@@ -15,6 +15,7 @@ class Fault:
     name: str
     requirement: str
     description: str
+    run_wide: bool = False  # shows only on some exchanges of a whole run: proven by a full run, not --only
 
 
 _TABLE: list[tuple[str, str, str]] = [
@@ -358,6 +359,40 @@ _TABLE: list[tuple[str, str, str]] = [
     ),
 ]
 
+# deviations that show only on some exchanges of a run (the requirement's own check misses them): the
+# run-wide invariants (conformance/checks/_runwide.py) catch them on the exchanges other checks made
+_RUN_WIDE_TABLE: list[tuple[str, str, str]] = [
+    (
+        "max-tokens-overshoot",
+        "MAXTOK-BOUND",
+        "Non-streaming answers with max_tokens >= 8 generate up to 3 tokens more (llama-cpp-python: "
+        "8 -> 16).",
+    ),
+    (
+        "stream-created-changes-late",
+        "STREAM-CREATED-CONSTANT",
+        "Chunks from the 21st on carry created + 1 (a per-second timestamp crossing a second).",
+    ),
+    (
+        "logprobs-null-without-top",
+        "LOGPROBS-PRESENT",
+        "logprobs: true without top_logprobs is answered with logprobs null.",
+    ),
+    ("range-error-500-text", "ERROR-SHAPE", "An out-of-range n is answered 500 text/plain."),
+    ("stream-id-reused", "CORE-ID-UNIQUE", "Every stream carries the same id."),
+    (
+        "finish-reason-invalid-later-choices",
+        "CORE-FINISH-REASON",
+        'Choices after the first (n > 1) carry finish_reason "eos".',
+    ),
+    (
+        "stream-usage-total-wrong",
+        "USAGE-TOTAL-SUM",
+        "The streamed usage's total_tokens is one more than the sum.",
+    ),
+]
+
 FAULTS: dict[str, Fault] = {name: Fault(name, req, desc) for name, req, desc in _TABLE}
-if len(FAULTS) != len(_TABLE):  # pragma: no cover - guards the table
+FAULTS.update({name: Fault(name, req, desc, run_wide=True) for name, req, desc in _RUN_WIDE_TABLE})
+if len(FAULTS) != len(_TABLE) + len(_RUN_WIDE_TABLE):  # pragma: no cover - guards the table
     raise AssertionError("duplicate fault names")

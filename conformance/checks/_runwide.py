@@ -1,0 +1,318 @@
+"""Run-wide invariants: rules that hold for every exchange, judged on every exchange of the run.
+
+A check judges its requirement on the exchanges it asked for; a deviation that shows only on some answers
+(``completion_tokens > max_tokens`` once max_tokens reaches 8, ``created`` changing in long streams, a
+5xx text body to one bad input) hides from it. After the run, :func:`judge_run` walks every exchange the
+run made (hand-written and generated checks, stream and non-stream, each exchange once) and judges the
+invariants below on each. It sends nothing: it costs no request.
+
+Each requirement judged here gives one record (``nodeid`` ``run-wide::ID``) shaped like a check's: it
+passes when no exchange breaks the rule, fails naming the first offending exchanges as evidence. Only
+exchanges that were answered (a status line, no transport error) are judged, and only requirements the run
+selected and did not find unsupported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from conformance.checks._stream import judge_stream
+from conformance.checks._support import judge_error_shape, judge_schema, obj
+from conformance.evidence import Exchange, exchange_key
+from conformance.violations import Judge
+
+__all__ = ["RUN_WIDE", "judge_run"]
+
+_STREAM = (
+    "STREAM-CONTENT-TYPE",
+    "STREAM-DATA-ONLY",
+    "STREAM-CHUNK-JSON",
+    "STREAM-CHUNK-SCHEMA",
+    "STREAM-CHUNK-OBJECT",
+    "STREAM-DONE-TERMINATES",
+    "STREAM-NOTHING-AFTER-DONE",
+    "STREAM-ID-CONSTANT",
+    "STREAM-CREATED-CONSTANT",
+    "STREAM-MODEL-CONSTANT",
+    "STREAM-FINISH-ONCE",
+    "STREAM-CHOICE-INDEX",
+)
+_COMPLETION = (
+    "CORE-SCHEMA-VALID",
+    "CORE-OBJECT",
+    "CORE-ID-PRESENT",
+    "CORE-FINISH-REASON",
+    "USAGE-INTEGERS",
+    "USAGE-TOTAL-SUM",
+    "MAXTOK-BOUND",
+    "LOGPROBS-PRESENT",
+    "LOGPROBS-TOP-ORDER",
+)
+_ERROR = ("ERROR-SHAPE", "ERROR-CONTENT-TYPE")
+_USAGE_STREAM = ("USAGE-TOTAL-SUM", "MAXTOK-STREAM-BOUND")
+# every requirement this module can judge
+RUN_WIDE: tuple[str, ...] = tuple(
+    dict.fromkeys((*_STREAM, *_COMPLETION, *_ERROR, *_USAGE_STREAM, "CORE-ID-UNIQUE"))
+)
+# statuses that are not the endpoint's own answer (rate limiter, gateway, overload): never judged here
+_NOT_THE_ENDPOINT = frozenset({429, 502, 503, 504})
+_FINISH = ("stop", "length", "tool_calls", "content_filter")
+_SHOWN = 3  # offending exchanges kept as evidence per requirement
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _max_tokens(request: dict[str, Any]) -> int | None:
+    for key in ("max_tokens", "max_completion_tokens"):
+        v = request.get(key)
+        if _is_int(v) and v > 0:
+            return int(v)
+    return None
+
+
+def _choices_wanted(request: dict[str, Any]) -> int:
+    n = request.get("n")
+    return int(n) if _is_int(n) and n > 0 else 1
+
+
+def _judge_usage(
+    judge: Judge, ex: Exchange, usage: dict[str, Any], request: dict[str, Any], where: str, bound_req: str
+) -> None:
+    counts = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    ints = all(_is_int(v) and v >= 0 for v in counts.values())
+    if judge.wants("USAGE-INTEGERS"):
+        judge.check(
+            ints,
+            "USAGE-INTEGERS",
+            "usage counts are not non-negative integers",
+            path=f"{where}.usage",
+            expected="integers >= 0",
+            received=counts,
+            exchange=ex,
+        )
+    if not ints:
+        return
+    if judge.wants("USAGE-TOTAL-SUM"):
+        total = counts["prompt_tokens"] + counts["completion_tokens"]  # type: ignore[operator]
+        judge.check(
+            counts["total_tokens"] == total,
+            "USAGE-TOTAL-SUM",
+            "total_tokens is not prompt + completion",
+            path=f"{where}.usage.total_tokens",
+            expected=total,
+            received=counts["total_tokens"],
+            exchange=ex,
+        )
+    limit = _max_tokens(request)
+    if limit is not None and judge.wants(bound_req):
+        n = _choices_wanted(request)
+        judge.check(
+            counts["completion_tokens"] <= n * limit,  # type: ignore[operator]
+            bound_req,
+            f"completion_tokens exceeds max_tokens ({limit}" + (f" x n={n}" if n > 1 else "") + ")",
+            path=f"{where}.usage.completion_tokens",
+            expected=f"<= {n * limit}",
+            received=counts["completion_tokens"],
+            exchange=ex,
+        )
+
+
+def _judge_completion(judge: Judge, ex: Exchange, request: dict[str, Any]) -> None:
+    data = ex.json()
+    if not isinstance(data, dict):
+        return  # not JSON: the checks that asked for it judge that (CORE-REQUEST-JSON)
+    w = judge.wants
+    if w("CORE-SCHEMA-VALID"):
+        judge_schema(judge, "CORE-SCHEMA-VALID", "ChatCompletion", data, ex)
+    if w("CORE-OBJECT"):
+        judge.check(
+            data.get("object") == "chat.completion",
+            "CORE-OBJECT",
+            "wrong object",
+            path="$.object",
+            expected="chat.completion",
+            received=data.get("object"),
+            exchange=ex,
+        )
+    if w("CORE-ID-PRESENT"):
+        rid = data.get("id")
+        judge.check(
+            isinstance(rid, str) and rid != "",
+            "CORE-ID-PRESENT",
+            "id missing or empty",
+            path="$.id",
+            expected="non-empty string",
+            received=rid,
+            exchange=ex,
+        )
+    choices = data.get("choices") if isinstance(data.get("choices"), list) else []
+    for i, c in enumerate(choices):
+        choice = obj(c)
+        fr = choice.get("finish_reason")
+        if w("CORE-FINISH-REASON"):
+            judge.check(
+                fr in _FINISH,
+                "CORE-FINISH-REASON",
+                "finish_reason is not a documented value",
+                path=f"$.choices[{i}].finish_reason",
+                expected="|".join(_FINISH),
+                received=fr,
+                exchange=ex,
+            )
+        content = obj(choice.get("message")).get("content")
+        answered = isinstance(content, str) and content != "" and fr in ("stop", "length")
+        if request.get("logprobs") is True and answered and w("LOGPROBS-PRESENT"):
+            entries = obj(choice.get("logprobs")).get("content")
+            judge.check(
+                isinstance(entries, list) and len(entries) > 0,
+                "LOGPROBS-PRESENT",
+                "logprobs were asked for"
+                + ("" if "top_logprobs" in request else " (without top_logprobs)")
+                + " but the choice carries none",
+                path=f"$.choices[{i}].logprobs",
+                expected="logprobs.content: one entry per token",
+                received=choice.get("logprobs"),
+                exchange=ex,
+            )
+        if w("LOGPROBS-TOP-ORDER"):
+            _judge_top_order(judge, ex, choice, i)
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        _judge_usage(judge, ex, usage, request, "$", "MAXTOK-BOUND")
+
+
+def _judge_top_order(judge: Judge, ex: Exchange, choice: dict[str, Any], i: int) -> None:
+    entries = obj(choice.get("logprobs")).get("content")
+    if not isinstance(entries, list):
+        return
+    for j, entry in enumerate(entries):
+        tops = obj(entry).get("top_logprobs")
+        if not isinstance(tops, list) or len(tops) < 2:
+            continue
+        values = [obj(t).get("logprob") for t in tops]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue  # LOGPROBS-VALUES judges the types
+        ordered = all(a >= b - 1e-6 for a, b in zip(values, values[1:], strict=False))
+        if not ordered:
+            judge.check(
+                False,
+                "LOGPROBS-TOP-ORDER",
+                "top_logprobs are not sorted from most to least likely",
+                path=f"$.choices[{i}].logprobs.content[{j}].top_logprobs",
+                expected="non-increasing logprobs",
+                received=values,
+                exchange=ex,
+            )
+            return
+    judge.check(True, "LOGPROBS-TOP-ORDER", "")
+
+
+def _judge_stream(judge: Judge, ex: Exchange, request: dict[str, Any]) -> None:
+    judge_stream(judge, ex, n=_choices_wanted(request))
+    chunks = [c for c in ex.chunks if isinstance(c, dict)]
+    usage = next((c["usage"] for c in reversed(chunks) if isinstance(c.get("usage"), dict)), None)
+    if usage is not None:
+        _judge_usage(judge, ex, usage, request, "events[usage]", "MAXTOK-STREAM-BOUND")
+
+
+def _judge_one(judge: Judge, ex: Exchange) -> None:
+    request = obj(ex.request_json)
+    if ex.status is not None and ex.status >= 400:
+        if ex.status not in _NOT_THE_ENDPOINT:
+            judge_error_shape(judge, ex)
+        return
+    if ex.status != 200:
+        return
+    if ex.stream and (ex.events or ex.content_type == "text/event-stream"):
+        _judge_stream(judge, ex, request)
+    elif not ex.stream:
+        _judge_completion(judge, ex, request)
+
+
+def _answer_id(ex: Exchange) -> Any:
+    if ex.status != 200:
+        return None
+    if ex.stream:
+        chunks = [c for c in ex.chunks if isinstance(c, dict)]
+        return chunks[0].get("id") if chunks else None
+    return obj(ex.json()).get("id")
+
+
+def judge_run(records: list[dict[str, Any]], requirements: Iterable[str]) -> list[dict[str, Any]]:
+    """Records of the run-wide invariants in ``requirements`` over every exchange in ``records``."""
+    wanted = tuple(r for r in RUN_WIDE if r in set(requirements))
+    if not wanted:
+        return []
+    exchanges: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        for ex in rec.get("exchanges", []):
+            exchanges.setdefault(exchange_key(ex), ex)
+    judged: dict[str, int] = dict.fromkeys(wanted, 0)
+    found: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {r: [] for r in wanted}
+    ids: dict[str, dict[str, Any]] = {}
+    for raw in exchanges.values():
+        if not raw.get("url", "").rstrip("/").endswith("/chat/completions"):
+            continue
+        if raw.get("status") is None or raw.get("transport_error"):
+            continue
+        ex = Exchange.from_dict(raw)
+        judge = Judge(requirements=wanted)
+        judge.exchanges.append(ex)
+        _judge_one(judge, ex)
+        for rid in judge.judged:
+            judged[rid] += 1
+        for v in judge.violations:
+            if len(found[v.requirement]) < _SHOWN and all(e is not raw for e, _ in found[v.requirement]):
+                found[v.requirement].append((raw, vars(v)))
+        if "CORE-ID-UNIQUE" in wanted:
+            rid = _answer_id(ex)
+            if isinstance(rid, str) and rid:
+                judged["CORE-ID-UNIQUE"] += 1
+                first = ids.setdefault(rid, raw)
+                if first is not raw and len(found["CORE-ID-UNIQUE"]) < _SHOWN:
+                    found["CORE-ID-UNIQUE"].append(
+                        (
+                            raw,
+                            {
+                                "requirement": "CORE-ID-UNIQUE",
+                                "message": f"two answers share the id {rid!r} "
+                            f"(the other: {first.get('label')!r})",
+                                "path": "$.id",
+                                "expected": "an id no other answer of the run carries",
+                                "received": rid,
+                                "exchange": 0,
+                            },
+                        )
+                    )
+    out = []
+    for rid in wanted:
+        if not judged[rid]:
+            continue
+        offenders = found[rid]
+        violations = []
+        for k, (raw, v) in enumerate(offenders):
+            violations.append(
+                {
+                    **v,
+                    "exchange": k,
+                    "message": f"run-wide, in exchange {raw.get('label')!r} (one of {judged[rid]} judged): "
+                    + v["message"],
+                }
+            )
+        out.append(
+            {
+                "nodeid": f"run-wide::{rid}",
+                "requirements": [rid],
+                "outcome": "failed" if violations else "passed",
+                "skip_reason": "",
+                "error": "",
+                "duration": 0.0,
+                "judged": [rid],
+                "violations": violations,
+                "exchanges": [raw for raw, _ in offenders],
+            }
+        )
+    return out
