@@ -15,7 +15,7 @@ selected and did not find unsupported.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import judge_error_shape, judge_schema, obj
@@ -61,7 +61,7 @@ _FINISH = ("stop", "length", "tool_calls", "content_filter")
 _SHOWN = 3  # offending exchanges kept as evidence per requirement
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -148,7 +148,8 @@ def _judge_completion(judge: Judge, ex: Exchange, request: dict[str, Any]) -> No
             received=rid,
             exchange=ex,
         )
-    choices = data.get("choices") if isinstance(data.get("choices"), list) else []
+    raw_choices = data.get("choices")
+    choices: list[Any] = raw_choices if isinstance(raw_choices, list) else []
     for i, c in enumerate(choices):
         choice = obj(c)
         fr = choice.get("finish_reason")
@@ -192,8 +193,11 @@ def _judge_top_order(judge: Judge, ex: Exchange, choice: dict[str, Any], i: int)
         tops = obj(entry).get("top_logprobs")
         if not isinstance(tops, list) or len(tops) < 2:
             continue
-        values = [obj(t).get("logprob") for t in tops]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raw_values = [obj(t).get("logprob") for t in tops]
+        values: list[float] = [
+            v for v in raw_values if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        if len(values) != len(raw_values):
             continue  # LOGPROBS-VALUES judges the types
         ordered = all(a >= b - 1e-6 for a, b in zip(values, values[1:], strict=False))
         if not ordered:
@@ -293,13 +297,13 @@ def judge_run(records: list[dict[str, Any]], requirements: Iterable[str]) -> lis
             continue
         offenders = found[rid]
         violations = []
-        for k, (raw, v) in enumerate(offenders):
+        for k, (raw, found_v) in enumerate(offenders):
             violations.append(
                 {
-                    **v,
+                    **found_v,
                     "exchange": k,
                     "message": f"run-wide, in exchange {raw.get('label')!r} (one of {judged[rid]} judged): "
-                    + v["message"],
+                    + found_v["message"],
                 }
             )
         out.append(
