@@ -717,7 +717,9 @@ class _Server:
 
     def generate_choice(self, req: ChatRequest, index: int) -> ChoiceOut:
         rng = random.Random(f"{req.seed}/{index}") if req.seed is not None else random.Random()
-        dec = Decoder(req.prompt_ids, req.params, rng)
+        # near-tie-noise: this request's own numerics (batch composition), unseeded whatever the seed
+        jitter = random.Random() if self.v("near-tie-noise") else None
+        dec = Decoder(req.prompt_ids, req.params, rng, jitter=jitter)
         want = req.logprobs
         budget = req.max_tokens
         out = ChoiceOut(index=index)
@@ -750,7 +752,7 @@ class _Server:
                 return out
         out.answer_start = len(out.content)
 
-        planner = Decoder(req.prompt_ids + [THINK_ID], req.params, rng)
+        planner = Decoder(req.prompt_ids + [THINK_ID], req.params, rng, jitter=jitter)
 
         def words() -> str:
             return VOCAB.token_str(planner.step(allowed=VALUE_WORD_IDS).token)

@@ -25,11 +25,19 @@ before temperature and before the truncation filters. The token is then chosen f
 temperature 0 -> argmax; otherwise divide by temperature, softmax, keep top_k, top_p (smallest prefix whose
 mass reaches top_p, at least one token), min_p (p >= min_p * p_max), renormalise and draw with the
 decoder's ``random.Random``.
+
+Near-tie noise (the ``near-tie-noise`` variant, :class:`Decoder` with a ``jitter`` source): GPU numerics that
+are not batch-invariant. At about one generated position in ``NEAR_TIE_RATE`` (chosen by the context, so the
+same positions in every request) the model's two most likely tokens are nearly tied: the runner-up sits
+between ``0.6 * NOISE`` and ``1.6 * NOISE`` below the top. Every request then adds its own uniform noise in
+``[-NOISE, NOISE]`` to every raw logit, so two identical requests can pick different tokens exactly there;
+a position whose two best tokens are more than ``2 * NOISE`` apart can never flip.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import random
 import zlib
@@ -51,12 +59,16 @@ __all__ = [
     "Step",
     "log_softmax",
     "VALUE_WORD_IDS",
+    "NOISE",
+    "NEAR_TIE_RATE",
 ]
 
 EOS_ID = 0
 THINK_ID = 1
 END_THINK_ID = 2
 MASK = 1e4
+NOISE = 0.02  # amplitude of the per-request logit noise of the near-tie-noise variant (nats)
+NEAR_TIE_RATE = 5  # about one position in this many has a near-tie under that variant
 
 _SPECIALS = ["<eos>", "<think>", "</think>"]
 _CHARS = ["\n", "\t"] + [chr(c) for c in range(32, 127)]
@@ -367,6 +379,19 @@ class TinyModel:
         out[EOS_ID] = -12.0 + max(0, pos - 32) * 0.6
         return out
 
+    def near_ties(self, salt: int, context: Sequence[int], pos: int, logits: list[float]) -> list[float]:
+        """``logits`` with the runner-up pulled to just below the top at about one position in
+        :data:`NEAR_TIE_RATE` (chosen by the prompt, the last two tokens and the position)."""
+        a = context[-2] if len(context) >= 2 else -1
+        b = context[-1] if context else -1
+        rng = random.Random(f"near-tie/{salt}/{a}/{b}/{pos}")
+        if rng.randrange(NEAR_TIE_RATE):
+            return logits
+        top, second = heapq.nlargest(2, range(len(logits)), key=logits.__getitem__)
+        out = list(logits)
+        out[second] = out[top] - (0.6 + rng.random()) * NOISE
+        return out
+
 
 MODEL = TinyModel()
 
@@ -399,8 +424,10 @@ class Decoder:
         rng: random.Random,
         model: TinyModel = MODEL,
         salt: int | None = None,
+        jitter: random.Random | None = None,
     ) -> None:
         self.model = model
+        self.jitter = jitter  # per-request logit noise (near-tie-noise variant), None for exact numerics
         self.params = params
         self.rng = rng
         self.context = list(prompt_ids)
@@ -412,6 +439,10 @@ class Decoder:
     def processed_logits(self, allowed: frozenset[int] | None = None) -> list[float]:
         p = self.params
         logits = self.model.logits(self.salt, self.context, self.pos)
+        if self.jitter is not None:
+            jit = self.jitter
+            logits = self.model.near_ties(self.salt, self.context, self.pos, logits)
+            logits = [v + jit.uniform(-NOISE, NOISE) for v in logits]
         if p.repetition_penalty != 1.0:
             r = max(p.repetition_penalty, 1e-6)
             for tid in self.seen:
