@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from conformance.evidence import Exchange
@@ -24,6 +27,24 @@ __all__ = [
     "stream_finish",
     "judge_schema",
     "error_message",
+    "NEAR_TIE_MARGIN",
+    "COMPARE_LOGPROBS",
+    "REASKS",
+    "TokenLogprob",
+    "Answer",
+    "Comparison",
+    "answer_of",
+    "stream_answer",
+    "compare_answers",
+    "off_greedy",
+    "Settled",
+    "settle",
+    "with_logprobs",
+    "EQUAL",
+    "NEAR_TIE",
+    "DIVERGED",
+    "UNKNOWN",
+    "EMPTY",
 ]
 
 USER = "Write a short story about a cat."
@@ -304,3 +325,309 @@ def require_completion(judge: Judge, ex: Exchange, requirement: str, what: str) 
                   requirement, f"{what}: the answer is not a completion", path="$.choices",
                   expected="non-empty choices", received=(ex.body_text or "")[:200], exchange=ex)
     return data  # type: ignore[no-any-return]
+
+
+# ---- comparing two answers that should be equal (spec/DECISIONS.md#near-ties) -----------------------------
+#
+# GPU numerics are not batch-invariant: two identical greedy or seeded requests can pick different tokens
+# where two candidates nearly tie. Checks that compare two answers compare them token by token with logprobs:
+# equal answers agree; a first divergence whose two candidate tokens are within NEAR_TIE_MARGIN (nats) of each
+# other is a near-tie (re-asked, then Inconclusive); a divergence at a confident position is a real
+# difference.
+
+NEAR_TIE_MARGIN = 0.5
+COMPARE_LOGPROBS: dict[str, Any] = {"logprobs": True, "top_logprobs": 5}
+REASKS = 3  # extra requests a near-tie may cost one comparison: the second side, the first, the second again
+
+EQUAL, NEAR_TIE, DIVERGED, UNKNOWN, EMPTY = "equal", "near-tie", "diverged", "unknown", "empty"
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One logprob entry as the target sent it: the chosen token, its logprob, the listed alternatives."""
+
+    token: str
+    logprob: float | None
+    top: tuple[tuple[str, float], ...] = ()
+
+    def alternative(self, token: str) -> float | None:
+        return next((lp for t, lp in self.top if t == token), None)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What two answers are compared on: reasoning and content together, with the content's logprobs."""
+
+    content: str = ""
+    reasoning: str = ""
+    tokens: tuple[TokenLogprob, ...] | None = None  # None: the target sent no usable logprobs
+    finish: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.reasoning + self.content
+
+    @property
+    def empty(self) -> bool:
+        return not self.content and not self.reasoning
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict on two answers: ``kind`` is equal, near-tie, diverged (a confident position), unknown
+    (they differ and no logprobs tell how) or empty (both answers empty: nothing to compare)."""
+
+    kind: str
+    offset: int | None = None  # first differing character of reasoning + content
+    token: int | None = None  # index of the logprob entry where they diverge
+    detail: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return self.kind in (EQUAL, DIVERGED, EMPTY)
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _token_logprobs(entries: Any) -> tuple[TokenLogprob, ...] | None:
+    if not isinstance(entries, list) or not entries:
+        return None
+    out = []
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("token"), str):
+            return None
+        top = tuple((t["token"], float(t["logprob"])) for t in e.get("top_logprobs") or []
+                    if isinstance(t, dict) and isinstance(t.get("token"), str) and _number(t.get("logprob")))
+        lp: Any = e.get("logprob")
+        out.append(TokenLogprob(e["token"], float(lp) if _number(lp) else None, top))
+    return tuple(out)
+
+
+def _reasoning_of(holder: dict[str, Any]) -> str:
+    for key in ("reasoning_content", "reasoning"):
+        if isinstance(holder.get(key), str):
+            return str(holder[key])
+    return ""
+
+
+def answer_of(data: Any, index: int = 0) -> Answer:
+    """The Answer of choices[index] of a completion (never raises: a missing part is empty)."""
+    choices = obj(data).get("choices")
+    ch = obj(choices[index]) if isinstance(choices, list) and len(choices) > index else {}
+    msg = obj(ch.get("message"))
+    content = msg.get("content")
+    finish = ch.get("finish_reason")
+    return Answer(content if isinstance(content, str) else "", _reasoning_of(msg),
+                  _token_logprobs(obj(ch.get("logprobs")).get("content")),
+                  finish if isinstance(finish, str) else None)
+
+
+def stream_answer(chunks: list[dict[str, Any]], index: int = 0) -> Answer:
+    """The Answer of choice ``index`` reassembled from a stream's chunks."""
+    reasoning = stream_text(chunks, index, "reasoning_content") or stream_text(chunks, index, "reasoning")
+    entries: list[Any] = []
+    for c in chunks:
+        for ch in c.get("choices") or []:
+            if isinstance(ch, dict) and ch.get("index") == index:
+                got = obj(ch.get("logprobs")).get("content")
+                if isinstance(got, list):
+                    entries.extend(got)
+    return Answer(stream_text(chunks, index), reasoning, _token_logprobs(entries),
+                  stream_finish(chunks, index))
+
+
+def _lists_chosen(tokens: tuple[TokenLogprob, ...]) -> bool:
+    """Whether this target lists the chosen token among its own top_logprobs (most positions do)."""
+    listed = [t for t in tokens if t.top]
+    return bool(listed) and sum(t.alternative(t.token) is not None for t in listed) * 2 >= len(listed)
+
+
+def _side(chosen: TokenLogprob, other: str, consistent: bool, margin: float) -> tuple[str, str]:
+    """How far apart one answer's distribution puts its chosen token and the other answer's token:
+    (near-tie | diverged | unknown, why)."""
+    lp = chosen.logprob
+    if lp is None:
+        return UNKNOWN, f"no logprob for {chosen.token!r}"
+    values = [v for _, v in chosen.top]
+    if consistent and values and chosen.alternative(chosen.token) is None and lp > min(values) + 1e-3:
+        return DIVERGED, (f"the chosen token {chosen.token!r} ({lp:.3f}) is missing from its own "
+                          "top_logprobs though its logprob ranks it among them")
+    alt = chosen.alternative(other)
+    if alt is not None:
+        gap = abs(lp - alt)
+        return (NEAR_TIE if gap <= margin else DIVERGED), f"{chosen.token!r} {lp:.3f} vs {other!r} {alt:.3f}"
+    if values and lp - min(values) > margin:  # the other token is not listed: it is below every listed one
+        return DIVERGED, f"{chosen.token!r} {lp:.3f} vs {other!r} below {min(values):.3f} (not listed)"
+    return UNKNOWN, f"{other!r} is not listed next to {chosen.token!r}"
+
+
+def _judge_tokens(ea: TokenLogprob, eb: TokenLogprob, cons_a: bool, cons_b: bool,
+                  margin: float) -> tuple[str, str]:
+    sides = [_side(ea, eb.token, cons_a, margin), _side(eb, ea.token, cons_b, margin)]
+    why = "; ".join(w for _, w in sides)
+    kinds = [k for k, _ in sides]
+    if DIVERGED in kinds:
+        return DIVERGED, why
+    return (NEAR_TIE if NEAR_TIE in kinds else UNKNOWN), why
+
+
+def _could_end(token: str) -> bool:
+    """An alternative that may be the end of the text (an empty, blank or special-looking token)."""
+    return not token.strip() or (token.startswith("<") and token.endswith(">"))
+
+
+def _judge_end(longer: TokenLogprob, margin: float) -> tuple[str, str]:
+    """The shorter answer ended by itself where the longer went on with ``longer.token``: was the end of the
+    text a near-tie there? Only an end-like alternative can be the end; one that is not listed is below every
+    listed alternative."""
+    lp = longer.logprob
+    values = [v for t, v in longer.top if t != longer.token]
+    if lp is None or not values:
+        return UNKNOWN, f"no alternatives listed next to {longer.token!r}"
+    ends = [v for t, v in longer.top if t != longer.token and _could_end(t)]
+    bound = max(ends) if ends else min(values)
+    if lp - bound > margin:
+        return DIVERGED, f"{longer.token!r} {lp:.3f}, the end of the text at most {bound:.3f}"
+    return NEAR_TIE, f"{longer.token!r} {lp:.3f}, the end of the text possibly {bound:.3f}"
+
+
+def _covered(answer: Answer) -> int | None:
+    """Where in reasoning + content the logprob tokens start (0 or len(reasoning)), None when they do not
+    spell the text."""
+    if answer.tokens is None:
+        return None
+    spelled = "".join(t.token for t in answer.tokens)
+    if spelled == answer.content:
+        return len(answer.reasoning)
+    if spelled == answer.text:
+        return 0
+    return None
+
+
+def compare_answers(a: Answer, b: Answer, margin: float = NEAR_TIE_MARGIN) -> Comparison:
+    """Compare two answers to the same request token by token (a pure function).
+
+    Both empty: ``empty`` (never a pass). The same reasoning and content: ``equal``. Otherwise the first
+    divergence is judged with the logprobs of both answers: the two candidate tokens within ``margin`` of each
+    other in the distributions that show them is a ``near-tie``; further apart in either one (or a chosen
+    token missing from its own top_logprobs although its logprob ranks it there) is ``diverged``; without
+    logprobs that say, ``unknown``. When one text is a prefix of the other and the shorter ended by itself,
+    the end of the text is the candidate: a near-tie when an end-like alternative (or an unlisted one) is
+    within ``margin`` of the token the longer answer went on with."""
+    if a.empty and b.empty:
+        return Comparison(EMPTY, detail="both answers are empty (no content, no reasoning): nothing to "
+                          "compare")
+    ta, tb = a.text, b.text
+    if a.reasoning == b.reasoning and a.content == b.content:
+        return Comparison(EQUAL)
+    n = min(len(ta), len(tb))
+    d = next((i for i in range(n) if ta[i] != tb[i]), n)
+    where = "reasoning" if d < max(len(a.reasoning), len(b.reasoning)) and a.reasoning != b.reasoning \
+        else "content"
+    base_a, base_b = _covered(a), _covered(b)
+    if a.tokens is None or b.tokens is None or base_a is None or base_b is None or base_a != base_b \
+            or d < base_a:
+        return Comparison(UNKNOWN, d, None, f"the {where} differs at character {d}: {ta[d:d + 20]!r} vs "
+                          f"{tb[d:d + 20]!r}, and no logprobs cover it")
+    toks_a, toks_b = a.tokens, b.tokens
+    j = next((i for i in range(min(len(toks_a), len(toks_b))) if toks_a[i].token != toks_b[i].token), None)
+    if d == n:  # one text is a prefix of the other
+        short, long_ = (a, b) if len(ta) < len(tb) else (b, a)
+        k = len(short.tokens or ())
+        if short.finish == "length" or j is not None or k >= len(long_.tokens or ()):
+            return Comparison(DIVERGED, d, j, f"one answer is a prefix of the other ({len(ta)} vs {len(tb)} "
+                              f"characters), the shorter ending with {short.finish!r}")
+        kind, why = _judge_end((long_.tokens or ())[k], margin)
+        return Comparison(kind, d, k, f"one answer ended at character {d} (finish {short.finish!r}) where "
+                          f"the other went on: {why}")
+    if j is None:
+        return Comparison(UNKNOWN, d, None, f"the texts differ at character {d} but the logprob tokens agree")
+    kind, why = _judge_tokens(toks_a[j], toks_b[j], _lists_chosen(toks_a), _lists_chosen(toks_b), margin)
+    return Comparison(kind, d, j, f"first divergence at token {j} (character {d}): {why}")
+
+
+def off_greedy(answer: Answer, margin: float = NEAR_TIE_MARGIN) -> str | None:
+    """Where an answer that should hold only the most likely tokens chose one more than ``margin`` below the
+    best alternative its own logprobs list (None when nowhere, or without logprobs)."""
+    for i, t in enumerate(answer.tokens or ()):
+        if t.logprob is None or not t.top:
+            continue
+        best_tok, best = max(t.top, key=lambda x: x[1])
+        if best - t.logprob > margin:
+            return (f"token {i} {t.token!r} ({t.logprob:.3f}) is {best - t.logprob:.2f} below the most "
+                    f"likely alternative {best_tok!r} ({best:.3f})")
+    return None
+
+
+@dataclass
+class Settled:
+    """The outcome of :func:`settle`: the comparison judged and the indices of the answers it compared."""
+
+    comparison: Comparison
+    a: int
+    b: int
+    answers_a: list[Answer]
+    answers_b: list[Answer]
+
+    @property
+    def reason(self) -> str:
+        c = self.comparison
+        asked = len(self.answers_a) + len(self.answers_b)
+        if c.kind == NEAR_TIE:
+            return (f"after {asked} requests the answers still diverge only at near-ties (candidates within "
+                    f"{NEAR_TIE_MARGIN} nats): {c.detail}")
+        if c.kind == UNKNOWN:
+            return f"after {asked} requests the answers still differ and no logprobs tell how: {c.detail}"
+        return c.detail
+
+
+def settle(first_a: Answer, first_b: Answer, ask_a: Callable[[], Answer], ask_b: Callable[[], Answer], *,
+           reasks: int = REASKS,
+           compare: Callable[[Answer, Answer], Comparison] = compare_answers) -> Settled:
+    """Compare two answers that should be equal; while every pair diverges only at a near-tie (or without
+    logprobs that tell), ask again, alternately the second side and the first, up to ``reasks`` times.
+
+    The first pair that is equal, empty or diverged at a confident position settles it (an equal pair wins
+    over a diverged one among the pairs a new answer makes). Without logprobs (every comparison ``unknown``)
+    a difference that both sides reproduce exactly (each side asked twice or more, every answer of a side
+    the same) is ``diverged``: a near-tie flip lands at random, not every time."""
+    answers_a, answers_b = [first_a], [first_b]
+    pending = Settled(compare(first_a, first_b), 0, 0, answers_a, answers_b)
+    if pending.comparison.settled:
+        return pending
+    near_tie = pending.comparison.kind == NEAR_TIE
+    for r in range(reasks):
+        side_b = r % 2 == 0
+        new = ask_b() if side_b else ask_a()
+        (answers_b if side_b else answers_a).append(new)
+        others = answers_a if side_b else answers_b
+        found = []
+        for i, other in enumerate(others):
+            c = compare(other, new) if side_b else compare(new, other)
+            near_tie = near_tie or c.kind == NEAR_TIE
+            found.append(Settled(c, i if side_b else len(answers_a) - 1,
+                                 len(answers_b) - 1 if side_b else i, answers_a, answers_b))
+        for kind in (EQUAL, EMPTY, DIVERGED):
+            hit = next((f for f in found if f.comparison.kind == kind), None)
+            if hit is not None:
+                return hit
+    if (not near_tie and len(answers_a) > 1 and len(answers_b) > 1 and len({x.text for x in answers_a}) == 1
+            and len({x.text for x in answers_b}) == 1):
+        c = pending.comparison
+        return Settled(Comparison(DIVERGED, c.offset, c.token,
+                                  f"both sides reproduce their own answer ({len(answers_a)} and "
+                                  f"{len(answers_b)} requests), without logprobs to show a near-tie: "
+                                  f"{c.detail}"),
+                       0, 0, answers_a, answers_b)
+    return pending
+
+
+def with_logprobs(send: Callable[[dict[str, Any]], Exchange], request: dict[str, Any]) -> Exchange:
+    """``request`` sent with COMPARE_LOGPROBS, so that a divergence can be judged; sent again without them
+    when the target refuses them with a 4xx (the comparison then falls back to re-asking)."""
+    ex = send({**request, **COMPARE_LOGPROBS})
+    if is_4xx(ex):
+        ex = send(request)
+    return ex

@@ -6,12 +6,13 @@ from typing import Any
 
 import pytest
 
-from conformance.checks._support import body, content_of, ok_json
+from conformance.checks._support import EMPTY, EQUAL, answer_of, body, compare_answers, content_of, ok_json
 from conformance.violations import Inconclusive
 
 HOT = 1.5  # inside the seed's 0 < x < 2: sampling is far from greedy
 MAX = 12
 SEEDS = (11, 22, 33, 44)
+ASKS = 5  # identical seeded requests at most, until two agree
 
 
 def _seeded(shared: Any, target: Any, seed: int) -> Any:
@@ -21,16 +22,30 @@ def _seeded(shared: Any, target: Any, seed: int) -> Any:
 
 @pytest.mark.requirement("SEED-DETERMINISM")
 def test_same_seed_same_content(shared, client, judge, conformance_target):
-    # Two requests with the same seed and parameters. On a conforming target they agree whatever the model;
-    # a target that ignores seed samples 12 tokens at temperature 1.5 twice, and agreeing by chance needs the
-    # same draw 12 times over.
-    first = ok_json(_seeded(shared, conformance_target, SEEDS[0]), "first seeded request")
-    ex = client.chat(body(conformance_target, temperature=HOT, seed=SEEDS[0], max_tokens=MAX),
-                     label=f"temperature {HOT}, seed {SEEDS[0]}, repeated")
-    second = ok_json(ex, "repeated seeded request")
-    judge.check(content_of(second) == content_of(first), "SEED-DETERMINISM",
-                "the same seed and parameters gave different content", path="$.choices[0].message.content",
-                expected=content_of(first), received=content_of(second), exchange=ex)
+    # The same seeded request, asked until two answers agree (at most ASKS times). On a conforming target the
+    # first two agree whatever the model; a target whose numerics are not batch-invariant may flip a token
+    # where the sampler's draw nearly ties, which logprobs cannot show for a sampled token (the draw is not
+    # reported), so the suite asks again instead: the seed is "best effort" (spec/DECISIONS.md#near-ties).
+    # A target that ignores seed samples 12 tokens at temperature 1.5 each time, and two of ASKS such samples
+    # agree only by a long chance. Reasoning and content are compared together; empty answers prove nothing.
+    first = answer_of(ok_json(_seeded(shared, conformance_target, SEEDS[0]), "first seeded request"))
+    answers, exchanges = [first], []
+    while len(answers) < ASKS:
+        ex = client.chat(body(conformance_target, temperature=HOT, seed=SEEDS[0], max_tokens=MAX),
+                         label=f"temperature {HOT}, seed {SEEDS[0]}, repeated")
+        answers.append(answer_of(ok_json(ex, "repeated seeded request")))
+        exchanges.append(ex)
+        agreeing = [a for a in answers[:-1] if compare_answers(a, answers[-1]).kind in (EQUAL, EMPTY)]
+        if agreeing:
+            if answers[-1].empty:
+                raise Inconclusive("the seeded answers are empty (no content, no reasoning): comparing two "
+                                   "empty answers proves nothing")
+            judge.check(True, "SEED-DETERMINISM", "")
+            return
+    judge.check(False, "SEED-DETERMINISM",
+                f"{ASKS} requests with the same seed and parameters all gave different answers",
+                path="$.choices[0].message", expected=first.reasoning + first.content,
+                received=[a.reasoning + a.content for a in answers[1:]], exchange=exchanges[-1])
 
 
 @pytest.mark.requirement("SEED-VARIES")
