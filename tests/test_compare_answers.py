@@ -183,3 +183,35 @@ def test_settled_kinds(kind: str) -> None:
     from conformance.checks._support import Comparison
     assert Comparison(kind).settled
     assert not Comparison(NEAR_TIE).settled and not Comparison(UNKNOWN).settled
+
+
+def test_stop_cut_settles_against_a_second_stopless_answer() -> None:
+    # the first stop-less answer took the rare branch (" cat"); the answers with stop keep " dog": the stop
+    # checks ask the stop-less request again and judge against the answer that agrees
+    from conformance.checks.test_stop import _settle_cut
+
+    rare, common = ans(A, CAT, SAT, tok(" on", -0.1)), ans(A, DOG, SAT, tok(" on", -0.1))
+    cut = ans(A, DOG, tok(" sat", -0.2, (" ran", -2.0)), finish="stop")
+    bases = iter([rare, common])
+    ex, got, base, at = _settle_cut(lambda i: ("ex", cut), lambda i: next(bases), "sat")
+    assert got == cut and base == common and at == common.content.find("sat")
+
+
+def test_stop_cut_past_the_stop_is_judged_not_reasked() -> None:
+    from conformance.checks.test_stop import _settle_cut
+
+    base = ans(A, CAT, SAT, tok(" on", -0.1))
+    ignored = ans(A, CAT, SAT, tok(" on", -0.1))  # the stop was ignored: the whole answer came back
+    calls = []
+    _, got, _, _ = _settle_cut(lambda i: (calls.append(i), ("ex", ignored))[1], lambda i: base, "cat")
+    assert got == ignored and calls == [0]
+
+
+def test_stop_cut_near_ties_only_is_inconclusive() -> None:
+    from conformance.checks.test_stop import _settle_cut
+    from conformance.violations import Inconclusive
+
+    base = ans(A, CAT, SAT, tok(" on", -0.1))
+    other = ans(A, DOG, SAT, tok(" on", -0.1))
+    with pytest.raises(Inconclusive, match="nearly ties"):
+        _settle_cut(lambda i: ("ex", other), lambda i: base, "sat")
