@@ -45,6 +45,7 @@ from conformance.reference.model import (
     Decoder,
     SamplingParams,
 )
+from conformance.reference.transport import Traffic
 from conformance.reference.variants import VARIANTS
 
 __all__ = ["create_app", "PROFILES", "REASONING_TOKENS", "DEFAULT_MAX_TOKENS"]
@@ -190,6 +191,7 @@ class _Server:
         self.model_name = model_name
         self.context_length = context_length
         self.latency_s = latency_s
+        self.traffic = Traffic(variants)  # rate-limit-429, overloaded-503, slow-first-token
 
     def f(self, name: str) -> bool:
         return name in self.faults
@@ -1121,6 +1123,9 @@ class _Server:
     # ----------------------------------------------------------------------- endpoints
 
     async def chat_completions(self, request: Request) -> Response:
+        refused = self.traffic.refuse()
+        if refused is not None:
+            return refused
         stream_hint = False
         try:
             self.check_auth(request)
@@ -1158,6 +1163,9 @@ class _Server:
             completion_id = "chatcmpl-stream-fixed"
         created = int(time.time())
         if not req.stream:
+            delay = self.traffic.answer_delay()
+            if delay > 0:
+                await asyncio.sleep(delay)
             media = "text/plain" if self.f("content-type-text") else "application/json"
             status = 201 if self.f("completion-status-201") else 200
             return Response(
@@ -1166,8 +1174,11 @@ class _Server:
                 media_type=media,
             )
         events = self.sse(self.stream_chunks(req, choices, completion_id, created))
+        first_delay = self.traffic.first_token_delay()
 
         async def gen() -> AsyncIterator[str]:
+            if first_delay > 0:  # the headers are out already: the first event comes late
+                await asyncio.sleep(first_delay)
             for ev in events:
                 yield ev
 
@@ -1177,6 +1188,9 @@ class _Server:
         )
 
     async def models(self, request: Request) -> Response:
+        refused = self.traffic.refuse()
+        if refused is not None:
+            return refused
         try:
             self.check_auth(request)
         except ApiError as err:

@@ -114,20 +114,21 @@ _TABLE: list[Variant] = [
     Variant(
         "rate-limit-429",
         "legit",
-        "A token-bucket rate limiter in front of the server answering 429 with Retry-After (OpenAI's "
-        "API, LiteLLM and API gateways).",
+        "A token-bucket rate limiter in front of the server (12 requests/s, bursts of 12) answering 429 "
+        "with Retry-After, x-ratelimit-* headers and a rate_limit_exceeded error (OpenAI's API, LiteLLM "
+        "and API gateways).",
     ),
     Variant(
         "overloaded-503",
         "legit",
-        "Now and then 503 with Retry-After while the engine is saturated (TGI's queue, vLLM behind a "
-        "load balancer).",
+        "Now and then (every 10th request) 503 with Retry-After 1 while the engine is saturated (OpenAI's "
+        "'engine is currently overloaded', TGI's queue, vLLM behind a load balancer).",
     ),
     Variant(
         "slow-first-token",
         "legit",
-        "A slow first token: the status line and headers come at once, the first event after a delay "
-        "(a large model under load; vLLM's scheduler queue).",
+        "A slow first token: the status line and headers come at once, the first event 1 s later; "
+        "every 8th non-stream answer 1 s late (a large model under load; vLLM's scheduler queue).",
     ),
     # --- protocol details the documents leave open
     Variant(

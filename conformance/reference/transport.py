@@ -1,0 +1,126 @@
+"""Transport-level variants of the reference server (see :mod:`.variants`): what a conformant server, or the
+gateway in front of it, does to the traffic itself.
+
+* ``rate-limit-429``: a token bucket in front of every endpoint (``RATE_LIMIT_RPS`` requests per second,
+  bursts of ``RATE_LIMIT_BURST``); an empty bucket answers 429 with ``Retry-After`` (whole seconds until a
+  token is back, as RFC 9110 writes it) and OpenAI's rate-limit headers and error body.
+* ``overloaded-503``: every ``OVERLOAD_EVERY``-th request is answered 503 with ``Retry-After:
+  OVERLOAD_RETRY_AFTER`` (deterministic, so a run is reproducible).
+* ``slow-first-token``: the status line and headers at once, the first stream event after
+  ``FIRST_TOKEN_DELAY_S``; every ``SLOW_ANSWER_EVERY``-th non-stream completion after the same delay (every
+  one would make a run of ~110 completions two minutes longer and prove nothing more).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from starlette.responses import Response
+
+__all__ = [
+    "TokenBucket",
+    "Traffic",
+    "RATE_LIMIT_RPS",
+    "RATE_LIMIT_BURST",
+    "OVERLOAD_EVERY",
+    "OVERLOAD_RETRY_AFTER",
+    "FIRST_TOKEN_DELAY_S",
+    "SLOW_ANSWER_EVERY",
+]
+
+RATE_LIMIT_RPS = 12.0
+RATE_LIMIT_BURST = 12.0
+OVERLOAD_EVERY = 10
+OVERLOAD_RETRY_AFTER = 1
+FIRST_TOKEN_DELAY_S = 1.0
+SLOW_ANSWER_EVERY = 8
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` held; one token per request."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = burst
+        self.at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float | None:
+        """Take a token: None when one was there, else the seconds until one will be."""
+        with self._lock:
+            now = self.clock()
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+            if self.tokens >= 1.0:
+                self.tokens -= 1.0
+                return None
+            return (1.0 - self.tokens) / self.rate
+
+
+def _error(status: int, message: str, err_type: str, code: str, headers: dict[str, str]) -> Response:
+    body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+    return Response(json.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+class Traffic:
+    """The transport variants switched on for one server."""
+
+    def __init__(self, variants: frozenset[str]) -> None:
+        self.rate_limited = "rate-limit-429" in variants
+        self.overloaded = "overloaded-503" in variants
+        self.slow = "slow-first-token" in variants
+        self.bucket = TokenBucket(RATE_LIMIT_RPS, RATE_LIMIT_BURST)
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._answers = 0
+
+    def refuse(self) -> Response | None:
+        """The 429 or 503 answering a request before the server looks at it, or None to serve it."""
+        with self._lock:
+            self._requests += 1
+            n = self._requests
+        if self.overloaded and n % OVERLOAD_EVERY == 0:
+            return _error(
+                503,
+                "The server is overloaded or not ready yet; retry after the time in Retry-After.",
+                "server_error",
+                "overloaded",
+                {"Retry-After": str(OVERLOAD_RETRY_AFTER)},
+            )
+        if self.rate_limited:
+            wait = self.bucket.take()
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                return _error(
+                    429,
+                    f"Rate limit reached: {RATE_LIMIT_RPS:g} requests per second. Please try again in "
+                    f"{seconds}s.",
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                    {
+                        "Retry-After": str(seconds),
+                        "x-ratelimit-limit-requests": f"{RATE_LIMIT_RPS:g}",
+                        "x-ratelimit-remaining-requests": "0",
+                        "x-ratelimit-reset-requests": f"{wait:.3f}s",
+                    },
+                )
+        return None
+
+    def first_token_delay(self) -> float:
+        """Seconds before the first event of a stream."""
+        return FIRST_TOKEN_DELAY_S if self.slow else 0.0
+
+    def answer_delay(self) -> float:
+        """Seconds before a non-stream completion."""
+        if not self.slow:
+            return 0.0
+        with self._lock:
+            self._answers += 1
+            n = self._answers
+        return FIRST_TOKEN_DELAY_S if n % SLOW_ANSWER_EVERY == 1 else 0.0
