@@ -1,9 +1,16 @@
-"""The run's budget (requests, tokens) and its shared rate limit, across all pytest-xdist workers.
+"""The run's budget (requests, tokens) and its shared pace, across all pytest-xdist workers.
 
 Every worker builds a ``Budget`` over the same state directory; the counters live in one JSON file there,
 read and written under an exclusive ``fcntl.flock`` on a lock file beside it. The rate limit reserves
 send slots in the same file (the next allowed ``time.monotonic()``, shared by all processes on the host)
 and sleeps outside the lock.
+
+The target slows the run down too (spec/DECISIONS.md#rate-limits): a 429 or 503 with a Retry-After the
+client waits for holds every request of the run until then (``throttled``), and a 429 halves the run's
+pace (the interval between two sends doubles, from ``MIN_INTERVAL`` up to ``MAX_INTERVAL``); every answer
+that is not a 429 or 503 (``answered``) shortens the interval by ``RECOVERY`` again, until it falls under
+``FREE_INTERVAL`` and the pace is free. That state lives in its own file, created by the first throttle:
+until then a run pays one ``stat`` per request for it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,12 @@ __all__ = ["Budget"]
 
 _STATE = "budget.json"
 _LOCK = "budget.lock"
+_PACE = "pace.json"
+
+MIN_INTERVAL = 0.05  # seconds between two sends after the first 429 (20 requests per second)
+MAX_INTERVAL = 2.0  # the slowest pace a run of 429s can bring the run to
+RECOVERY = 0.97  # the interval after each answer that is not a 429/503 (about halved after 23 answers)
+FREE_INTERVAL = 0.01  # below it (100 requests per second) the pace is free again
 
 
 class Budget:
@@ -41,6 +54,7 @@ class Budget:
         self.rate_limit = rate_limit
         self._state_path = self.state_dir / _STATE
         self._lock_path = self.state_dir / _LOCK
+        self._pace_path = self.state_dir / _PACE
         # with no limit to enforce there is nothing to share between workers: count in memory, and spare
         # every request a locked read and rewrite of the state file
         self.shared = any(x is not None for x in (max_requests, max_tokens_total, rate_limit))
@@ -95,8 +109,77 @@ class Budget:
                 slot = max(now, float(state["next_slot"]))
                 state["next_slot"] = slot + 1.0 / self.rate_limit
                 wait = slot - now
+        wait = max(wait, self._pace_slot())
         if wait > 0:
             time.sleep(wait)
+
+    # ---- the pace the target asks for ------------------------------------------------------------
+    @contextmanager
+    def _pace(self, *, create: bool = False) -> Iterator[dict[str, Any] | None]:
+        """The shared pace under the lock; None when no throttle was seen yet (and not ``create``)."""
+        if not create and not self._pace_path.exists():
+            yield None
+            return
+        with open(self._lock_path, "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                state: dict[str, Any] = {"interval": 0.0, "next_slot": 0.0, "hold_until": 0.0, "throttled": 0}
+                try:
+                    loaded = json.loads(self._pace_path.read_text())
+                    if isinstance(loaded, dict):
+                        state.update(loaded)
+                except (OSError, ValueError):
+                    pass
+                before = dict(state)
+                yield state
+                if state != before or not self._pace_path.exists():
+                    tmp = self._pace_path.with_name(f"{_PACE}.{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps(state))
+                    os.replace(tmp, self._pace_path)
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def _pace_slot(self) -> float:
+        """Reserve the next send slot of the shared pace: the seconds to wait before sending."""
+        with self._pace() as state:
+            if state is None:
+                return 0.0
+            now = time.monotonic()
+            slot = max(now, float(state["next_slot"]), float(state["hold_until"]))
+            state["next_slot"] = slot + float(state["interval"])
+            return slot - now
+
+    def throttled(self, status: int, wait: float | None) -> None:
+        """The target answered ``status`` (429 or 503) and the client waits ``wait`` seconds before its
+        retry (None: the Retry-After is too long to wait for, nothing changes). Every request of the run is
+        held until then; a 429 not inside a hold already (another worker's throttle) also halves the pace."""
+        if wait is None:
+            return
+        with self._pace(create=True) as state:
+            assert state is not None
+            now = time.monotonic()
+            held = float(state["hold_until"]) > now
+            state["hold_until"] = max(float(state["hold_until"]), now + max(0.0, wait))
+            state["throttled"] += 1
+            if status == 429 and not held:
+                state["interval"] = min(MAX_INTERVAL, max(MIN_INTERVAL, 2.0 * float(state["interval"])))
+
+    def answered(self) -> None:
+        """An answer that was not a 429/503: the pace speeds up again, a little."""
+        with self._pace() as state:
+            if state is None or not state["interval"]:
+                return
+            interval = float(state["interval"]) * RECOVERY
+            state["interval"] = interval if interval >= FREE_INTERVAL else 0.0
+
+    @property
+    def pace(self) -> dict[str, Any]:
+        """The shared pace: interval between sends (s), throttles seen, seconds of hold left."""
+        with self._pace() as state:
+            if state is None:
+                return {"interval": 0.0, "throttled": 0, "hold_left": 0.0}
+            return {"interval": float(state["interval"]), "throttled": int(state["throttled"]),
+                    "hold_left": max(0.0, float(state["hold_until"]) - time.monotonic())}
 
     def add_tokens(self, n: int) -> None:
         """Count tokens used by a finished request. Never raises: the request that crosses the token budget

@@ -2,8 +2,17 @@
 
 Timeouts, resets, refused connections, oversized or garbage responses end up in
 ``Exchange.transport_error``; only the suite's own limits (``BudgetExhausted``) and programming errors
-raise. Secrets never enter an exchange: request and response headers are masked, and the target's API key
-is scrubbed from every recorded string (URL, bodies, events, error texts).
+raise, and, for a client built with ``raise_unanswered`` (the checks' client), a 429 or 503 that survives
+the retries (``Unanswered``, an ``Inconclusive``: no check judges a "not now").
+
+A 429 or 503 is retried ``limits.max_retries`` times after its Retry-After (``retry-after-ms`` first, as
+OpenAI's SDKs read it; without one, an exponential backoff from 0.5 s capped at ``limits.max_retry_after``);
+a Retry-After beyond ``limits.max_retry_after`` is not waited for. With a ``Budget`` the wait is the run's:
+every request of every worker is held until then and a 429 slows the shared pace
+(spec/DECISIONS.md#rate-limits).
+
+Secrets never enter an exchange: request and response headers are masked, and the target's API key is
+scrubbed from every recorded string (URL, bodies, events, error texts).
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ from .errors import UsageError
 from .evidence import MASK, SENSITIVE_HEADERS, Exchange, SSEEvent, mask_headers
 from .sse import SocketWatchdog, parse_event_data, read_body, read_stream
 from .target import Target
+from .violations import Unanswered
 
-__all__ = ["Client", "retry_after_seconds", "usage_tokens", "USER_AGENT"]
+__all__ = ["Client", "retry_after_seconds", "retry_delay", "usage_tokens", "USER_AGENT"]
 
 USER_AGENT = "chat-conformance/0.1"
 _RETRY_STATUSES = frozenset({429, 503})
@@ -52,6 +62,20 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
     if seconds != seconds:  # NaN
         return None
     return max(0.0, seconds)
+
+
+def retry_delay(headers: dict[str, str]) -> float | None:
+    """Seconds a 429/503 asks to wait: ``retry-after-ms`` (OpenAI's, read first by its SDKs), else
+    ``Retry-After``; None when neither is there or valid."""
+    ms = _header(headers, "retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms.strip())
+        except ValueError:
+            value = float("nan")
+        if value == value and value >= 0:
+            return value / 1000.0
+    return retry_after_seconds(_header(headers, "retry-after"))
 
 
 def usage_tokens(ex: Exchange) -> int:
@@ -128,8 +152,10 @@ class Client:
 
     def __init__(self, target: Target, *, budget: Budget | None = None,
                  transport: httpx.BaseTransport | None = None,
-                 on_exchange: Callable[[Exchange], None] | None = None) -> None:
+                 on_exchange: Callable[[Exchange], None] | None = None,
+                 raise_unanswered: bool = False) -> None:
         self.target = target
+        self.raise_unanswered = raise_unanswered
         # the key, and any credential passed as an extra header, are scrubbed from every exchange
         self._secrets = [v for v in (target.api_key, *(
             val.split(" ", 1)[-1] if val.lower().startswith("bearer ") else val
@@ -238,19 +264,28 @@ class Client:
         url = self.target.url(path)
         req_headers = self._headers(auth, headers, content_type)
         retries = 0
+        waited = True
         while True:
             if self.budget is not None:
                 self.budget.acquire(retry=retries > 0)
             ex = self._attempt(method, url, req_headers, content, body_text, label, stream)
             ex.retries = retries
-            if ex.status not in _RETRY_STATUSES or retries >= self.limits.max_retries:
+            if ex.status not in _RETRY_STATUSES:
+                if self.budget is not None and ex.status is not None:
+                    self.budget.answered()
                 break
-            delay = retry_after_seconds(_header(ex.response_headers, "retry-after"))
-            if delay is None:
-                delay = 0.5 * 2**retries
-            elif delay > self.limits.max_retry_after:
-                break  # not worth waiting: the 429/503 is the answer
-            time.sleep(delay)
+            asked = retry_delay(ex.response_headers)
+            waited = asked is None or asked <= self.limits.max_retry_after
+            # a Retry-After beyond the limit is not waited for (the run would stall): the 429/503 stands
+            delay: float | None = None
+            if waited:
+                delay = min(0.5 * 2**retries, self.limits.max_retry_after) if asked is None else asked
+            if self.budget is not None:
+                self.budget.throttled(ex.status, delay)  # holds (and slows) every request of the run
+            if delay is None or retries >= self.limits.max_retries:
+                break
+            if self.budget is None:
+                time.sleep(delay)  # with a budget, the next acquire() waits out the hold
             retries += 1
         if self.budget is not None and ex.status is not None and 200 <= ex.status < 300:
             self.budget.add_tokens(usage_tokens(ex))
@@ -258,6 +293,11 @@ class Client:
             _scrub(ex, secret)
         if self.on_exchange is not None:
             self.on_exchange(ex)
+        if self.raise_unanswered and ex.status in _RETRY_STATUSES:
+            retry_after = _header(ex.response_headers, "retry-after")
+            if retry_after is None and _header(ex.response_headers, "retry-after-ms") is not None:
+                retry_after = f"{_header(ex.response_headers, 'retry-after-ms')} ms"
+            raise Unanswered(ex.status, ex.retries, retry_after, waited=waited)
         return ex
 
     def _attempt(self, method: str, url: str, headers: dict[str, str], content: bytes | None,

@@ -268,7 +268,9 @@ def _capabilities(config: pytest.Config) -> dict[str, dict[str, Any]]:
     return state["capabilities"]
 
 
-def _make_client(config: pytest.Config, on_exchange: Any = None) -> Client:
+def _make_client(config: pytest.Config, on_exchange: Any = None, *, checks: bool = False) -> Client:
+    """A client on the run's shared budget. ``checks``: the checks' client, on which a 429/503 that survives
+    the retries raises ``Unanswered`` (the check is inconclusive: it never judges a "not now")."""
     from conformance.budget import Budget
     from conformance.client import Client
 
@@ -281,7 +283,7 @@ def _make_client(config: pytest.Config, on_exchange: Any = None) -> Client:
             max_tokens_total=t.limits.max_tokens_total,
             rate_limit=t.limits.rate_limit,
         )
-    return Client(t, budget=state["budget"], on_exchange=on_exchange)
+    return Client(t, budget=state["budget"], on_exchange=on_exchange, raise_unanswered=checks)
 
 
 # ---- selection ---------------------------------------------------------------------------------------------
@@ -344,7 +346,7 @@ def _session_client(pytestconfig: pytest.Config, conformance_target: Target) -> 
         if sink["judge"] is not None:
             sink["judge"].exchanges.append(ex)
 
-    client = _make_client(pytestconfig, on_exchange)
+    client = _make_client(pytestconfig, on_exchange, checks=True)
     client.sink = sink  # type: ignore[attr-defined]
     yield client
     client.close()
@@ -405,6 +407,18 @@ def shared(judge: Judge, _session_client: Any, _shared_cache: dict[str, Any]) ->
 
 
 # ---- outcome ----------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    """A fixture's request left unanswered (429/503 after the retries) makes the check inconclusive, as in
+    the check itself: never an error of the suite."""
+    from conformance.violations import Unanswered
+
+    try:
+        return (yield)
+    except Unanswered as exc:
+        pytest.skip(f"inconclusive: {exc}")
 
 
 @pytest.hookimpl(wrapper=True)

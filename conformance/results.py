@@ -31,6 +31,10 @@ __all__ = [
 ]
 
 RESULTS_SCHEMA_VERSION = "1.0"
+# the share of the run's checks a target may leave unanswered (429/503 after the retries) before the run
+# is INCOMPLETE rather than judged: the rate-limited run must judge 95% of an unlimited one
+UNANSWERED_SHARE = 0.05
+_UNANSWERED = ("inconclusive: rate-limited after", "inconclusive: overloaded after")
 VERDICTS = (
     "pass",
     "fail",
@@ -328,6 +332,7 @@ def build_results(
     budget_stops = [r for r in records if r.get("skip_reason", "").startswith("not run: budget exhausted")]
     if budget_stops and code == 0:
         verdict, code = "INCOMPLETE: the run's budget was exhausted before every check ran", 1
+    code, verdict = _unanswered_gate(records, code, verdict)
     if interrupted:
         verdict = "INTERRUPTED: " + verdict
         code = code or 1
@@ -353,6 +358,22 @@ def build_results(
         "requirements": reqs,
         "checks": records,
     }
+
+
+def _unanswered_gate(records: list[dict[str, Any]], code: int, verdict: str) -> tuple[int, str]:
+    """Checks the target left unanswered (429/503 after the retries: inconclusive, never judged) are said
+    in the verdict; past ``UNANSWERED_SHARE`` of the checks that ran, a run that would pass is INCOMPLETE
+    (exit 1): what it could not judge is too much to call it conformant (spec/DECISIONS.md#rate-limits)."""
+    unanswered = [r for r in records if r.get("skip_reason", "").startswith(_UNANSWERED)]
+    if not unanswered:
+        return code, verdict
+    ran = [r for r in records if not r.get("skip_reason", "").startswith(("unsupported", "not run"))]
+    said = (f"{len(unanswered)} of {len(ran)} check(s) unanswered (HTTP 429/503 after the retries, "
+            "not judged)")
+    if code == 0 and len(unanswered) > UNANSWERED_SHARE * len(ran):
+        return 1, (f"INCOMPLETE: {said}: retry later, with fewer workers (-n) or a lower --rate-limit "
+                   f"(was: {verdict})")
+    return code, f"{verdict}; {said}"
 
 
 def cost_of(records: list[dict[str, Any]]) -> dict[str, Any]:

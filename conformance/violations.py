@@ -8,7 +8,7 @@ from typing import Any
 
 from conformance.evidence import Exchange
 
-__all__ = ["Violation", "ViolationError", "Judge", "Inconclusive"]
+__all__ = ["Violation", "ViolationError", "Judge", "Inconclusive", "Unanswered"]
 
 _MAX_SHOWN = 500
 
@@ -52,6 +52,22 @@ class ViolationError(AssertionError):
 
 class Inconclusive(Exception):
     """The check could not decide (e.g. the target's output gave nothing to judge); not a failure."""
+
+
+class Unanswered(Inconclusive):
+    """A request still answered 429 or 503 after the client's retries (spec/DECISIONS.md#rate-limits): the
+    target said "not now", not how it treats the request, so no check may judge it. The client raises it
+    (the exchange is in the check's evidence already); the check is inconclusive with this reason."""
+
+    def __init__(self, status: int, retries: int, retry_after: str | None, *, waited: bool = True) -> None:
+        what = "rate-limited" if status == 429 else "overloaded"
+        after = f", Retry-After {retry_after}" if retry_after is not None else ", no Retry-After"
+        why = "" if waited else " (a Retry-After too long to wait for: not retried)"
+        super().__init__(f"{what} after {retries} retries (HTTP {status}{after}){why}: the target did not "
+                         "answer the request, so it is not judged")
+        self.status = status
+        self.retries = retries
+        self.retry_after = retry_after
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.budget import Budget
+from conformance.budget import FREE_INTERVAL, MAX_INTERVAL, MIN_INTERVAL, RECOVERY, Budget
 from conformance.errors import BudgetExhausted
 
 
@@ -104,3 +104,76 @@ def test_unlimited_and_validation(tmp_path: Path) -> None:
     assert budget.snapshot()["requests"] == 50 and budget.exhausted is None
     with pytest.raises(ValueError):
         Budget(tmp_path, rate_limit=0)
+
+
+# ---- the pace the target asks for (429/503, spec/DECISIONS.md#rate-limits) ------------------------------
+
+
+def _throttle_then_send(state_dir: str, out: multiprocessing.Queue) -> None:
+    budget = Budget(Path(state_dir))
+    budget.throttled(429, 0.6)
+    out.put(time.monotonic())
+
+
+def _send_once(state_dir: str, out: multiprocessing.Queue) -> None:
+    budget = Budget(Path(state_dir))
+    budget.acquire()
+    out.put(time.monotonic())
+
+
+def test_a_throttle_in_one_worker_holds_every_worker(tmp_path: Path) -> None:
+    ctx = _ctx()
+    out = ctx.Queue()
+    p = ctx.Process(target=_throttle_then_send, args=(str(tmp_path), out))  # type: ignore[attr-defined]
+    p.start()
+    throttled_at = out.get(timeout=20)
+    p.join(10)
+    q = ctx.Process(target=_send_once, args=(str(tmp_path), out))  # type: ignore[attr-defined]
+    q.start()
+    sent_at = out.get(timeout=20)
+    q.join(10)
+    assert sent_at - throttled_at >= 0.55  # held until the other worker's Retry-After
+
+
+def test_429_slows_the_pace_and_answers_speed_it_up(tmp_path: Path) -> None:
+    budget = Budget(tmp_path)
+    assert budget.pace == {"interval": 0.0, "throttled": 0, "hold_left": 0.0}
+    assert not (tmp_path / "pace.json").exists()  # no throttle, no pace state: one stat per request
+    budget.throttled(429, 0.0)
+    assert budget.pace["interval"] == MIN_INTERVAL
+    budget.throttled(429, 0.0)
+    budget.throttled(429, 0.0)
+    assert budget.pace["interval"] == 4 * MIN_INTERVAL and budget.pace["throttled"] == 3
+    t0 = time.monotonic()
+    for _ in range(4):
+        budget.acquire()
+    assert time.monotonic() - t0 >= 3 * 4 * MIN_INTERVAL - 0.05  # three gaps of the slowed pace
+    for _ in range(200):
+        budget.answered()
+    assert budget.pace["interval"] == 0.0  # under FREE_INTERVAL: free again
+    assert 4 * MIN_INTERVAL * RECOVERY**200 < FREE_INTERVAL
+
+
+def test_503_holds_but_keeps_the_pace(tmp_path: Path) -> None:
+    """A 503's Retry-After says when the engine is back: every request waits, the pace stays."""
+    budget = Budget(tmp_path)
+    budget.throttled(503, 0.3)
+    assert budget.pace["interval"] == 0.0 and 0.2 < budget.pace["hold_left"] <= 0.3
+    t0 = time.monotonic()
+    budget.acquire()
+    assert time.monotonic() - t0 >= 0.25
+
+
+def test_a_429_inside_a_hold_does_not_slow_twice(tmp_path: Path) -> None:
+    """Two workers' requests in flight at the same 429 wall: one slowdown, not two."""
+    budget = Budget(tmp_path)
+    budget.throttled(429, 1.0)
+    budget.throttled(429, 1.0)
+    assert budget.pace["interval"] == MIN_INTERVAL and budget.pace["throttled"] == 2
+
+
+def test_a_retry_after_not_waited_for_changes_nothing(tmp_path: Path) -> None:
+    budget = Budget(tmp_path)
+    budget.throttled(429, None)
+    assert budget.pace == {"interval": 0.0, "throttled": 0, "hold_left": 0.0}
+    assert MAX_INTERVAL >= 1.0

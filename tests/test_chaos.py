@@ -324,10 +324,17 @@ def test_redirect_to_another_host_is_not_followed(chaos: Any) -> None:
 
 
 def test_429_flood_after_the_preflight_is_not_waited_for(chaos: Any) -> None:
+    # a 429 is "not now", never the target's answer to judge (spec/DECISIONS.md#rate-limits): no requirement
+    # fails on it, and a run that could judge next to nothing is INCOMPLETE (exit 1), never CONFORMANT
     srv, run = chaos("flood-429-after-preflight", CORE_ONLY)
     _assert_sound(run, code=1)
-    assert "CORE-REQUEST-JSON" in run.failing
+    assert run.failing == []
     assert run.results is not None and run.results["cost"]["retries"] == 0
+    assert run.results["verdict"].startswith("INCOMPLETE: ")
+    assert "check(s) unanswered (HTTP 429/503 after the retries" in run.results["verdict"]
+    reasons = [c["skip_reason"] for c in run.results["checks"] if c["outcome"] == "skipped"]
+    assert reasons and all("rate-limited after 0 retries (HTTP 429, Retry-After 99999999)" in r
+                           for r in reasons)
     assert run.seconds < 30
 
 

@@ -21,10 +21,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from conformance.budget import Budget
-from conformance.client import Client, retry_after_seconds, usage_tokens
+from conformance.client import Client, retry_after_seconds, retry_delay, usage_tokens
 from conformance.errors import BudgetExhausted, UsageError
 from conformance.evidence import Exchange
 from conformance.target import Limits, Target
+from conformance.violations import Inconclusive, Unanswered
 
 KEY = "sk-canary-7f3a"
 LIMITS = Limits(connect_timeout=1.0, idle_timeout=0.5, total_timeout=2.0, max_bytes=64 * 1024,
@@ -454,6 +455,80 @@ def test_retry_after_http_date(monkeypatch: pytest.MonkeyPatch) -> None:
     assert retry_after_seconds("2") == 2.0 and retry_after_seconds("-1") == 0.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def test_backoff_is_capped_by_max_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr("conformance.client.time.sleep", sleeps.append)
+    limits = Limits(max_retries=4, max_retry_after=1.5)
+    rec = Recorder([httpx.Response(429)] * 4 + [httpx.Response(200)])
+    with _mock(rec, limits=limits) as c:
+        ex = c.chat({})
+    assert sleeps == [0.5, 1.0, 1.5, 1.5] and ex.status == 200 and ex.retries == 4
+
+
+def test_retry_after_ms_is_read_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr("conformance.client.time.sleep", sleeps.append)
+    rec = Recorder([httpx.Response(429, headers={"retry-after-ms": "250", "retry-after": "1"}),
+                    httpx.Response(200)])
+    with _mock(rec) as c:
+        ex = c.chat({})
+    assert sleeps == [0.25] and ex.retries == 1
+    assert retry_delay({"Retry-After-Ms": "bad", "Retry-After": "2"}) == 2.0
+    assert retry_delay({"retry-after-ms": "-5"}) is None and retry_delay({}) is None
+
+
+def test_unanswered_after_the_retries_raises_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks' client: a 429/503 that survives the retries is no answer to judge (the exchange is in
+    the evidence first); other clients (preflight, discovery) get the exchange."""
+    monkeypatch.setattr("conformance.client.time.sleep", lambda s: None)
+    limited = httpx.Response(429, headers={"retry-after": "1"},
+                             json={"error": {"message": "slow down", "type": "rate_limit_error"}})
+    seen: list[Exchange] = []
+    rec = Recorder([limited] * 3)
+    with _mock(rec, on_exchange=seen.append, raise_unanswered=True) as c:
+        with pytest.raises(Unanswered) as info:
+            c.chat({})
+    assert isinstance(info.value, Inconclusive)
+    assert str(info.value).startswith("rate-limited after 2 retries (HTTP 429, Retry-After 1)")
+    assert info.value.status == 429 and info.value.retries == 2
+    assert len(seen) == 1 and seen[0].status == 429 and seen[0].retries == 2 and len(rec.requests) == 3
+
+    rec = Recorder([httpx.Response(503)] * 3)
+    with _mock(rec, raise_unanswered=True) as c, pytest.raises(Unanswered, match=(
+            r"^overloaded after 2 retries \(HTTP 503, no Retry-After\)")):
+        c.chat({})
+
+    rec = Recorder([httpx.Response(429, headers={"retry-after": "99999"})])
+    with _mock(rec, raise_unanswered=True) as c, pytest.raises(Unanswered, match=(
+            r"after 0 retries \(HTTP 429, Retry-After 99999\) \(a Retry-After too long to wait for")):
+        c.chat({})
+    assert len(rec.requests) == 1
+
+    rec = Recorder([httpx.Response(429)] * 3)
+    with _mock(rec) as c:
+        assert c.chat({}).status == 429  # not the checks' client: the exchange is returned
+
+
+def test_a_throttle_holds_the_whole_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a budget, the client does not sleep itself: the budget holds every request of the run (every
+    client, every worker) until the Retry-After, and a 429 slows the shared pace."""
+    sleeps: list[tuple[str, float]] = []
+    monkeypatch.setattr("conformance.client.time", type("T", (), {
+        "sleep": staticmethod(lambda s: sleeps.append(("client", s))), "monotonic": time.monotonic,
+        "time": time.time}))
+    monkeypatch.setattr("conformance.budget.time", type("T", (), {
+        "sleep": staticmethod(lambda s: sleeps.append(("budget", s))), "monotonic": time.monotonic}))
+    budget = Budget(tmp_path)
+    rec = Recorder([httpx.Response(429, headers={"retry-after": "1"}), httpx.Response(200)])
+    with _mock(rec, budget=budget) as c:
+        ex = c.chat({})
+    assert ex.status == 200 and ex.retries == 1
+    assert [who for who, _ in sleeps] == ["budget"] and 0.9 < sleeps[0][1] <= 1.0  # the hold, once
+    other = Budget(tmp_path)  # another worker's view of the same run
+    assert other.pace["throttled"] == 1 and 0.04 < other.pace["interval"] < 0.05  # 0.05, one answer later
+    assert budget.snapshot()["retries"] == 1
 
 
 def test_mock_transport_errors_become_exchanges() -> None:

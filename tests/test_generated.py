@@ -31,7 +31,7 @@ from conformance.cli import main
 from conformance.evidence import Exchange
 from conformance.profiles import load_profile
 from conformance.schemas import schema_errors
-from conformance.violations import Judge
+from conformance.violations import Judge, Unanswered
 
 MODEL = "reference-tiny"
 ALL_CAPS = {c: {"supported": True} for c in ("tools", "json-object", "json-schema", "reasoning", "thinking")}
@@ -231,6 +231,34 @@ def test_runner_cap_cuts_shrinking_short_and_says_so() -> None:
         failing = json.loads(judge.exchanges[v.exchange].request_body or "")
         assert "temperature" in failing and "stop" in failing
         assert len(sent) < stats.cap or f"request cap {stats.cap} reached" in v.message
+
+
+def test_runner_never_judges_an_unanswered_request() -> None:
+    """A 429/503 after the client's retries (the checks' client raises ``Unanswered``) is no answer: that
+    example is not judged and another takes its place; a property nobody answered is inconclusive."""
+    send, sent = _fake_send(lambda req: "temperature" in req)  # a request with temperature would "fail"
+
+    def throttled(req: dict[str, Any], label: str) -> Exchange:
+        if "temperature" in req:  # ... but every one of them is rate-limited
+            sent.append(req)
+            raise Unanswered(429, 2, "1")
+        return send(req, label)
+
+    judge = Judge(requirements=("GEN-VALID-ACCEPTED",))
+    strategy = valid_requests(MODEL, load_profile("seed"), ALL_CAPS).map(lambda r: (r, "valid request"))
+    stats = run_property(judge, throttled, strategy, _evaluate, max_examples=10, seed=7,
+                         explicit=[(minimal_request(MODEL), "simplest")], label="t", valid=True)
+    assert not judge.violations and "GEN-VALID-ACCEPTED" in judge.judged
+    assert stats.unanswered >= 1 and stats.unanswered == sum("temperature" in r for r in sent)
+
+    def nobody(req: dict[str, Any], label: str) -> Exchange:
+        raise Unanswered(503, 2, None)
+
+    judge = Judge(requirements=("GEN-VALID-ACCEPTED",))
+    with pytest.raises(Unanswered, match=r"^overloaded after 2 retries \(HTTP 503, no Retry-After\)"):
+        run_property(judge, nobody, strategy, _evaluate, max_examples=3, seed=7,
+                     explicit=[(minimal_request(MODEL), "simplest")], label="t", valid=True)
+    assert not judge.judged
 
 
 # ---- against the reference server -------------------------------------------------------------------------

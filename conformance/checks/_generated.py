@@ -75,7 +75,7 @@ from conformance.errors import BudgetExhausted
 from conformance.evidence import Exchange
 from conformance.schemas import schema_errors
 from conformance.specfiles import openapi
-from conformance.violations import Judge, Violation
+from conformance.violations import Judge, Unanswered, Violation
 
 __all__ = [
     "REQUEST_SCHEMA",
@@ -786,6 +786,7 @@ class RunStats:
     sent: int = 0
     cap: int = 0
     seed: int = 0
+    unanswered: int = 0  # requests still answered 429/503 after the client's retries: not judged
 
 
 @dataclass
@@ -829,8 +830,9 @@ def run_property(
     stats = RunStats(cap=len(explicit) + 3 * max(1, max_examples), seed=seed)
     explicit_keys = {_canonical(r) for r, _ in explicit}
     cache: dict[str, _Outcome] = {}
+    unanswered: set[str] = set()
     judged: set[str] = set()
-    state: dict[str, Any] = {"last": None, "exhausted": None}
+    state: dict[str, Any] = {"last": None, "exhausted": None, "unanswered": None}
 
     def one(pair: tuple[dict[str, Any], str]) -> None:
         req, what = pair
@@ -840,6 +842,8 @@ def run_property(
         if bool(errors) == valid:  # the generator's own guard: never blame a target for our mistake
             reject()
         key = _canonical(req)
+        if key in unanswered:
+            reject()
         out = cache.get(key)
         if out is None:
             if stats.sent >= stats.cap:  # nothing new can be sent: stop (shrinking would only discard)
@@ -850,6 +854,11 @@ def run_property(
             except BudgetExhausted as exc:
                 state["exhausted"] = exc
                 raise
+            except Unanswered as exc:  # a "not now" (429/503 after the retries) says nothing: not judged
+                stats.unanswered += 1
+                unanswered.add(key)
+                state["unanswered"] = exc
+                reject()
             scratch = Judge(requirements=judge.requirements, exchanges=[ex])
             evaluate(scratch, ex, req, what)
             out = cache[key] = _Outcome(req, what, ex, scratch.violations, scratch.judged)
@@ -884,6 +893,8 @@ def run_property(
         raise
     if state["exhausted"] is not None:
         raise state["exhausted"]
+    if state["unanswered"] is not None and not judged and state["last"] is None:
+        raise state["unanswered"]  # no request was answered: nothing is judged
     judge.judged.update(judged)
     last: _Outcome | None = state["last"]
     if last is not None:

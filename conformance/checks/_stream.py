@@ -6,7 +6,7 @@ from typing import Any
 
 from conformance.checks._support import judge_schema, obj
 from conformance.evidence import Exchange
-from conformance.violations import Judge
+from conformance.violations import Inconclusive, Judge
 
 __all__ = ["judge_stream"]
 
@@ -16,6 +16,9 @@ def judge_stream(
 ) -> None:
     """Judge the requirements the check is marked with (``judge.wants``) over the exchange ``ex``."""
     w = judge.wants
+    if ex.status is None:
+        _judge_no_status_line(judge, ex)
+        return
     if w("STREAM-CONTENT-TYPE"):
         judge.check(
             ex.content_type == "text/event-stream",
@@ -112,6 +115,28 @@ def judge_stream(
             )
     _judge_choices(judge, ex, chunks, n)
     _judge_usage(judge, ex, chunks, include_usage, forbid_usage)
+
+
+def _judge_no_status_line(judge: Judge, ex: Exchange) -> None:
+    """A stream that never got its status line (spec/DECISIONS.md#rate-limits) has no headers, events or
+    choices to judge. Only its end is: a stream that did not complete within the run's total deadline
+    fails STREAM-DONE-TERMINATES, as one stalled or trickled after its headers does (bounded time, a clear
+    failure). A connection refused, reset or closed before the status line, or a silence before it longer
+    than the idle timeout (a queue), is no answer: inconclusive."""
+    error = ex.transport_error or "no answer"
+    if error.startswith("total deadline") and judge.wants("STREAM-DONE-TERMINATES"):
+        judge.check(
+            False,
+            "STREAM-DONE-TERMINATES",
+            "the stream did not end with data: [DONE] within the total deadline (--timeout): not even its "
+            "status line arrived",
+            path="status",
+            expected="data: [DONE] within the deadline",
+            received=error,
+            exchange=ex,
+        )
+        return
+    raise Inconclusive(f"the stream never got a status line ({error}): no answer, nothing to judge")
 
 
 def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str, Any]]], n: int) -> None:

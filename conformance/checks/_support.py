@@ -71,8 +71,9 @@ def ok_json(ex: Exchange, what: str = "request") -> dict[str, Any]:
 
 def stream_answered(ex: Exchange, what: str = "stream") -> None:
     """A 2xx answer (or none at all) to a streaming request, else Inconclusive. Unlike ``ok_stream`` it
-    accepts a stream that delivered nothing, or never got its headers in time: the stream state machine
-    judges that (a stream that never ends with [DONE] is a failure, not a skip)."""
+    accepts a stream that delivered nothing, or never got its headers: the stream state machine judges that
+    (a stream that never ends with [DONE] is a failure, not a skip; one that never got its status line is
+    judged only on its end, see ``_stream._judge_no_status_line``)."""
     if ex.status is not None and not 200 <= ex.status < 300:
         raise Inconclusive(f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
                            + (f" ({ex.transport_error})" if ex.transport_error else ""))
