@@ -367,7 +367,8 @@ def _unanswered_gate(records: list[dict[str, Any]], code: int, verdict: str) -> 
     unanswered = [r for r in records if r.get("skip_reason", "").startswith(_UNANSWERED)]
     if not unanswered:
         return code, verdict
-    ran = [r for r in records if not r.get("skip_reason", "").startswith(("unsupported", "not run"))]
+    ran = [r for r in records if not r.get("skip_reason", "").startswith(("unsupported", "not run"))
+           and not r["nodeid"].startswith("run-wide::")]  # the run-wide records send nothing
     said = (f"{len(unanswered)} of {len(ran)} check(s) unanswered (HTTP 429/503 after the retries, "
             "not judged)")
     if code == 0 and len(unanswered) > UNANSWERED_SHARE * len(ran):

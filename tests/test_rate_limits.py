@@ -163,15 +163,17 @@ def test_unanswered_checks_are_said_and_too_many_make_the_run_incomplete() -> No
     code, verdict = _unanswered_gate(many, 1, "NOT CONFORMANT: 1 MUST requirement(s) failed")
     assert code == 1 and verdict.startswith("NOT CONFORMANT") and "3 of 13 check(s) unanswered" in verdict
     unsupported = [_record(i, "unsupported: tools") for i in range(50)]
-    assert _unanswered_gate(many + unsupported, 0, "CONFORMANT")[0] == 1  # skipped as unsupported: not run
+    run_wide = [{**_record(i), "nodeid": f"run-wide::R{i}"} for i in range(50)]
+    assert _unanswered_gate(many + unsupported + run_wide, 0, "CONFORMANT")[0] == 1  # none of them ran
     assert _unanswered_gate([_record(0)], 0, "CONFORMANT") == (0, "CONFORMANT")
 
 
 def test_a_retried_exchange_costs_its_attempts_once() -> None:
     """A retried exchange is 1 + retries requests, counted once even when several checks judge it."""
-    ex = {"url": "u", "request_body": "{}", "ttfb": 0.1, "elapsed": 0.2, "label": "shared", "retries": 2,
-          "stream": False, "body_text": '{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'}
-    records = [{"exchanges": [ex]}, {"exchanges": [dict(ex)]}, {"exchanges": [{**ex, "label": "own"}]}]
+    usage = '{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
+    ex = {"xid": "a1", "url": "u", "request_body": "{}", "ttfb": 0.1, "elapsed": 0.2, "label": "shared",
+          "retries": 2, "stream": False, "body_text": usage}
+    records = [{"exchanges": [ex]}, {"exchanges": [dict(ex)]}, {"exchanges": [{**ex, "xid": "b2"}]}]
     assert cost_of(records) == {"requests": 6, "retries": 4, "prompt_tokens": 6, "completion_tokens": 8}
 
 
