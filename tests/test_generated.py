@@ -15,6 +15,7 @@ from conformance.checks._generated import (
     MAX_N,
     MAX_TOKENS,
     REMOVED,
+    UNANSWERED_IN_A_ROW,
     apply_mutation,
     classify,
     field_document,
@@ -251,14 +252,18 @@ def test_runner_never_judges_an_unanswered_request() -> None:
     assert not judge.violations and "GEN-VALID-ACCEPTED" in judge.judged
     assert stats.unanswered >= 1 and stats.unanswered == sum("temperature" in r for r in sent)
 
+    calls: list[str] = []
+
     def nobody(req: dict[str, Any], label: str) -> Exchange:
+        calls.append(label)
         raise Unanswered(503, 2, None)
 
     judge = Judge(requirements=("GEN-VALID-ACCEPTED",))
     with pytest.raises(Unanswered, match=r"^overloaded after 2 retries \(HTTP 503, no Retry-After\)"):
-        run_property(judge, nobody, strategy, _evaluate, max_examples=3, seed=7,
+        run_property(judge, nobody, strategy, _evaluate, max_examples=10, seed=7,
                      explicit=[(minimal_request(MODEL), "simplest")], label="t", valid=True)
     assert not judge.judged
+    assert len(calls) == UNANSWERED_IN_A_ROW  # then it stops: more requests would only feed the limiter
 
 
 # ---- against the reference server -------------------------------------------------------------------------

@@ -99,6 +99,7 @@ __all__ = [
     "inside_ranges",
     "run_property",
     "RunStats",
+    "UNANSWERED_IN_A_ROW",
 ]
 
 REQUEST_SCHEMA = "CreateChatCompletionRequest"
@@ -806,6 +807,13 @@ class _CapReached(BaseException):  # not an Exception: hypothesis stops at once 
     pass
 
 
+UNANSWERED_IN_A_ROW = 3  # the generated phase gives up on a target that answers nothing but 429/503
+
+
+class _Throttled(BaseException):  # as _CapReached: stop at once
+    pass
+
+
 def _canonical(req: Any) -> str:
     return json.dumps(req, sort_keys=True, ensure_ascii=False)
 
@@ -832,7 +840,7 @@ def run_property(
     cache: dict[str, _Outcome] = {}
     unanswered: set[str] = set()
     judged: set[str] = set()
-    state: dict[str, Any] = {"last": None, "exhausted": None, "unanswered": None}
+    state: dict[str, Any] = {"last": None, "exhausted": None, "unanswered": None, "in_a_row": 0}
 
     def one(pair: tuple[dict[str, Any], str]) -> None:
         req, what = pair
@@ -858,7 +866,11 @@ def run_property(
                 stats.unanswered += 1
                 unanswered.add(key)
                 state["unanswered"] = exc
+                state["in_a_row"] += 1
+                if state["in_a_row"] >= UNANSWERED_IN_A_ROW:  # more requests would only feed the limiter
+                    raise _Throttled from None
                 reject()
+            state["in_a_row"] = 0
             scratch = Judge(requirements=judge.requirements, exchanges=[ex])
             evaluate(scratch, ex, req, what)
             out = cache[key] = _Outcome(req, what, ex, scratch.violations, scratch.judged)
@@ -885,7 +897,7 @@ def run_property(
     test = hypothesis_seed(seed)(test)
     try:
         test()
-    except (_Found, _CapReached):
+    except (_Found, _CapReached, _Throttled):
         pass
     except Unsatisfiable:
         pass
