@@ -107,8 +107,9 @@ _TABLE: list[Variant] = [
         "near-tie-noise",
         "legit",
         "GPU numerics that are not batch-invariant (vLLM, SGLang, TGI on GPUs): a tiny per-request "
-        "perturbation of the logits, so two identical greedy or seeded requests can differ where two "
-        "tokens nearly tie (the seed calls seed determinism best effort).",
+        "perturbation of the logits (up to 0.02 nats), so two identical greedy or seeded requests can "
+        "differ where two tokens nearly tie (about one position in five here), never at a confident one "
+        "(the seed calls seed determinism best effort).",
     ),
     # --- transport
     Variant(
