@@ -6,7 +6,16 @@ from typing import Any
 
 import pytest
 
-from conformance.checks._support import USER, body, content_of, judge_schema, now, obj, ok_json
+from conformance.checks._support import (
+    USER,
+    body,
+    content_may_be_null,
+    content_of,
+    judge_schema,
+    now,
+    obj,
+    ok_json,
+)
 
 BASIC = "basic"  # the shared basic completion, judged by several checks
 
@@ -166,11 +175,11 @@ def test_completion_fields(shared, judge, conformance_target):
         )
         content = msg.get("content")
         judge.check(
-            isinstance(content, str) or (content is None and bool(msg.get("tool_calls"))),
+            isinstance(content, str) or (content is None and content_may_be_null(msg)),
             "CORE-MESSAGE-CONTENT",
-            "content is neither a string nor null with tool_calls",
+            "content is neither a string nor null with tool_calls or a refusal",
             path=f"$.choices[{i}].message.content",
-            expected="string",
+            expected="string (null only with tool_calls or a refusal string)",
             received=content,
             exchange=ex,
         )

@@ -18,6 +18,7 @@ from conformance.checks._support import (
     content_of,
     first_choice,
     ok_stream,
+    refusal_of,
     require_completion,
     stream_finish,
     stream_text,
@@ -257,6 +258,39 @@ def _finish(data: dict[str, Any]) -> Any:
     return ch.get("finish_reason") if isinstance(ch, dict) else None
 
 
+def _refusal(data: dict[str, Any]) -> str | None:
+    """The refusal that stands in for the answer (OpenAI structured outputs: content null, message.refusal
+    a string), or None when there is content to judge."""
+    msg = first_choice(data).get("message")
+    return refusal_of(msg) if not content_of(data) else None
+
+
+def _stream_refusal(chunks: list[dict[str, Any]]) -> str | None:
+    refusal = stream_text(chunks, field="refusal")
+    return refusal if refusal and not stream_text(chunks) else None
+
+
+REFUSED_TWICE = (
+    "{what} was refused twice ({where} {refusal!r}): a refusal carries no content to validate (OpenAI "
+    "structured outputs answer a refusal with content null and the refusal in its own field)"
+)
+
+
+def _answer(client: Any, judge: Judge, req: dict[str, Any], label: str, requirement: str, what: str) -> Any:
+    """(exchange, completion) of a JSON-format request; a refusal is asked once more, and a second refusal
+    leaves the requirement undecided (spec/DECISIONS.md#nulls)."""
+    ex = client.chat(req, label=label)
+    data = require_completion(judge, ex, requirement, what)
+    if _refusal(data) is None:
+        return ex, data
+    ex = client.chat(req, label=label + ", asked again after a refusal")
+    data = require_completion(judge, ex, requirement, what + " (asked again after a refusal)")
+    refusal = _refusal(data)
+    if refusal is not None:
+        raise Inconclusive(REFUSED_TWICE.format(what=what, where="message.refusal", refusal=refusal[:120]))
+    return ex, data
+
+
 def _json_body(target: Any, profile: Any, response_format: dict[str, Any], **fields: Any) -> dict[str, Any]:
     return body(
         target,
@@ -288,11 +322,14 @@ def test_format_text_accepted(client, judge, conformance_target):
 
 @pytest.mark.requirement("JSON-OBJECT-VALID")
 def test_json_object_answer(client, judge, conformance_target, profile):
-    ex = client.chat(
+    ex, data = _answer(
+        client,
+        judge,
         _json_body(conformance_target, profile, {"type": "json_object"}),
-        label='response_format {"type": "json_object"}',
+        'response_format {"type": "json_object"}',
+        "JSON-OBJECT-VALID",
+        "a json_object request",
     )
-    data = require_completion(judge, ex, "JSON-OBJECT-VALID", "a json_object request")
     _judge_json_answer(
         judge, "JSON-OBJECT-VALID", content_of(data), _finish(data), ex, "$.choices[0].message.content"
     )
@@ -300,11 +337,14 @@ def test_json_object_answer(client, judge, conformance_target, profile):
 
 @pytest.mark.requirement("JSON-SCHEMA-VALID")
 def test_json_schema_answer(client, judge, conformance_target, profile):
-    ex = client.chat(
+    ex, data = _answer(
+        client,
+        judge,
         _json_body(conformance_target, profile, JSON_SCHEMA_FORMAT),
-        label="response_format json_schema {answer: boolean}",
+        "response_format json_schema {answer: boolean}",
+        "JSON-SCHEMA-VALID",
+        "a json_schema request",
     )
-    data = require_completion(judge, ex, "JSON-SCHEMA-VALID", "a json_schema request")
     _judge_json_answer(
         judge,
         "JSON-SCHEMA-VALID",
@@ -318,20 +358,29 @@ def test_json_schema_answer(client, judge, conformance_target, profile):
 
 @pytest.mark.requirement("JSON-SCHEMA-STREAM")
 def test_json_schema_streamed(client, judge, conformance_target, profile):
-    ex = client.chat(
-        _json_body(conformance_target, profile, JSON_SCHEMA_FORMAT, stream=True),
-        label="streamed response_format json_schema {answer: boolean}",
-    )
-    judge.require(
-        ex.status is not None and 200 <= ex.status < 300,
-        "JSON-SCHEMA-STREAM",
-        "a streamed json_schema request was not answered",
-        path="status",
-        expected="2xx",
-        received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}",
-        exchange=ex,
-    )
-    chunks = ok_stream(ex, "streamed json_schema request")
+    req = _json_body(conformance_target, profile, JSON_SCHEMA_FORMAT, stream=True)
+    label = "streamed response_format json_schema {answer: boolean}"
+    for attempt in range(2):
+        ex = client.chat(req, label=label if attempt == 0 else label + ", asked again after a refusal")
+        judge.require(
+            ex.status is not None and 200 <= ex.status < 300,
+            "JSON-SCHEMA-STREAM",
+            "a streamed json_schema request was not answered",
+            path="status",
+            expected="2xx",
+            received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}",
+            exchange=ex,
+        )
+        chunks = ok_stream(ex, "streamed json_schema request")
+        refusal = _stream_refusal(chunks)
+        if refusal is None:
+            break
+    else:
+        raise Inconclusive(
+            REFUSED_TWICE.format(
+                what="a streamed json_schema request", where="delta.refusal", refusal=refusal[:120]
+            )
+        )
     _judge_json_answer(
         judge,
         "JSON-SCHEMA-STREAM",

@@ -21,6 +21,7 @@ import asyncio
 import heapq
 import json
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -55,6 +56,8 @@ REASONING_TOKENS = 6
 DEFAULT_MAX_TOKENS = 64
 ROLES = ("system", "developer", "user", "assistant", "tool")
 _CREATED_AT = int(time.time())
+REFUSAL_TEXT = "I'm sorry, I can't help with that request."
+SYSTEM_FINGERPRINT = "fp_reference0"
 _SAMPLING_FIELDS = frozenset(
     {
         "temperature",
@@ -109,6 +112,7 @@ class ChatRequest:
     call_tool: str | None = None
     response_format: dict[str, Any] | None = None
     reasoning: str = "none"  # none | separate | inline
+    refuse: bool = False  # variant refusal-json-schema: answer with message.refusal instead of content
 
 
 @dataclass
@@ -126,6 +130,7 @@ class ChoiceOut:
     answer_start: int = 0  # index in content where the answer (after inline reasoning) starts
     tool_call: dict[str, Any] | None = None
     tool_pieces: list[Piece] = field(default_factory=list)
+    refusal: list[Piece] | None = None  # variant refusal-json-schema: the refusal text, token by token
     finish_reason: str = "stop"
     completion_tokens: int = 0
 
@@ -192,6 +197,7 @@ class _Server:
         self.context_length = context_length
         self.latency_s = latency_s
         self.traffic = Traffic(variants)  # rate-limit-429, overloaded-503, slow-first-token
+        self._seen_json_schema: dict[str, int] = {}  # variant refusal-json-schema: times each body was asked
 
     def f(self, name: str) -> bool:
         return name in self.faults
@@ -241,7 +247,7 @@ class _Server:
             return Response(
                 f"data: {payload}\n\ndata: [DONE]\n\n", status_code=status, media_type="text/event-stream"
             )
-        media = "text/plain" if self.f("error-content-type-text") else "application/json"
+        media = "text/plain" if self.f("error-content-type-text") else self.json_media()
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return Response(payload, status_code=status, media_type=media, headers=headers)
 
@@ -713,7 +719,20 @@ class _Server:
             call_tool=call,
             response_format=response_format,
             reasoning=reasoning,
+            refuse=self._refuse(body, response_format, call),
         )
+
+    def _refuse(self, body: dict[str, Any], response_format: dict[str, Any] | None, call: str | None) -> bool:
+        """Variant refusal-json-schema: every other time the same json_schema request is asked (the 1st, 3rd,
+        ... time), the answer is a refusal, so a client that re-asks once gets an answer to judge."""
+        if not self.v("refusal-json-schema") or call is not None:
+            return False
+        if response_format is None or response_format.get("type") != "json_schema":
+            return False
+        key = json.dumps(body, sort_keys=True, ensure_ascii=False)
+        seen = self._seen_json_schema.get(key, 0)
+        self._seen_json_schema[key] = seen + 1
+        return seen % 2 == 0
 
     # ----------------------------------------------------------------------- generation
 
@@ -753,6 +772,14 @@ class _Server:
                 out.completion_tokens = used
                 return out
         out.answer_start = len(out.content)
+
+        if req.refuse:
+            pieces = [Piece(EOS_ID, w) for w in re.findall(r"\s*\S+", REFUSAL_TEXT)]
+            out.refusal = pieces[: budget - used]
+            used += len(out.refusal)
+            out.finish_reason = "stop" if len(out.refusal) == len(pieces) else "length"
+            out.completion_tokens = used
+            return out
 
         planner = Decoder(req.prompt_ids + [THINK_ID], req.params, rng, jitter=jitter)
 
@@ -870,7 +897,24 @@ class _Server:
             total += 1
         if self.f("usage-total-wrong"):
             total += 1
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+        out: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": total,
+        }
+        if self.v("null-optional-fields"):  # SGLang: UsageInfo.prompt_tokens_details None unless cache report
+            out["prompt_tokens_details"] = None
+            out["completion_tokens_details"] = None
+        if self.v("extra-fields"):  # the OpenAI API's token breakdowns
+            reasoning = sum(len(c.reasoning) + c.answer_start for c in choices)
+            out["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+            out["completion_tokens_details"] = {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
+        return out
 
     def lp_entry(self, piece: Piece, k: int) -> dict[str, Any]:
         vec = piece.logprobs
@@ -884,7 +928,7 @@ class _Server:
         top_list = []
         for i in tops:
             tok = VOCAB.token_str(i) + suffix
-            top_list.append({"token": tok, "logprob": vec[i], "bytes": list(tok.encode("utf-8"))})
+            top_list.append({"token": tok, "logprob": vec[i], "bytes": self._bytes(tok)})
         if self.f("top-logprobs-unsorted"):
             top_list.reverse()
         if self.f("logprobs-positive"):
@@ -892,7 +936,11 @@ class _Server:
         elif self.f("logprobs-greedy-inconsistent"):
             lp = lp - 0.25
         tok = piece.text + suffix
-        return {"token": tok, "logprob": lp, "bytes": list(tok.encode("utf-8")), "top_logprobs": top_list}
+        return {"token": tok, "logprob": lp, "bytes": self._bytes(tok), "top_logprobs": top_list}
+
+    def _bytes(self, token: str) -> list[int] | None:
+        # null-optional-fields: OpenAI documents bytes as "Can be null if there is no bytes representation"
+        return None if self.v("null-optional-fields") else list(token.encode("utf-8"))
 
     def choice_logprobs(self, req: ChatRequest, c: ChoiceOut) -> dict[str, Any] | None:
         if not req.logprobs:
@@ -919,6 +967,48 @@ class _Server:
         if c.finish_reason == "length" and self.f("length-reported-as-stop"):
             return "stop"
         return c.finish_reason
+
+    def _shape_message(self, message: dict[str, Any]) -> None:
+        """null-optional-fields: SGLang's ChatMessage (pydantic, every optional field None) serialised
+        without exclude_none; extra-fields: the OpenAI API's message fields."""
+        if self.v("null-optional-fields"):
+            for key in ("reasoning_content", "tool_calls", "refusal", "function_call"):
+                message.setdefault(key, None)
+        if self.v("extra-fields"):
+            message.setdefault("refusal", None)
+            message.setdefault("annotations", [])
+
+    def _shape_top(self, obj: dict[str, Any], *, chunk: bool = False) -> None:
+        """The top-level optional fields of a completion or chunk under the shape variants."""
+        if self.v("null-optional-fields"):
+            obj.setdefault("system_fingerprint", None)
+            if chunk:
+                obj.setdefault("usage", None)
+        if self.v("extra-fields"):
+            obj["system_fingerprint"] = SYSTEM_FINGERPRINT
+            obj["service_tier"] = "default"
+            if chunk:  # "An obfuscation string added to normalize the size of streamed chunks"
+                obj["obfuscation"] = uuid.uuid4().hex[: random.randint(1, 24)]
+
+    def _shape_delta(self, choice: dict[str, Any]) -> None:
+        """A chunk choice under the shape variants. null-optional-fields: SGLang's DeltaMessage and ToolCall
+        (pydantic, optional fields None) serialised without exclude_none: role null after the first delta,
+        id/type/function.name null on continuation fragments. extra-fields: OpenAI's first delta carries
+        refusal null."""
+        delta = choice["delta"]
+        if self.v("extra-fields") and "role" in delta:
+            delta.setdefault("refusal", None)
+        if not self.v("null-optional-fields"):
+            return
+        choice.setdefault("matched_stop", None)
+        for key in ("role", "content", "reasoning_content", "tool_calls"):
+            delta.setdefault(key, None)
+        for frag in delta["tool_calls"] or []:
+            for key in ("id", "type"):
+                frag.setdefault(key, None)
+            fn = frag.setdefault("function", {})
+            if isinstance(fn, dict):
+                fn.setdefault("name", None)
 
     def body(
         self, req: ChatRequest, choices: list[ChoiceOut], completion_id: str, created: int
@@ -949,6 +1039,10 @@ class _Server:
                 message["content"] = None
             if req.reasoning == "separate":
                 message["reasoning_content"] = "".join(p.text for p in c.reasoning)
+            if c.refusal is not None:  # OpenAI structured outputs: content null, the refusal in its own field
+                message["content"] = None
+                message["refusal"] = "".join(p.text for p in c.refusal)
+            self._shape_message(message)
             finish = self.finish(c)
             if self.f("finish-reason-invalid"):
                 finish = {"stop": "end", "length": "max_length", "tool_calls": "function"}.get(finish, finish)
@@ -960,6 +1054,7 @@ class _Server:
                     "message": message,
                     "logprobs": self.choice_logprobs(req, c),
                     "finish_reason": finish,
+                    **({"matched_stop": None} if self.v("null-optional-fields") else {}),
                 }
             )
         body: dict[str, Any] = {
@@ -970,6 +1065,7 @@ class _Server:
             "choices": out_choices,
             "usage": self.usage(req, choices, stream=False),
         }
+        self._shape_top(body)
         if self.f("system-fingerprint-integer"):
             body["system_fingerprint"] = 1
         if self.f("choices-empty"):
@@ -989,7 +1085,10 @@ class _Server:
         for c in choices:
             idx = c.index + (1 if self.f("stream-choice-index-wrong") else 0)
             events: list[tuple[dict[str, Any], Any, bool]] = []  # (delta, logprobs, is_content)
-            first: dict[str, Any] = {"role": "assistant", "content": None if c.tool_call else ""}
+            first: dict[str, Any] = {
+                "role": "assistant",
+                "content": None if c.tool_call or c.refusal is not None else "",
+            }
             if self.f("no-role-first"):
                 del first["role"]
             events.append((first, None, False))
@@ -1027,22 +1126,32 @@ class _Server:
             ):
                 content_events.insert(0, ({"content": "//"}, None, True))
             events.extend(content_events)
+            for p in c.refusal or []:  # OpenAI structured outputs: a refusal streams as delta.refusal
+                events.append(({"refusal": p.text}, None, True))
             if c.tool_call is not None:
+                whole = self.v("tool-call-one-fragment")  # llama.cpp, SGLang: the call in one fragment
                 frag: dict[str, Any] = {
                     "index": 0,
                     "id": c.tool_call["id"],
                     "type": "function",
-                    "function": {"name": c.tool_call["name"], "arguments": ""},
+                    "function": {
+                        "name": c.tool_call["name"],
+                        "arguments": "".join(p.text for p in c.tool_pieces) if whole else "",
+                    },
                 }
                 if self.f("tool-stream-no-id"):
                     del frag["id"]
                 if self.f("tool-call-no-type"):
                     del frag["type"]
                 events.append(({"tool_calls": [frag]}, None, True))
-                for p in c.tool_pieces:
+                for p in [] if whole else c.tool_pieces:
                     events.append(
                         ({"tool_calls": [{"index": 0, "function": {"arguments": p.text}}]}, None, True)
                     )
+            if self.v("role-with-content") and len(events) > 1 and events[1][2]:
+                # llama.cpp's server: the role rides on the first delta that carries a token
+                lead = {k: v for k, v in events[0][0].items() if k != "content"}
+                events[:2] = [({**lead, **events[1][0]}, events[1][1], True)]
             finish = self.finish(c)
             chunks = [
                 {"index": idx, "delta": d, "logprobs": lp, "finish_reason": None} for d, lp, _ in events
@@ -1054,6 +1163,8 @@ class _Server:
                 chunks.insert(len(chunks) - 1, final)
             else:
                 chunks.append(final)
+            for ch in chunks:
+                self._shape_delta(ch)
             per_choice.append(chunks)
 
         out: list[dict[str, Any]] = []
@@ -1095,6 +1206,7 @@ class _Server:
                 }
             )
         for i, ch in enumerate(out):
+            self._shape_top(ch, chunk=True)
             if self.f("stream-id-changes"):
                 ch["id"] = "chatcmpl-" + uuid.uuid4().hex
             if self.f("stream-created-changes") and i % 2 == 1:
@@ -1118,7 +1230,18 @@ class _Server:
             events.append(f"{prefix}data: [DONE]\n\n")
             if self.f("events-after-done") and chunks:
                 events.append(f"{prefix}data: {json.dumps(chunks[-1])}\n\n")
+        if self.v("sse-comments-crlf"):
+            # sse-starlette's keep-alive comments, CRLF line ends (json.dumps never writes a raw newline);
+            # the first event also holds a comment line inside its own block
+            events = [": ping\r\n\r\n" + e.replace("\n", "\r\n") for e in events]
+            if events:
+                events[0] = ": stream open\r\n" + events[0].removeprefix(": ping\r\n\r\n")
         return events
+
+    def json_media(self) -> str:
+        """The Content-Type of a JSON answer; content-type-charset adds the charset parameter (FastAPI's
+        JSONResponse, TGI)."""
+        return "application/json; charset=utf-8" if self.v("content-type-charset") else "application/json"
 
     # ----------------------------------------------------------------------- endpoints
 
@@ -1166,7 +1289,7 @@ class _Server:
             delay = self.traffic.answer_delay()
             if delay > 0:
                 await asyncio.sleep(delay)
-            media = "text/plain" if self.f("content-type-text") else "application/json"
+            media = "text/plain" if self.f("content-type-text") else self.json_media()
             status = 201 if self.f("completion-status-201") else 200
             return Response(
                 json.dumps(self.body(req, choices, completion_id, created)),
@@ -1183,6 +1306,8 @@ class _Server:
                 yield ev
 
         media = "application/x-ndjson" if self.f("stream-wrong-content-type") else "text/event-stream"
+        if self.v("content-type-charset") and media.startswith("text/"):
+            media += "; charset=utf-8"
         return StreamingResponse(
             gen(), media_type=media, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
@@ -1206,7 +1331,7 @@ class _Server:
         }
         if self.f("models-no-context-size"):
             del entry["context_size"]
-        return Response(json.dumps({"object": "list", "data": [entry]}), media_type="application/json")
+        return Response(json.dumps({"object": "list", "data": [entry]}), media_type=self.json_media())
 
 
 # --------------------------------------------------------------------------- module helpers
