@@ -368,3 +368,127 @@ def test_schemas_module_agrees(doc: dict[str, Any]) -> None:
         assert schemas.validator(name) is not None
     assert not schemas.schema_errors("ChatCompletion", COMPLETION)
     assert schemas.schema_errors("ChatCompletion", {**COMPLETION, "object": "x"})
+
+
+# ---- null and extra response fields (spec/DECISIONS.md#nulls) ---------------------------------------------
+
+# SGLang/LMDeploy: pydantic models serialised without exclude_none, every optional field null
+NULL_COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-9", "object": "chat.completion", "created": 1_700_000_000, "model": "tiny-chat",
+    "system_fingerprint": None, "service_tier": None,
+    "choices": [{
+        "index": 0,
+        "message": {"role": "assistant", "content": "Hi.", "reasoning_content": None, "tool_calls": None,
+                    "refusal": None, "function_call": None, "annotations": None},
+        "logprobs": {"content": [{"token": "Hi", "logprob": -0.2, "bytes": None,
+                                  "top_logprobs": [{"token": "Hi", "logprob": -0.2, "bytes": None}]}],
+                     "refusal": None},
+        "finish_reason": "stop", "matched_stop": None,
+    }],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4, "prompt_tokens_details": None,
+              "completion_tokens_details": None, "reasoning_tokens": 0},
+}
+
+# the OpenAI API itself: fields the suite does not judge, and a structured-outputs refusal
+EXTRA_COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-10", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-4o",
+    "system_fingerprint": "fp_507c9469a1", "service_tier": "default",
+    "choices": [{
+        "index": 0,
+        "message": {"role": "assistant", "content": None, "refusal": "I'm sorry, I can't help with that.",
+                    "annotations": []},
+        "logprobs": None, "finish_reason": "stop",
+    }],
+    "usage": {"prompt_tokens": 25, "completion_tokens": 9, "total_tokens": 34,
+              "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+              "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                            "accepted_prediction_tokens": 0,
+                                            "rejected_prediction_tokens": 0}},
+}
+
+_NULL_DELTA = {"role": None, "content": None, "reasoning_content": None, "tool_calls": None}
+NULL_CHUNKS: list[dict[str, Any]] = [
+    {"id": "c9", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "tiny-chat",
+     "choices": [{"index": 0, "delta": {**_NULL_DELTA, "role": "assistant", "content": ""}, "logprobs": None,
+                  "finish_reason": None, "matched_stop": None}], "usage": None, "system_fingerprint": None},
+    {"id": "c9", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "tiny-chat",
+     "choices": [{"index": 0, "delta": {**_NULL_DELTA, "tool_calls": [
+         {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": ""}}]},
+         "logprobs": None, "finish_reason": None}], "usage": None},
+    {"id": "c9", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "tiny-chat",
+     "choices": [{"index": 0, "delta": {**_NULL_DELTA, "tool_calls": [
+         {"index": 0, "id": None, "type": None, "function": {"name": None, "arguments": "{}"}}]},
+         "logprobs": None, "finish_reason": None}], "usage": None},
+    {"id": "c9", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "tiny-chat",
+     "choices": [{"index": 0, "delta": {**_NULL_DELTA, "tool_calls": [{"index": 0, "function": None}]},
+                  "finish_reason": None}]},
+    {"id": "c9", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "tiny-chat",
+     "choices": [{"index": 0, "delta": {**_NULL_DELTA, "refusal": None, "function_call": None},
+                  "logprobs": None, "finish_reason": "tool_calls"}], "usage": None},
+    {"id": "c9", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "gpt-4o",
+     "choices": [{"index": 0, "delta": {"refusal": "I'm sorry"}, "finish_reason": None}],
+     "system_fingerprint": "fp_1", "service_tier": "default", "obfuscation": "x1Yz"},
+    {"id": "c9", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": "gpt-4o",
+     "choices": [], "obfuscation": "abc",
+     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5,
+               "prompt_tokens_details": {"cached_tokens": 2}, "completion_tokens_details": None}},
+]
+
+
+def test_null_and_extra_fields_pass(registry: Registry) -> None:
+    """Optional properties sent as null (OpenAI's SDKs read null as absent) and fields the OpenAI API adds."""
+    for completion in (NULL_COMPLETION, EXTRA_COMPLETION):
+        errors = list(_validator(registry, "ChatCompletion").iter_errors(completion))
+        assert not errors, [e.message for e in errors]
+    for chunk in NULL_CHUNKS:
+        errors = list(_validator(registry, "ChatCompletionChunk").iter_errors(chunk))
+        assert not errors, (chunk, [e.message for e in errors])
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (["id"], None),
+        (["id"], 7),
+        (["created"], "1700000000"),
+        (["created"], None),
+        (["object"], None),
+        (["choices"], None),
+        (["choices", 0, "message", "role"], None),
+        (["choices", 0, "message"], None),
+        (["choices", 0, "index"], None),
+        (["choices", 0, "finish_reason"], None),
+        (["choices", 0, "message", "refusal"], 5),
+        (["choices", 0, "message", "tool_calls"], {"id": "call_1"}),
+        (["choices", 0, "message", "function_call"], "f"),
+        (["choices", 0, "logprobs", "content", 0, "token"], None),
+        (["choices", 0, "logprobs", "content", 0, "logprob"], None),
+        (["usage", "prompt_tokens"], None),
+        (["usage", "prompt_tokens_details"], {"cached_tokens": "0"}),
+        (["usage", "completion_tokens_details"], {"reasoning_tokens": -1}),
+    ],
+)
+def test_null_shapes_keep_required_fields_required(registry: Registry, path: list[Any], value: Any) -> None:
+    assert not _ok(registry, "ChatCompletion", _broken(NULL_COMPLETION, path, value))
+
+
+@pytest.mark.parametrize(
+    ("index", "path", "value"),
+    [
+        (0, ["id"], 5),
+        (0, ["created"], "now"),
+        (0, ["choices", 0, "delta"], None),
+        (0, ["choices", 0, "delta", "role"], "user"),
+        (0, ["choices", 0, "index"], None),
+        (1, ["choices", 0, "delta", "tool_calls", 0, "index"], None),
+        (1, ["choices", 0, "delta", "tool_calls", 0, "id"], 12),
+        (1, ["choices", 0, "delta", "tool_calls", 0, "type"], "tool"),
+        (2, ["choices", 0, "delta", "tool_calls", 0, "function", "name"], 3),
+        (2, ["choices", 0, "delta", "tool_calls", 0, "function", "arguments"], {"a": 1}),
+        (5, ["choices", 0, "delta", "refusal"], ["I'm"]),
+        (5, ["obfuscation"], 42),
+        (6, ["usage", "prompt_tokens_details"], {"cached_tokens": 1.5}),
+    ],
+)
+def test_null_chunks_keep_types(registry: Registry, index: int, path: list[Any], value: Any) -> None:
+    assert not _ok(registry, "ChatCompletionChunk", _broken(NULL_CHUNKS[index], path, value))
