@@ -120,6 +120,7 @@ PROBES: dict[str, Probe] = {
     "prompt-tokens-constant": p(**GREEDY),
     "no-usage-chunk": p(**STREAM_USAGE),
     "usage-every-chunk": p(**STREAM_USAGE),
+    "usage-chunk-with-choices": p(**STREAM_USAGE),
     "stream-usage-differs": p(**STREAM_USAGE),
     "usage-stream-unrequested": p(**STREAM),
     "stream-wrong-content-type": p(**STREAM),

@@ -12,9 +12,18 @@ __all__ = ["judge_stream"]
 
 
 def judge_stream(
-    judge: Judge, ex: Exchange, *, n: int = 1, include_usage: bool | None = None, forbid_usage: bool = False
+    judge: Judge,
+    ex: Exchange,
+    *,
+    n: int = 1,
+    include_usage: bool | None = None,
+    forbid_usage: bool = False,
+    usage_empty_choices: bool = False,
 ) -> None:
-    """Judge the requirements the check is marked with (``judge.wants``) over the exchange ``ex``."""
+    """Judge the requirements the check is marked with (``judge.wants``) over the exchange ``ex``.
+
+    ``usage_empty_choices``: the profile wants the usage on an additional chunk with choices [] (OpenAI's
+    layout, USAGE-STREAM-EMPTY-CHOICES); else usage on the finish chunk is as good."""
     w = judge.wants
     if ex.status is None:
         _judge_no_status_line(judge, ex)
@@ -114,7 +123,7 @@ def judge_stream(
                 exchange=ex,
             )
     _judge_choices(judge, ex, chunks, n)
-    _judge_usage(judge, ex, chunks, include_usage, forbid_usage)
+    _judge_usage(judge, ex, chunks, include_usage, forbid_usage, usage_empty_choices)
 
 
 def _judge_no_status_line(judge: Judge, ex: Exchange) -> None:
@@ -234,21 +243,34 @@ def _judge_usage(
     chunks: list[tuple[int, dict[str, Any]]],
     include_usage: bool | None,
     forbid_usage: bool,
+    usage_empty_choices: bool,
 ) -> None:
     w = judge.wants
     with_usage = [(i, c) for i, c in chunks if c.get("usage") is not None]
+    last = chunks[-1] if chunks else None
     if include_usage and w("USAGE-STREAM-LAST-CHUNK"):
-        last = chunks[-1] if chunks else None
-        ok = last is not None and isinstance(last[1].get("usage"), dict) and last[1].get("choices") == []
+        # the seed: "included in the last response chunk returned"; whether that chunk is an extra one with
+        # empty choices (OpenAI's layout) or the finish chunk is USAGE-STREAM-EMPTY-CHOICES (openai profile)
         judge.check(
-            ok,
+            last is not None and isinstance(last[1].get("usage"), dict),
             "USAGE-STREAM-LAST-CHUNK",
-            "the last chunk before [DONE] is not a usage chunk with empty choices",
-            path=f"events[{last[0]}]" if last else "events",
-            expected='{"choices": [], "usage": {...}}',
+            "the last chunk before [DONE] carries no usage",
+            path=f"events[{last[0]}].usage" if last else "events",
+            expected="a usage object",
             received={"choices": last[1].get("choices"), "usage": last[1].get("usage")} if last else None,
             exchange=ex,
         )
+    if include_usage and usage_empty_choices and w("USAGE-STREAM-EMPTY-CHOICES") and last is not None:
+        if isinstance(last[1].get("usage"), dict):  # no usage at all is USAGE-STREAM-LAST-CHUNK's to judge
+            judge.check(
+                last[1].get("choices") == [],
+                "USAGE-STREAM-EMPTY-CHOICES",
+                "the usage came on a chunk that carries choices, not on an additional chunk with choices []",
+                path=f"events[{last[0]}].choices",
+                expected="[]",
+                received=last[1].get("choices"),
+                exchange=ex,
+            )
     if include_usage and w("USAGE-STREAM-NULL-ELSEWHERE"):
         others = [(i, c) for i, c in with_usage if chunks and i != chunks[-1][0]]
         judge.check(

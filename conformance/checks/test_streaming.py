@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from conformance.catalog import catalog
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import (
     EMPTY,
@@ -45,10 +46,11 @@ MAX = 8
     "STREAM-FINISH-ONCE",
     "STREAM-FINISH-LAST",
     "USAGE-STREAM-LAST-CHUNK",
+    "USAGE-STREAM-EMPTY-CHOICES",
     "USAGE-STREAM-NULL-ELSEWHERE",
     "CORE-REQUEST-JSON",
 )
-def test_stream_with_usage(shared, judge, conformance_target):
+def test_stream_with_usage(shared, judge, conformance_target, profile):
     ex = shared(
         "stream-usage",
         body(conformance_target, max_tokens=MAX, stream=True, stream_options={"include_usage": True}),
@@ -63,7 +65,8 @@ def test_stream_with_usage(shared, judge, conformance_target):
         received=f"{ex.status} {(ex.body_text or '')[:200]}",
         exchange=ex,
     )
-    judge_stream(judge, ex, n=1, include_usage=True)
+    empty_choices = catalog()["USAGE-STREAM-EMPTY-CHOICES"].applies_to(profile.base)
+    judge_stream(judge, ex, n=1, include_usage=True, usage_empty_choices=empty_choices)
 
 
 @pytest.mark.requirement("STREAM-INCREMENTAL", "MAXTOK-STREAM-BOUND")

@@ -110,6 +110,7 @@ class ChatRequest:
     top_logprobs: int = 0
     tools: list[dict[str, Any]] = field(default_factory=list)
     call_tool: str | None = None
+    forced_call: bool = False  # the call was forced by tool_choice "required" or a named function
     response_format: dict[str, Any] | None = None
     reasoning: str = "none"  # none | separate | inline
     refuse: bool = False  # variant refusal-json-schema: answer with message.refusal instead of content
@@ -717,6 +718,7 @@ class _Server:
             top_logprobs=top_logprobs or 0,
             tools=tools,
             call_tool=call,
+            forced_call=call is not None and (isinstance(tool_choice, dict) or tool_choice == "required"),
             response_format=response_format,
             reasoning=reasoning,
             refuse=self._refuse(body, response_format, call),
@@ -816,7 +818,8 @@ class _Server:
                 "args_value": args if not cut else None,
             }
             out.finish_reason = "length" if cut else "tool_calls"
-            if not cut and (self.f("tool-finish-stop")):
+            forced_stop = req.forced_call and self.v("forced-call-finish-stop")
+            if not cut and (self.f("tool-finish-stop") or forced_stop):
                 out.finish_reason = "stop"
             out.completion_tokens = used
             return out
@@ -865,7 +868,9 @@ class _Server:
             include = self.profile == "seed" or self.f("stop-kept")
             if self.f("stop-wrong-inclusion"):
                 include = False
-            answer, hit, consumed = _apply_stop(answer, req.stop, include)
+            answer, hit, consumed = _apply_stop(
+                answer, req.stop, include, whole_tokens=self.v("stop-at-token-end")
+            )
             if hit:
                 finish = "stop"
         out.content.extend(answer)
@@ -1183,7 +1188,10 @@ class _Server:
         if req.include_usage:
             for ch in out:
                 ch["usage"] = dict(usage) if self.f("usage-every-chunk") else None
-            if not self.f("no-usage-chunk"):
+            on_finish = self.v("usage-on-finish-chunk") or self.f("usage-chunk-with-choices")
+            if on_finish and out and not self.f("no-usage-chunk"):
+                out[-1]["usage"] = usage  # on the last chunk, the one carrying finish_reason
+            elif not self.f("no-usage-chunk"):
                 out.append(
                     {
                         "id": completion_id,
@@ -1327,10 +1335,24 @@ class _Server:
             "object": "model",
             "created": _CREATED_AT,
             "owned_by": "chat-conformance",
-            "context_size": self.context_length,
         }
+        if self.v("models-max-model-len"):  # vLLM's ModelCard
+            entry.update(root=self.model_name, parent=None, max_model_len=self.context_length, permission=[])
+        elif self.v("models-meta-n-ctx"):  # llama.cpp's server: n_ctx per slot, n_ctx_train of the model
+            entry["meta"] = {
+                "vocab_type": 2,
+                "n_vocab": VOCAB.size,
+                "n_ctx": self.context_length,
+                "n_ctx_train": 16 * self.context_length,
+                "n_embd": 64,
+            }
+        else:
+            entry["context_size"] = self.context_length
         if self.f("models-no-context-size"):
-            del entry["context_size"]
+            for key in ("context_size", "max_model_len"):
+                entry.pop(key, None)
+            if isinstance(entry.get("meta"), dict):
+                del entry["meta"]["n_ctx"]
         return Response(json.dumps({"object": "list", "data": [entry]}), media_type=self.json_media())
 
 
@@ -1399,8 +1421,13 @@ def _render_prompt(messages: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
-def _apply_stop(pieces: list[Piece], stops: list[str], include: bool) -> tuple[list[Piece], bool, int]:
-    """Cut ``pieces`` at the first completed stop sequence: (kept pieces, hit, tokens consumed)."""
+def _apply_stop(
+    pieces: list[Piece], stops: list[str], include: bool, *, whole_tokens: bool = False
+) -> tuple[list[Piece], bool, int]:
+    """Cut ``pieces`` at the first completed stop sequence: (kept pieces, hit, tokens consumed).
+
+    ``whole_tokens`` (with ``include``): keep the whole token that completed the stop sequence, so the text
+    may go on a few characters past it (variant stop-at-token-end)."""
     full = "".join(p.text for p in pieces)
     best: tuple[int, int] | None = None
     for s in stops:
@@ -1411,6 +1438,13 @@ def _apply_stop(pieces: list[Piece], stops: list[str], include: bool) -> tuple[l
         return pieces, False, len(pieces)
     end, start = best
     cut = end if include else start
+    if include and whole_tokens:
+        pos = 0
+        for p in pieces:
+            pos += len(p.text)
+            if pos >= end:
+                cut = pos
+                break
     out: list[Piece] = []
     pos = 0
     consumed = 0

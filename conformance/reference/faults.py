@@ -49,7 +49,11 @@ _TABLE: list[tuple[str, str, str]] = [
     ),
     ("multi-turn-rejected", "CORE-MULTI-TURN", "An assistant message without tool_calls gets 400."),
     ("models-missing", "CORE-MODELS-LIST", "GET /models answers 404."),
-    ("models-no-context-size", "CORE-CONTEXT-SIZE-PUBLISHED", "GET /models omits context_size."),
+    (
+        "models-no-context-size",
+        "CORE-CONTEXT-SIZE-PUBLISHED",
+        "GET /models publishes no context length (no context_size, max_model_len or meta.n_ctx).",
+    ),
     # --- usage
     ("usage-missing", "USAGE-PRESENT", "Non-streaming responses carry no usage."),
     ("usage-float", "USAGE-INTEGERS", "Non-streaming usage.prompt_tokens is a float (e.g. 12.5)."),
@@ -62,6 +66,11 @@ _TABLE: list[tuple[str, str, str]] = [
     ("prompt-tokens-constant", "USAGE-PROMPT-GROWS", "prompt_tokens is always 10 (total kept consistent)."),
     ("no-usage-chunk", "USAGE-STREAM-LAST-CHUNK", "With include_usage the usage chunk is not sent."),
     ("usage-every-chunk", "USAGE-STREAM-NULL-ELSEWHERE", "With include_usage every chunk carries the usage."),
+    (
+        "usage-chunk-with-choices",
+        "USAGE-STREAM-EMPTY-CHOICES",
+        "With include_usage the usage rides on the finish chunk instead of an extra chunk with choices [].",
+    ),
     ("stream-usage-differs", "USAGE-STREAM-MATCHES", "Streamed usage counts one more prompt token."),
     (
         "usage-stream-unrequested",

@@ -143,8 +143,8 @@ _TABLE: list[Variant] = [
     Variant(
         "forced-call-finish-stop",
         "legit",
-        "A call forced by a named tool_choice ends with finish_reason 'stop' (the OpenAI API itself does "
-        "so for a forced call).",
+        "A call forced by tool_choice (a named function or 'required') ends with finish_reason 'stop' "
+        "(the OpenAI API: named calls end with stop, as vLLM copies it; 'required' did in 2024).",
     ),
     Variant(
         "stop-at-token-end",
