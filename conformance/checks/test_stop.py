@@ -2,7 +2,10 @@
 
 Every check starts from one deterministic 16-token answer, picks a few characters in its middle that occur
 there once, and sends the same deterministic request with that stop sequence: the new answer must be the old
-one cut at the stop sequence (kept or cut off as the profile says: spec/DECISIONS.md#stop).
+one cut at the stop sequence (kept or cut off as the profile says: spec/DECISIONS.md#stop), or, from a
+server that matches stops on whole tokens, cut at the end of the token that completed the sequence: the text
+holds the sequence and the rest of that token (confirmed by the answer's logprobs, else by a max_tokens probe,
+else inconclusive: spec/DECISIONS.md#protocol-details).
 
 Both requests carry logprobs: an answer with stop that diverged from the stop-less one before the stop, only
 where two candidate tokens nearly tie, is numerics, not the stop; it is asked again, then Inconclusive
@@ -26,9 +29,11 @@ from conformance.checks._support import (
     deterministic_body,
     deterministic_logprobs,
     is_4xx,
+    obj,
     ok_json,
     ok_stream,
     stream_answer,
+    usage_of,
     with_logprobs,
 )
 from conformance.violations import Inconclusive
@@ -51,18 +56,22 @@ def pick_stop(text: str) -> tuple[str, int] | None:
 
     3-6 printable characters without edge whitespace, whose first occurrence in ``text`` is at that offset,
     never at offset 0 (so something comes before it) and ending at least 3 characters before the end (so the
-    cut answer is not the whole answer). Preferred: the earliest such sequence from a third of the way in;
-    a periodic answer (" cat cat cat ...") has none there, and then the latest one before that is taken."""
+    cut answer is not the whole answer). Preferred: one that ends inside a word (so that a server matching
+    stops on whole tokens shows it: the rest of the word follows), then the earliest such sequence from a
+    third of the way in; a periodic answer (" cat cat cat ...") has none there, and then the latest one before
+    that is taken."""
     cands = []
     for length in (6, 5, 4, 3):
         for i in range(1, len(text) - length - 2):
             s = text[i:i + length]
             if s == s.strip() and s.isprintable() and "\ufffd" not in s and text.find(s) == i:
-                cands.append((i, length, s))
+                inside = s[-1].isalnum() and text[i + length].isalnum()
+                cands.append((i, length, s, inside))
     if not cands:
         return None
     mid = [c for c in cands if c[0] >= len(text) // 3]
-    i, _, s = min(mid, key=lambda c: (c[0], -c[1])) if mid else max(cands, key=lambda c: (c[0], c[1]))
+    i, _, s, _ = (min(mid, key=lambda c: (not c[3], c[0], -c[1])) if mid
+                  else max(cands, key=lambda c: (c[3], c[0], c[1])))
     return s, i
 
 
@@ -77,6 +86,60 @@ def _stop(shared: Any, target: Any, profile: Any) -> tuple[Answer, str, int]:
 
 def _allowed(text: str, stop: str, at: int) -> dict[str, str]:
     return {"excluded": text[:at], "included": text[:at + len(stop)]}
+
+
+def _is_tail_candidate(text: str, stop: str, at: int, got: str) -> bool:
+    """``got`` is the stop-less answer ``text`` cut somewhere after the end of the stop sequence."""
+    return len(got) > at + len(stop) and text.startswith(got)
+
+
+def _token_end(got: Answer, end: int) -> tuple[bool | None, str]:
+    """From the answer's own logprobs: does its last token start before ``end`` (the end of the stop sequence,
+    so that token completed it)? None when the logprobs do not spell the answer."""
+    if not got.tokens or "".join(t.token for t in got.tokens) != got.content:
+        return None, "no logprobs that spell the answer"
+    last_start = len(got.content) - len(got.tokens[-1].token)
+    if last_start < end:
+        return True, "the text ends with the token that completed the stop sequence (logprobs)"
+    return False, (f"its last token {got.tokens[-1].token!r} starts after the end of the stop sequence: the "
+                   "text goes on for at least one whole token past it (logprobs)")
+
+
+def tail_verdict(shared: Any, target: Any, profile: Any, ex: Any, got: Answer, stop: str,
+                 at: int) -> tuple[bool | None, str]:
+    """Whether the answer ``got`` to ``ex`` (the stop-less answer cut past the end of the stop sequence) ends
+    with the token that completed the sequence: True, False (it goes at least one whole token further), or
+    None (it cannot be told), with the reason. Without logprobs, a max_tokens probe (shared) can confirm it,
+    never deny it: a different token count is no proof."""
+    end = at + len(stop)
+    verdict, why = _token_end(got, end)
+    if verdict is not None:
+        return verdict, why
+    ct = usage_of(obj(ex.json())) if ex.body_text else None
+    if ct is None or ct < 1:
+        return None, ("without logprobs or usage.completion_tokens it cannot be told whether what follows "
+                      "the stop sequence is the rest of the token that completed it")
+    if ct == 1:
+        return True, "the text is one token, the one that completed the stop sequence (usage)"
+    probe = shared(f"stop-probe-{ct - 1}", deterministic_body(target, profile, max_tokens=ct - 1),
+                   label=f"deterministic, no stop, max_tokens {ct - 1} (the stop answer's tokens but one)")
+    if probe.status is not None and 200 <= probe.status < 300:
+        before = answer_of(probe.json()).content
+        if got.content.startswith(before) and len(before) < end:
+            return True, (f"its first {ct - 1} tokens end before the stop sequence does: the last token "
+                          "completed it (max_tokens probe)")
+    return None, ("neither logprobs nor a max_tokens probe show whether what follows the stop sequence is "
+                  "the rest of the token that completed it")
+
+
+def _honoured(shared: Any, target: Any, profile: Any, ex: Any, got: Answer, base: Answer, stop: str,
+              at: int) -> tuple[bool | None, str]:
+    """Whether ``got`` honours the stop: cut before it, after it, or (confirmed) at the end of its token."""
+    if got.content in _allowed(base.content, stop, at).values():
+        return True, ""
+    if not _is_tail_candidate(base.content, stop, at, got.content) or got.finish != "stop":
+        return False, ""
+    return tail_verdict(shared, target, profile, ex, got, stop, at)
 
 
 def _cut_body(target: Any, profile: Any, stop: Any, **fields: Any) -> dict[str, Any]:
@@ -95,6 +158,8 @@ def _pair(base: Answer, got: Answer, stop: str) -> str:
         return "again"
     if got.content in _allowed(base.content, stop, at).values():
         return "ok"
+    if _is_tail_candidate(base.content, stop, at, got.content) and _token_end(got, at + len(stop))[0]:
+        return "ok"  # ended with the token that completed the stop (spec/DECISIONS.md#protocol-details)
     cmp = compare_answers(base, got)
     if cmp.kind in (NEAR_TIE, UNKNOWN) and cmp.offset is not None \
             and cmp.offset < len(base.reasoning) + at + len(stop):
@@ -161,11 +226,15 @@ def test_stop_honoured(shared, judge, conformance_target, profile):
     stop = _stop(shared, conformance_target, profile)[1]
     ex, got, base, at = _cut(shared, conformance_target, profile, stop)
     allowed = _allowed(base.content, stop, at)
-    judge.check(got.content in allowed.values(), "STOP-HONOURED",
-                "the answer is not the stop-less answer cut at the first occurrence of the stop sequence",
-                path="$.choices[0].message.content",
-                expected=f"{allowed['excluded']!r} or {allowed['included']!r}", received=got.content,
-                exchange=ex)
+    ok, why = _honoured(shared, conformance_target, profile, ex, got, base, stop, at)
+    if ok is None:
+        raise Inconclusive(f"the answer holds the stop sequence {stop!r} and goes on with "
+                           f"{got.content[at + len(stop):]!r}: {why}")
+    judge.check(ok, "STOP-HONOURED",
+                "the answer is not the stop-less answer cut at the first occurrence of the stop sequence"
+                + (f" ({why})" if why else ""), path="$.choices[0].message.content",
+                expected=f"{allowed['excluded']!r} or {allowed['included']!r} (or that plus the rest of the "
+                "token that completed the stop sequence)", received=got.content, exchange=ex)
     judge.check(got.finish == "stop", "STOP-HONOURED",
                 "an answer ended by a stop sequence did not say stop",
                 path="$.choices[0].finish_reason", expected="stop", received=got.finish, exchange=ex)
@@ -175,12 +244,25 @@ def _judge_inclusion(shared: Any, judge: Any, target: Any, profile: Any, require
     stop = _stop(shared, target, profile)[1]
     ex, got, base, at = _cut(shared, target, profile, stop)
     allowed = _allowed(base.content, stop, at)
-    if got.content not in allowed.values():
+    if got.content in allowed.values():
+        judge.check(got.content == allowed[mode], requirement,
+                    f"the returned text has the stop sequence {stop!r} "
+                    + ("cut off" if mode == "included" else "kept"), path="$.choices[0].message.content",
+                    expected=allowed[mode], received=got.content, exchange=ex)
+        return
+    if not _is_tail_candidate(base.content, stop, at, got.content):
         raise Inconclusive("the stop sequence was not honoured (judged by STOP-HONOURED)")
-    judge.check(got.content == allowed[mode], requirement,
-                f"the returned text has the stop sequence {stop!r} "
-                + ("cut off" if mode == "included" else "kept"), path="$.choices[0].message.content",
-                expected=allowed[mode], received=got.content, exchange=ex)
+    if mode == "excluded":  # it holds the stop sequence, whatever follows it
+        judge.check(False, requirement, f"the returned text has the stop sequence {stop!r} kept",
+                    path="$.choices[0].message.content", expected=allowed[mode], received=got.content,
+                    exchange=ex)
+        return
+    ok, why = _honoured(shared, target, profile, ex, got, base, stop, at)
+    if not ok:
+        raise Inconclusive(f"the text holds the stop sequence and goes on with "
+                           f"{got.content[at + len(stop):]!r}: {why or 'not ended by the stop'} "
+                           "(judged by STOP-HONOURED)")
+    judge.check(True, requirement, "")
 
 
 @pytest.mark.requirement("STOP-SEQUENCE-INCLUDED")
@@ -216,9 +298,14 @@ def test_stop_string_or_array(shared, client, judge, conformance_target, profile
         ex, got, base, at = _settle_cut(lambda i, first=(ex, got), ask=ask: first if i == 0 else ask(i),
                                         _bases(shared, conformance_target, profile), stop)
         allowed = _allowed(base.content, stop, at)
-        judge.check(got.content in allowed.values() and got.finish == "stop", "STOP-STRING-OR-ARRAY",
+        ok, why = _honoured(shared, conformance_target, profile, ex, got, base, stop, at)
+        if ok is None:
+            raise Inconclusive(f"stop given as {form}: the answer holds the stop sequence and goes on with "
+                               f"{got.content[at + len(stop):]!r}: {why}")
+        judge.check(ok and got.finish == "stop", "STOP-STRING-OR-ARRAY",
                     f"stop given as {form} was accepted but not honoured", path="$.choices[0]",
-                    expected={"content": f"{allowed['excluded']!r} or {allowed['included']!r}",
+                    expected={"content": f"{allowed['excluded']!r} or {allowed['included']!r} (or that plus "
+                              "the rest of the token that completed the stop sequence)",
                               "finish_reason": "stop"},
                     received={"content": got.content, "finish_reason": got.finish}, exchange=ex)
 
@@ -226,7 +313,10 @@ def test_stop_string_or_array(shared, client, judge, conformance_target, profile
 @pytest.mark.requirement("STOP-STREAM")
 def test_stop_stream(shared, client, judge, conformance_target, profile):
     stop = _stop(shared, conformance_target, profile)[1]
-    plain = _cut(shared, conformance_target, profile, stop)[1].content
+    plain_ex, plain_got, plain_base, plain_at = _cut(shared, conformance_target, profile, stop)
+    plain = plain_got.content
+    plain_ok = _honoured(shared, conformance_target, profile, plain_ex, plain_got, plain_base, stop,
+                         plain_at)[0]
     request = _cut_body(conformance_target, profile, [stop], stream=True)
 
     def ask(i: int) -> tuple[Any, Answer]:
@@ -236,8 +326,12 @@ def test_stop_stream(shared, client, judge, conformance_target, profile):
 
     ex, got, base, at = _settle_cut(ask, _bases(shared, conformance_target, profile), stop)
     allowed = _allowed(base.content, stop, at)
-    # As without streaming: the non-streamed answer when that one honoured the stop, else either cut.
-    want = [plain] if plain in allowed.values() else list(allowed.values())
+    # As without streaming: the non-streamed answer when that one honoured the stop, else either cut (or the
+    # streamed answer's own confirmed token end).
+    want = [plain] if plain_ok else list(allowed.values())
+    if not plain_ok and _is_tail_candidate(base.content, stop, at, got.content) \
+            and _token_end(got, at + len(stop))[0]:
+        want.append(got.content)
     judge.check(got.content in want, "STOP-STREAM", "the streamed answer is not cut at the stop sequence",
                 path="choices[0].delta.content", expected=" or ".join(repr(w) for w in want),
                 received=got.content, exchange=ex)
