@@ -647,3 +647,24 @@ def with_logprobs(send: Callable[[dict[str, Any]], Exchange], request: dict[str,
     if is_4xx(ex):
         ex = send(request)
     return ex
+
+
+# ---- GET /models: the published context length (core and context checks) ---------------------------------
+
+# Where servers publish a model's context length in its GET /models entry
+# (spec/DECISIONS.md#protocol-details): context_size (the seed's providers), max_model_len (vLLM's ModelCard),
+# meta.n_ctx (llama.cpp's server: the context of one slot; meta.n_ctx_train is the model's training length,
+# not what the server accepts).
+CONTEXT_FIELDS = (("context_size",), ("max_model_len",), ("meta", "n_ctx"))
+
+
+def published_context_length(entry: Any) -> tuple[int | None, str]:
+    """The context length a GET /models entry publishes and the field it came from ("" when none)."""
+    for path in CONTEXT_FIELDS:
+        value: Any = entry
+        for key in path:
+            value = obj(value).get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, ".".join(path)
+    return None, ""
+

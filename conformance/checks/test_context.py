@@ -2,7 +2,8 @@
 a prompt alone beyond it is refused; context_length_exceeded_behavior is an enum
 (spec/DECISIONS.md#context-length).
 
-The context length comes from the profile (``context_length``) or from ``GET /models`` (``context_size``).
+The context length comes from the profile (``context_length``) or from ``GET /models`` (``context_size``,
+vLLM's ``max_model_len`` or llama.cpp's ``meta.n_ctx``: spec/DECISIONS.md#protocol-details).
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import Any
 
 import pytest
 
-from conformance.checks._support import body, judge_error_response, ok_json, usage_of
+from conformance.checks._support import (
+    body,
+    judge_error_response,
+    obj,
+    ok_json,
+    published_context_length,
+    usage_of,
+)
 from conformance.violations import Inconclusive
 
 WORD = "hello"
@@ -24,13 +32,14 @@ def _context_length(client: Any, target: Any, profile: Any) -> int:
         return int(profile.context_length)
     if target.model in _cache:
         return _cache[target.model]
-    ex = client.get("/models", label="list models (context_size)")
-    data = ex.json()
-    items = data.get("data") if isinstance(data, dict) else None
-    mine = next((m for m in items or [] if isinstance(m, dict) and m.get("id") == target.model), {})
-    ctx = mine.get("context_size")
-    if not (isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0):
-        raise Inconclusive("context length unknown: declare context_length in a profile")
+    ex = client.get("/models", label="list models (context length)")
+    items = obj(ex.json()).get("data")
+    mine = next((m for m in items if isinstance(m, dict) and m.get("id") == target.model), {}) \
+        if isinstance(items, list) else {}
+    ctx, _ = published_context_length(mine)
+    if ctx is None:
+        raise Inconclusive("context length unknown: GET /models publishes no context_size, max_model_len or "
+                           "meta.n_ctx for the model; declare context_length in a profile")
     _cache[target.model] = ctx
     return ctx
 
@@ -93,11 +102,36 @@ def test_context_truncate_by_default(shared, client, judge, conformance_target, 
                 exchange=ex)
 
 
+def _prompt_tokens(shared: Any, target: Any, messages: list[dict[str, Any]]) -> int | None:
+    """usage.prompt_tokens of ``messages`` asked with max_tokens 1 (so it fits whatever the context)."""
+    ex = shared("context-overflow-prompt", body(target, messages=messages, max_tokens=1),
+                label="the overflow prompt with max_tokens 1 (how many tokens is it?)")
+    if ex.status is None or not 200 <= ex.status < 300:
+        return None
+    return usage_of(obj(ex.json()), "prompt_tokens")
+
+
 @pytest.mark.requirement("CONTEXT-ERROR-BEHAVIOR")
 def test_context_error_behavior(shared, client, judge, conformance_target, profile):
     ctx = _context_length(client, conformance_target, profile)
     req, max_tokens = _overflow(shared, conformance_target, ctx, context_length_exceeded_behavior="error")
     ex = client.chat(req, label=f"behavior error, prompt + max_tokens {max_tokens} beyond context {ctx}")
+    # Judge only a request that really crossed the context: its prompt measured by the answer's usage (when it
+    # was answered) or by the same prompt asked with max_tokens 1.
+    answered = ex.status is not None and 200 <= ex.status < 300
+    prompt = usage_of(obj(ex.json()), "prompt_tokens") if answered else None
+    if prompt is None:
+        prompt = _prompt_tokens(shared, conformance_target, req["messages"])
+    if prompt is None:
+        raise Inconclusive("the prompt's size could not be measured (no usage.prompt_tokens): whether "
+                           f"prompt + max_tokens {max_tokens} crossed the context length {ctx} cannot be "
+                           "confirmed")
+    if prompt + max_tokens <= ctx:
+        raise Inconclusive(f"the prompt took {prompt} tokens, so prompt + max_tokens {max_tokens} did not "
+                           f"cross the context length {ctx}: nothing to refuse")
+    if prompt >= ctx:
+        raise Inconclusive(f"the prompt alone took {prompt} tokens, at least the context length {ctx}: that "
+                           "is CONTEXT-PROMPT-TOO-LONG's case, not this one")
     judge_error_response(judge, ex, "CONTEXT-ERROR-BEHAVIOR", "prompt + max_tokens beyond the context with "
                          'context_length_exceeded_behavior "error"')
 

@@ -15,6 +15,7 @@ from conformance.checks._support import (
     now,
     obj,
     ok_json,
+    published_context_length,
 )
 
 BASIC = "basic"  # the shared basic completion, judged by several checks
@@ -289,13 +290,14 @@ def test_models_list(client, judge, conformance_target):
         exchange=ex,
     )
     mine = next((m for m in items if isinstance(m, dict) and m.get("id") == conformance_target.model), {})
-    ctx = mine.get("context_size")
+    ctx, _ = published_context_length(mine)
     judge.check(
-        isinstance(ctx, int) and ctx > 0,
+        ctx is not None,
         "CORE-CONTEXT-SIZE-PUBLISHED",
-        "the model's context_size is not published",
+        "the model's context length is not published (context_size, max_model_len or meta.n_ctx)",
         path="$.data[*].context_size",
-        expected="positive integer",
-        received=ctx,
+        expected="a positive integer in context_size, max_model_len or meta.n_ctx",
+        received={k: mine.get(k) for k in ("context_size", "max_model_len", "meta") if k in mine}
+        or "none of these fields",
         exchange=ex,
     )
