@@ -139,6 +139,7 @@ _TABLE: list[Variant] = [
         "an extra chunk with choices [] (transformers serve, TGI; the seed says only that usage is "
         "'included in the last response chunk returned').",
         profile="seed",
+        conflicts=("usage-chunk-with-choices",),  # the same behaviour, a fault under the openai profile
     ),
     Variant(
         "forced-call-finish-stop",
