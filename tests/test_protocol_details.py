@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from conformance.checks import test_context, test_stop, test_tools
 from conformance.checks._stream import judge_stream
-from conformance.checks._support import deterministic_body, published_context_length
+from conformance.checks._support import answer_of, deterministic_body, published_context_length
 from conformance.evidence import Exchange, SSEEvent
 from conformance.profiles import load_profile
 from conformance.reference import create_app
@@ -177,36 +177,37 @@ def test_pick_stop_prefers_a_sequence_ending_inside_a_word() -> None:
     assert test_stop.pick_stop("ab") is None
 
 
-def _tail(client: TestClient, text: str, stop: str, at: int, got: str) -> tuple[Any, str, list[str]]:
-    shared = _shared(client)
-    verdict, why = test_stop.tail_verdict(shared, TARGET, SEED, stop, at, got)
-    return verdict, why, shared.sent
+def _exchange(body: dict[str, Any] | None, status: int = 200) -> Exchange:
+    return Exchange(label="x", method="POST", url="u", request_headers={}, status=status,
+                    body_text=json.dumps(body) if body is not None else "")
 
 
 def test_tail_verdict_against_the_reference_server() -> None:
     client = TestClient(create_app(variants=["stop-at-token-end"]))
-    post = client.post
-    base = post("/v1/chat/completions", json=deterministic_body(TARGET, SEED, max_tokens=16)).json()
-    text = base["choices"][0]["message"]["content"]
-    stop, at = test_stop.pick_stop(text) or ("", 0)
-    cut = post("/v1/chat/completions", json=deterministic_body(TARGET, SEED, max_tokens=16, stop=[stop]))
-    got = cut.json()["choices"][0]["message"]["content"]
-    assert test_stop._is_tail_candidate(text, stop, at, got)
+    base = answer_of(client.post("/v1/chat/completions", json=deterministic_body(TARGET, SEED, max_tokens=16)
+                                 ).json())
+    stop, at = test_stop.pick_stop(base.content) or ("", 0)
+    body = deterministic_body(TARGET, SEED, max_tokens=16, stop=[stop], logprobs=True)
+    ex = _post(client, body)
+    got = answer_of(ex.json())
+    assert test_stop._is_tail_candidate(base.content, stop, at, got.content)
     shared = _shared(client)
-    verdict, why = test_stop.tail_verdict(shared, TARGET, SEED, stop, at, got)
-    assert verdict is True and "(logprobs)" in why and shared.sent == ["stop-cut-logprobs"]
-    # the same answer without the stop: one whole token (and more) past the stop sequence
-    full = _shared(TestClient(create_app(variants=["stop-at-token-end"], faults=["stop-ignored"])))
-    verdict, why = test_stop.tail_verdict(full, TARGET, SEED, stop, at, text)
+    assert test_stop.tail_verdict(shared, TARGET, SEED, ex, got, stop, at) == (
+        True, "the text ends with the token that completed the stop sequence (logprobs)")
+    assert test_stop._pair(base, got, stop) == "ok" and shared.sent == []
+    # without logprobs: the max_tokens probe confirms it
+    plain = _post(client, {k: v for k, v in body.items() if k != "logprobs"})
+    verdict, why = test_stop.tail_verdict(shared, TARGET, SEED, plain, answer_of(plain.json()), stop, at)
+    assert verdict is True and "(max_tokens probe)" in why and shared.sent == ["stop-probe-1"]
+    # the stop-less answer (the stop ignored): at least one whole token past the stop sequence
+    full = _post(TestClient(create_app(faults=["stop-ignored"])), body)
+    verdict, why = test_stop.tail_verdict(shared, TARGET, SEED, full, answer_of(full.json()), stop, at)
     assert verdict is False and "at least one whole token past it" in why
+    assert test_stop._honoured(shared, TARGET, SEED, full, answer_of(full.json()), base, stop, at)[0] is False
 
 
 def test_tail_verdict_paths() -> None:
     stop, at = "t ca", 3  # in " cat cat cat ...": the sequence ends at 7, inside the second " cat"
-
-    def ex(body: dict[str, Any] | None, status: int = 200) -> Exchange:
-        return Exchange(label="x", method="POST", url="u", request_headers={}, status=status,
-                        body_text=json.dumps(body) if body is not None else "")
 
     def answer(content: str, tokens: list[str] | None = None, ct: int | None = None) -> dict[str, Any]:
         lp = {"content": [{"token": t, "logprob": -0.1, "bytes": list(t.encode()), "top_logprobs": []}
@@ -217,26 +218,24 @@ def test_tail_verdict_paths() -> None:
             out["usage"] = {"prompt_tokens": 5, "completion_tokens": ct, "total_tokens": 5 + ct}
         return out
 
-    def run(answers: dict[str, Exchange], got: str) -> tuple[bool | None, str]:
+    def run(cut: dict[str, Any], probes: dict[str, Exchange] | None = None) -> tuple[bool | None, str]:
         def shared(key: str, body: dict[str, Any], **kw: Any) -> Exchange:
-            return answers.get(key) or ex(None, 400)
-        return test_stop.tail_verdict(shared, TARGET, SEED, stop, at, got)
+            return (probes or {}).get(key) or _exchange(None, 400)
+        ex = _exchange(cut)
+        return test_stop.tail_verdict(shared, TARGET, SEED, ex, answer_of(ex.json()), stop, at)
 
     # logprobs: the last token " cat" starts at 4, before the end of "t ca" (7): confirmed
-    assert run({"stop-cut-logprobs": ex(answer(" cat cat", [" cat", " cat"]))}, " cat cat")[0] is True
+    assert run(answer(" cat cat", [" cat", " cat"]))[0] is True
     # logprobs: the last token starts at 8, after it: one whole token too many
-    v, why = run({"stop-cut-logprobs": ex(answer(" cat cat cat", [" cat", " cat", " cat"]))}, " cat cat cat")
+    v, why = run(answer(" cat cat cat", [" cat", " cat", " cat"]))
     assert v is False and "starts after the end of the stop sequence" in why
     # no logprobs: the max_tokens probe with one token less ends before the stop sequence does
-    cut = ex(answer(" cat cat", ct=2))
-    assert run({"stop-cut-logprobs": ex(None, 400), "stop-cut": cut,
-                "stop-probe-1": ex(answer(" cat"))}, " cat cat")[0] is True
+    assert run(answer(" cat cat", ct=2), {"stop-probe-1": _exchange(answer(" cat"))})[0] is True
     # the probe holds the whole stop sequence already: not a failure (token counts may differ), inconclusive
-    v, why = run({"stop-cut": ex(answer(" cat cat cat", ct=3)), "stop-probe-2": ex(answer(" cat cat"))},
-                 " cat cat cat")
+    v, why = run(answer(" cat cat cat", ct=3), {"stop-probe-2": _exchange(answer(" cat cat"))})
     assert v is None and "neither logprobs nor a max_tokens probe" in why
     # nothing to go on
-    v, why = run({"stop-cut": ex(answer(" cat cat"))}, " cat cat")
+    v, why = run(answer(" cat cat"))
     assert v is None and "without logprobs or usage.completion_tokens" in why
 
 
