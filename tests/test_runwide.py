@@ -9,6 +9,7 @@ from conformance.checks._runwide import RUN_WIDE, judge_run
 from conformance.evidence import Exchange, SSEEvent
 
 URL = "http://t/v1/chat/completions"
+BASE = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def completion(
@@ -19,7 +20,7 @@ def completion(
         method="POST",
         url=URL,
         request_headers={},
-        request_body=json.dumps(request),
+        request_body=json.dumps({**BASE, **request}),
         status=status,
         response_headers={"content-type": kw.pop("content_type", "application/json")},
         body_text=answer if isinstance(answer, str) else json.dumps(answer),
@@ -59,7 +60,7 @@ def stream(request: dict[str, Any], chunks: list[dict[str, Any]], label: str = "
         method="POST",
         url=URL,
         request_headers={},
-        request_body=json.dumps(request),
+        request_body=json.dumps({**BASE, **request}),
         stream=True,
         status=200,
         response_headers={"content-type": "text/event-stream"},
@@ -177,6 +178,12 @@ def test_top_logprobs_order() -> None:
     assert verdicts(records(unsorted), ("LOGPROBS-TOP-ORDER",)) == {"LOGPROBS-TOP-ORDER": "failed"}
     tie = completion({"logprobs": True, "top_logprobs": 2}, answer(logprobs=lp([-0.5, -0.5])))
     assert verdicts(records(tie), ("LOGPROBS-TOP-ORDER",)) == {"LOGPROBS-TOP-ORDER": "passed"}
+
+
+def test_answers_to_invalid_requests_promise_nothing() -> None:
+    # top_logprobs -1 should have been refused (RANGE-TOP-LOGPROBS-REJECT); what came back is not judged here
+    accepted = completion({"logprobs": True, "top_logprobs": -1}, answer(finish="stop"))
+    assert verdicts(records(accepted), ("LOGPROBS-PRESENT",)) == {}
 
 
 def test_unanswered_exchanges_are_not_judged() -> None:

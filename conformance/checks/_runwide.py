@@ -20,6 +20,7 @@ from typing import Any, TypeGuard
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import judge_error_shape, judge_schema, obj
 from conformance.evidence import Exchange, exchange_key
+from conformance.schemas import schema_errors
 from conformance.violations import Judge
 
 __all__ = ["RUN_WIDE", "judge_run"]
@@ -57,6 +58,7 @@ RUN_WIDE: tuple[str, ...] = tuple(
 )
 # statuses that are not the endpoint's own answer (rate limiter, gateway, overload): never judged here
 _NOT_THE_ENDPOINT = frozenset({429, 502, 503, 504})
+_REQUEST_SCHEMA = "CreateChatCompletionRequest"
 _FINISH = ("stop", "length", "tool_calls", "content_filter")
 _SHOWN = 3  # offending exchanges kept as evidence per requirement
 
@@ -230,6 +232,8 @@ def _judge_one(judge: Judge, ex: Exchange) -> None:
         return
     if ex.status != 200:
         return
+    if schema_errors(_REQUEST_SCHEMA, request):
+        return  # an answer to an invalid request (accepted where it should not be) promises nothing
     if ex.stream and (ex.events or ex.content_type == "text/event-stream"):
         _judge_stream(judge, ex, request)
     elif not ex.stream:
@@ -258,7 +262,7 @@ def judge_run(records: list[dict[str, Any]], requirements: Iterable[str]) -> lis
     found: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {r: [] for r in wanted}
     ids: dict[str, dict[str, Any]] = {}
     for raw in exchanges.values():
-        if not raw.get("url", "").rstrip("/").endswith("/chat/completions"):
+        if not str(raw.get("url", "")).rstrip("/").endswith("/chat/completions"):
             continue
         if raw.get("status") is None or raw.get("transport_error"):
             continue
