@@ -544,3 +544,60 @@ def test_reference_never_imports_the_checks() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             assert not any(n == f or n.startswith(f + ".") for n in names for f in forbidden), (path, names)
+
+
+# --------------------------------------------------------------------------- reasoning variants
+
+
+def _variant(name: str) -> TestClient:
+    return TestClient(create_app(variants=[name]))
+
+
+def test_variant_reasoning_unsupported_ignores_both_fields() -> None:
+    c = _variant("reasoning-unsupported")
+    for fields in ({"separate_reasoning": True}, {"enable_thinking": True}, {"enable_thinking": False}):
+        msg = chat(c, max_tokens=16, **fields).json()["choices"][0]["message"]
+        assert msg.get("reasoning_content") is None and "<think>" not in msg["content"]
+
+
+def test_variant_reasoning_always_reasons_first() -> None:
+    c = _variant("reasoning-always")
+    for fields in ({}, {"enable_thinking": False}, {"enable_thinking": True}):
+        data = chat(c, max_tokens=64, temperature=0, **fields).json()
+        rc = data["choices"][0]["message"]["reasoning_content"]
+        assert 12 <= len(rc.split()) <= 24  # a realistic reasoning segment, one word a token
+        assert data["usage"]["completion_tokens"] > len(rc.split())  # the reasoning counts toward usage
+    inline = chat(c, max_tokens=64, separate_reasoning=False).json()["choices"][0]["message"]
+    assert inline["content"].startswith("<think>") and inline.get("reasoning_content") is None  # SGLang
+    cut = chat(c, max_tokens=4).json()["choices"][0]
+    assert cut["finish_reason"] == "length" and cut["message"]["content"] == ""
+
+
+def test_variant_reasoning_cut_content_null() -> None:
+    c = _variant("reasoning-cut-content-null")
+    cut = chat(c, max_tokens=4).json()["choices"][0]
+    assert cut["finish_reason"] == "length" and cut["message"]["content"] is None
+    assert cut["message"]["reasoning_content"]
+    events = [json.loads(p) for p in sse_events(chat(c, max_tokens=4, stream=True).text) if p != "[DONE]"]
+    assert not any("content" in ch["delta"] for e in events for ch in e["choices"])
+    whole = chat(c, max_tokens=64).json()["choices"][0]["message"]
+    assert isinstance(whole["content"], str) and whole["reasoning_content"]
+
+
+def test_variant_reasoning_inline_always() -> None:
+    c = _variant("reasoning-inline-always")
+    data = chat(c, max_tokens=64, temperature=0, logprobs=True, enable_thinking=False,
+                separate_reasoning=True).json()
+    msg = data["choices"][0]["message"]
+    assert msg["content"].startswith("<think>") and "</think>" in msg["content"]
+    tokens = [e["token"] for e in data["choices"][0]["logprobs"]["content"]]
+    assert tokens[0] == "<think>" and "</think>" in tokens
+    # stop sequences match inside the <think> segment too (it is content)
+    text = msg["content"]
+    stop = text.split("</think>")[0][12:18]
+    got = chat(c, max_tokens=64, temperature=0, stop=[stop]).json()["choices"][0]
+    assert got["finish_reason"] == "stop"
+    assert got["message"]["content"] == text[: text.index(stop) + len(stop)]  # seed profile: stop kept
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    call = chat(c, max_tokens=64, tools=tools, tool_choice="required").json()["choices"][0]
+    assert call["finish_reason"] == "tool_calls"  # a grammar-constrained answer starts at its first token

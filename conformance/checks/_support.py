@@ -297,13 +297,19 @@ def deterministic_body(target: Any, profile: Any, **fields: Any) -> dict[str, An
     return body(target, **{**profile.deterministic, **fields})
 
 
-def deterministic_logprobs(shared: Any, target: Any, profile: Any) -> Exchange:
+def deterministic_logprobs(shared: Any, target: Any, profile: Any, capabilities: Any = None) -> Exchange:
     """One deterministic 16-token completion with logprobs and 5 top alternatives, shared by the checks that
-    judge it (logprobs shape, greedy consistency) or start from it (penalties, logit-bias baseline)."""
+    judge it (logprobs shape, greedy consistency) or start from it (penalties, logit-bias baseline). Given the
+    run's ``capabilities``, the budget leaves room for a reasoning segment where the model reasons unasked
+    (:func:`room`, :func:`thinking_off`)."""
+    fields = thinking_off(capabilities)
+    mt = room(capabilities, 16)
+    key = DETERMINISTIC_LOGPROBS + ("" if mt == 16 and not fields else f"-room-{mt}-{sorted(fields)}")
     return shared(
-        DETERMINISTIC_LOGPROBS,
-        deterministic_body(target, profile, max_tokens=16, logprobs=True, top_logprobs=5),
-        label="deterministic, 16 tokens, logprobs with top_logprobs 5",
+        key,
+        deterministic_body(target, profile, max_tokens=mt, logprobs=True, top_logprobs=5, **fields),
+        label=f"deterministic, {mt} tokens, logprobs with top_logprobs 5"
+        + (", thinking off" if fields else ""),
     )
 
 
@@ -668,3 +674,130 @@ def published_context_length(entry: Any) -> tuple[int | None, str]:
             return value, ".".join(path)
     return None, ""
 
+# ---- reasoning models (spec/DECISIONS.md#reasoning-models) ------------------------------------------------
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Tokens added to a check's budget when discovery saw the model reason unasked (the reasoning counts toward
+# max_tokens), and the budgets of the re-asks when an answer is still cut inside its reasoning.
+REASONING_ROOM = 64
+REASK_ROOM = (256, 1024)
+
+
+def message_of(data: Any, index: int = 0) -> dict[str, Any]:
+    choices = obj(data).get("choices")
+    choice = obj(choices[index]) if isinstance(choices, list) and len(choices) > index else {}
+    return obj(choice.get("message"))
+
+
+def split_think(text: str) -> tuple[str, str]:
+    """(inline reasoning, answer) of a content string: the reasoning is what precedes the last </think>
+    (template-forced thinking may open without <think>), or an unclosed <think> segment; else ("", text)."""
+    if THINK_CLOSE in text:
+        head, _, tail = text.rpartition(THINK_CLOSE)
+        return head.replace(THINK_OPEN, "", 1), tail
+    stripped = text.lstrip()
+    if stripped.startswith(THINK_OPEN):
+        return stripped[len(THINK_OPEN):], ""
+    return "", text
+
+
+def reasoning_text(data: Any, index: int = 0) -> str:
+    """The reasoning of a completion: message.reasoning_content (or message.reasoning) and any inline
+    <think> segment of its content."""
+    msg = message_of(data, index)
+    parts = [v for k in ("reasoning_content", "reasoning") if isinstance(v := msg.get(k), str)]
+    content = msg.get("content")
+    if isinstance(content, str):
+        parts.append(split_think(content)[0])
+    return "".join(parts)
+
+
+def answer_text(data: Any, index: int = 0) -> str:
+    """The answer of a completion: its content without any inline <think> segment."""
+    return split_think(content_of(obj(data), index))[1]
+
+
+def cut_in_reasoning(data: Any, index: int = 0) -> bool:
+    """Did max_tokens end this choice inside its reasoning (finish_reason length, reasoning present, no
+    answer text and no tool call)?"""
+    msg = message_of(data, index)
+    return (finish_of(obj(data), index) == "length" and reasoning_text(data, index).strip() != ""
+            and answer_text(data, index).strip() == "" and not msg.get("tool_calls"))
+
+
+def stream_cut_in_reasoning(chunks: list[dict[str, Any]], index: int = 0) -> bool:
+    """The streamed counterpart of :func:`cut_in_reasoning`."""
+    content = stream_text(chunks, index)
+    reasoning = (stream_text(chunks, index, "reasoning_content") + stream_text(chunks, index, "reasoning")
+                 + split_think(content)[0])
+    calls = any(obj(ch.get("delta")).get("tool_calls") for c in chunks for ch in c.get("choices") or []
+                if isinstance(ch, dict))
+    return (stream_finish(chunks, index) == "length" and reasoning.strip() != ""
+            and split_think(content)[1].strip() == "" and not calls)
+
+
+def exchange_cut_in_reasoning(ex: Exchange) -> bool:
+    """Was a 2xx answer (streamed or not) cut inside its reasoning?"""
+    if ex.status is None or not 200 <= ex.status < 300:
+        return False
+    if ex.stream:
+        return stream_cut_in_reasoning([c for c in ex.chunks if isinstance(c, dict)])
+    return cut_in_reasoning(ex.json())
+
+
+def reasons_unasked(capabilities: Any) -> bool:
+    """Did discovery see the model reason on a request that asked for no reasoning?"""
+    from conformance.discovery import reasons_unasked as seen
+
+    return seen(obj(capabilities))
+
+
+def thinking_off(capabilities: Any) -> dict[str, Any]:
+    """``{"enable_thinking": False}`` when the model reasons unasked and the switch was shown (or declared)
+    to work; else {} (the field is sent only where it does something)."""
+    from conformance.discovery import switch_works
+
+    caps = obj(capabilities)
+    return {"enable_thinking": False} if reasons_unasked(caps) and switch_works(caps) else {}
+
+
+def room(capabilities: Any, max_tokens: int) -> int:
+    """A budget for ``max_tokens`` tokens of answer: with room for a reasoning segment when the model reasons
+    unasked and cannot be told not to."""
+    if reasons_unasked(capabilities) and not thinking_off(capabilities):
+        return max_tokens + REASONING_ROOM
+    return max_tokens
+
+
+def reasoning_aware(target: Any, capabilities: Any, max_tokens: int, **fields: Any) -> dict[str, Any]:
+    """:func:`body` with a budget that leaves room for reasoning, and thinking switched off where it can."""
+    mt = room(capabilities, max_tokens)
+    return body(target, **{**thinking_off(capabilities), **fields, "max_tokens": mt})
+
+
+def ask(client: Any, request: dict[str, Any], *, label: str, shared: Any = None, key: str = "") -> Exchange:
+    """Send ``request`` (through ``shared`` under ``key`` when given, else ``client``); while its answer is
+    cut inside the reasoning, re-ask with a larger max_tokens (:data:`REASK_ROOM` more). The last exchange is
+    returned: the caller says Inconclusive if it is still cut (:func:`not_cut`)."""
+
+    def send(req: dict[str, Any], lab: str, suffix: str) -> Exchange:
+        if shared is not None:
+            return shared(key + suffix, req, label=lab)  # type: ignore[no-any-return]
+        return client.chat(req, label=lab)  # type: ignore[no-any-return]
+
+    ex = send(request, label, "")
+    base = request.get("max_tokens")
+    for extra in REASK_ROOM:
+        if not isinstance(base, int) or not exchange_cut_in_reasoning(ex):
+            break
+        mt = base + extra
+        why = f"re-asked with max_tokens {mt}: the answer was cut inside the reasoning"
+        ex = send({**request, "max_tokens": mt}, f"{label} ({why})", f"@{mt}")
+    return ex
+
+
+def not_cut(ex: Exchange, what: str) -> None:
+    """Inconclusive when a 2xx answer was cut inside its reasoning: nothing of the answer to judge."""
+    if exchange_cut_in_reasoning(ex):
+        raise Inconclusive(f"{what}: max_tokens ended the answer inside its reasoning (finish_reason length, "
+                           "no answer text), even after re-asking with a larger budget")

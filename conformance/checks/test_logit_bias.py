@@ -11,13 +11,22 @@ from typing import Any
 import pytest
 
 from conformance.checks._support import (
+    THINK_CLOSE,
+    answer_text,
+    ask,
     body,
     content_of,
     deterministic_body,
     deterministic_logprobs,
     finish_of,
     logprob_entries,
+    not_cut,
+    obj,
     ok_json,
+    reasoning_text,
+    room,
+    split_think,
+    thinking_off,
     usage_of,
 )
 from conformance.violations import Inconclusive
@@ -35,49 +44,63 @@ MAX = 16
 SPREAD = {"presence_penalty": 1.9, "frequency_penalty": 1.9}
 
 
-def _force(shared: Any, target: Any, profile: Any) -> Any:
+def _force(shared: Any, client: Any, target: Any, profile: Any, capabilities: Any) -> Any:
+    """The +100 answer; with room for a reasoning segment where the model reasons unasked, re-asked when it
+    was cut inside the reasoning (spec/DECISIONS.md#reasoning-models)."""
     tid = str(profile.logit_bias_token_id)
-    return shared("logit-bias-force", body(target, temperature=HOT, seed=FORCE_SEED, max_tokens=FORCE_MAX,
-                                           logprobs=True, logit_bias={tid: 100}),
-                  label=f"temperature {HOT}, logit_bias {{{tid}: 100}}, logprobs")
+    req = body(target, temperature=HOT, seed=FORCE_SEED, max_tokens=room(capabilities, FORCE_MAX),
+               logprobs=True, logit_bias={tid: 100}, **thinking_off(capabilities))
+    ex = ask(client, req, shared=shared, key="logit-bias-force",
+             label=f"temperature {HOT}, logit_bias {{{tid}: 100}}, logprobs")
+    not_cut(ex, "request with logit_bias +100")
+    return ex
 
 
-def _tokens(data: dict[str, Any]) -> list[str] | None:
+def _tokens(data: dict[str, Any], *, answer: bool = False) -> list[str] | None:
+    """The logprob tokens; with ``answer``, only those after an inline reasoning segment (template-forced
+    <think>...</think> tokens are the template's, not the sampler's)."""
     entries = logprob_entries(data)
     if entries and all(isinstance(e, dict) and isinstance(e.get("token"), str) for e in entries):
-        return [e["token"] for e in entries]
+        tokens = [e["token"] for e in entries]
+        if answer and split_think(content_of(data))[0]:
+            ends = [i for i, t in enumerate(tokens) if THINK_CLOSE in t]
+            tokens = tokens[ends[-1] + 1:] if ends else []
+        return tokens
     return None
 
 
 def _forced_token(data: dict[str, Any], tid: int) -> str:
     """The text of the forced token, read from a +100 answer, or Inconclusive."""
-    content = content_of(data)
+    content = answer_text(data)
     if not content:
         raise Inconclusive(f"with logit_bias +100 on token {tid} the answer is empty (finish_reason "
                            f"{finish_of(data)!r}): the token looks like an end or special token; set "
                            "logit_bias_token_id in a profile to an ordinary token of the target's vocabulary")
-    tokens = _tokens(data)
+    tokens = _tokens(data, answer=True)
     if tokens:
         return tokens[0]
     ct = usage_of(data)
-    if ct and len(content) % ct == 0:
+    if ct and len(content) % ct == 0 and not reasoning_text(data):
         return content[:len(content) // ct]
     raise Inconclusive("neither logprobs nor usage tell the forced token apart")
 
 
 @pytest.mark.requirement("LOGIT-BIAS-FORCE")
-def test_logit_bias_forces_token(shared, judge, conformance_target, profile):
+def test_logit_bias_forces_token(shared, client, judge, conformance_target, profile, capabilities):
     tid = profile.logit_bias_token_id
-    ex = _force(shared, conformance_target, profile)
+    ex = _force(shared, client, conformance_target, profile, capabilities)
     data = ok_json(ex, "request with logit_bias +100")
     unit = _forced_token(data, tid)
-    content, ct, fr = content_of(data), usage_of(data), finish_of(data)
-    tokens = _tokens(data)
+    content, ct, fr = answer_text(data), usage_of(data), finish_of(data)
+    sent = obj(ex.request_json).get("max_tokens", FORCE_MAX)
+    tokens = _tokens(data, answer=True)
     if tokens is not None:
         others = [(i, t) for i, t in enumerate(tokens) if t != unit]
         judge.check(not others, "LOGIT-BIAS-FORCE", f"with logit_bias +100 on token {tid} another token was "
                     "generated", path=f"$.choices[0].logprobs.content[{others[0][0] if others else 0}].token",
                     expected=unit, received=others[0][1] if others else "", exchange=ex)
+    elif reasoning_text(data):
+        raise Inconclusive("without logprobs the answer's tokens cannot be told from the reasoning's")
     else:
         n = ct or 0
         judge.check(n > 0 and content == unit * n, "LOGIT-BIAS-FORCE",
@@ -85,27 +108,31 @@ def test_logit_bias_forces_token(shared, judge, conformance_target, profile):
                     path="$.choices[0].message.content", expected=f"{unit!r} x {n}", received=content,
                     exchange=ex)
     # the forced token is never an end of text, so generation runs to max_tokens
-    judge.check(ct == FORCE_MAX and fr == "length", "LOGIT-BIAS-FORCE",
+    judge.check(ct == sent and fr == "length", "LOGIT-BIAS-FORCE",
                 f"with logit_bias +100 on token {tid} generation did not run to max_tokens",
-                path="$.choices[0]", expected={"completion_tokens": FORCE_MAX, "finish_reason": "length"},
+                path="$.choices[0]", expected={"completion_tokens": sent, "finish_reason": "length"},
                 received={"completion_tokens": ct, "finish_reason": fr}, exchange=ex)
 
 
 @pytest.mark.requirement("LOGIT-BIAS-BAN")
-def test_logit_bias_bans_token(shared, client, judge, conformance_target, profile):
+def test_logit_bias_bans_token(shared, client, judge, conformance_target, profile, capabilities):
     # The ban only shows when the token would otherwise be generated: find a deterministic answer that holds
     # it (the plain one, else one spread by penalties), then send the same request with -100 on the token.
     tid = profile.logit_bias_token_id
-    forced = ok_json(_force(shared, conformance_target, profile), "request with logit_bias +100")
+    forced = ok_json(_force(shared, client, conformance_target, profile, capabilities),
+                     "request with logit_bias +100")
     banned = _forced_token(forced, tid)
-    if len(set(_tokens(forced) or [banned])) != 1:
+    if len(set(_tokens(forced, answer=True) or [banned])) != 1:
         raise Inconclusive(f"the answer with logit_bias +100 is not one token repeated, so the text of token "
                            f"{tid} is unknown (judged by LOGIT-BIAS-FORCE)")
     if not banned or "\ufffd" in banned:
         # a partial UTF-8 byte token has no text of its own: another partial byte would look the same
         raise Inconclusive(f"token {tid} has no distinct text ({banned!r}): set logit_bias_token_id in a "
                            "profile to an ordinary word token")
-    plain = ok_json(deterministic_logprobs(shared, conformance_target, profile), "deterministic request")
+    plain = ok_json(deterministic_logprobs(shared, conformance_target, profile, capabilities),
+                    "deterministic request")
+    mt = room(capabilities, MAX)
+    quiet = thinking_off(capabilities)
     extra: dict[str, Any] = {}
     tokens = _tokens(plain)
     if tokens is None:
@@ -119,13 +146,13 @@ def test_logit_bias_bans_token(shared, client, judge, conformance_target, profil
             raise Inconclusive(f"token {tid} ({banned!r}) appears in no deterministic answer, so banning it "
                                "shows nothing")
         extra, what = tries.pop(0)
-        ex = client.chat(deterministic_body(conformance_target, profile, max_tokens=MAX, logprobs=True,
-                                            **extra),
-                         label=f"deterministic, 16 tokens, {what}, logprobs")
+        ex = client.chat(deterministic_body(conformance_target, profile, max_tokens=mt, logprobs=True,
+                                            **extra, **quiet),
+                         label=f"deterministic, {mt} tokens, {what}, logprobs")
         tokens = _tokens(ok_json(ex, f"deterministic request ({what})")) or []
-    ex = client.chat(deterministic_body(conformance_target, profile, max_tokens=MAX, logprobs=True,
-                                        logit_bias={str(tid): -100}, **extra),
-                     label=f"deterministic, 16 tokens, logit_bias {{{tid}: -100}}, logprobs")
+    ex = client.chat(deterministic_body(conformance_target, profile, max_tokens=mt, logprobs=True,
+                                        logit_bias={str(tid): -100}, **extra, **quiet),
+                     label=f"deterministic, {mt} tokens, logit_bias {{{tid}: -100}}, logprobs")
     data = ok_json(ex, "request with logit_bias -100")
     got = _tokens(data)
     if got is None:

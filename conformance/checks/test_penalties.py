@@ -25,6 +25,8 @@ from conformance.checks._support import (
     deterministic_logprobs,
     logprob_entries,
     ok_json,
+    room,
+    thinking_off,
     with_logprobs,
 )
 from conformance.violations import Inconclusive
@@ -33,8 +35,9 @@ MAX = 16
 STRENGTH = 1.9
 
 
-def _baseline(shared: Any, target: Any, profile: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    data = ok_json(deterministic_logprobs(shared, target, profile), "deterministic request with logprobs")
+def _baseline(shared: Any, target: Any, profile: Any, capabilities: Any) -> tuple[dict[str, Any], list[Any]]:
+    data = ok_json(deterministic_logprobs(shared, target, profile, capabilities),
+                   "deterministic request with logprobs")
     entries = logprob_entries(data)
     if not entries or not all(isinstance(e, dict) and isinstance(e.get("token"), str) for e in entries):
         raise Inconclusive("the baseline carries no logprob tokens, so its repeated tokens are unknown")
@@ -76,12 +79,15 @@ def _penalty_could_not_flip(entries: list[dict[str, Any]], frequency: float, pre
 
 
 def _judge_penalty(shared: Any, client: Any, judge: Any, target: Any, profile: Any, requirement: str,
-                   param: str) -> None:
-    base, entries = _baseline(shared, target, profile)
-    request = deterministic_body(target, profile, max_tokens=MAX, **{param: STRENGTH})
+                   param: str, capabilities: Any) -> None:
+    base, entries = _baseline(shared, target, profile, capabilities)
+    # the same budget as the baseline: room for a reasoning segment where the model reasons unasked
+    mt = room(capabilities, MAX)
+    request = deterministic_body(target, profile, max_tokens=mt, **{param: STRENGTH},
+                                 **thinking_off(capabilities))
 
     def ask() -> tuple[Any, Answer]:
-        ex = with_logprobs(lambda b: client.chat(b, label=f"deterministic, 16 tokens, {param} {STRENGTH}"),
+        ex = with_logprobs(lambda b: client.chat(b, label=f"deterministic, {mt} tokens, {param} {STRENGTH}"),
                            request)
         return ex, answer_of(ok_json(ex, f"request with {param}"))
 
@@ -112,20 +118,20 @@ def _judge_penalty(shared: Any, client: Any, judge: Any, target: Any, profile: A
 
 
 @pytest.mark.requirement("PENALTY-FREQUENCY-EFFECT")
-def test_frequency_penalty_effect(shared, client, judge, conformance_target, profile):
+def test_frequency_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-FREQUENCY-EFFECT",
-                   "frequency_penalty")
+                   "frequency_penalty", capabilities)
 
 
 @pytest.mark.requirement("PENALTY-PRESENCE-EFFECT")
-def test_presence_penalty_effect(shared, client, judge, conformance_target, profile):
+def test_presence_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-PRESENCE-EFFECT",
-                   "presence_penalty")
+                   "presence_penalty", capabilities)
 
 
 @pytest.mark.requirement("PENALTY-REPETITION-EFFECT")
-def test_repetition_penalty_effect(shared, client, judge, conformance_target, profile):
+def test_repetition_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     # repetition_penalty scales raw logits (divides the positive ones), which logprobs do not reveal, so an
     # unchanged answer cannot be excused from them: it fails.
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-REPETITION-EFFECT",
-                   "repetition_penalty")
+                   "repetition_penalty", capabilities)

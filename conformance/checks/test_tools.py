@@ -14,9 +14,11 @@ import pytest
 
 from conformance.checks._support import (
     ERROR_SHAPE_REQS,
+    ask,
     body,
     first_choice,
     judge_error_response,
+    not_cut,
     obj,
     ok_json,
     ok_stream,
@@ -316,10 +318,10 @@ def test_tool_call_finish_reason(shared, judge, conformance_target, profile):
 
 @pytest.mark.requirement("TOOLS-CHOICE-NONE")
 def test_choice_none_calls_no_tool(client, judge, conformance_target, profile):
-    ex = client.chat(
-        _tool_body(conformance_target, profile, "none", max_tokens=8), label='tool_choice "none"'
-    )
+    ex = ask(client, _tool_body(conformance_target, profile, "none", max_tokens=8),
+             label='tool_choice "none"')
     data = require_completion(judge, ex, "TOOLS-CHOICE-NONE", 'a request with tool_choice "none"')
+    not_cut(ex, 'tool_choice "none"')  # an answer still in its reasoning has not chosen yet
     msg, fr = _choice(data)
     calls = msg.get("tool_calls")
     judge.check(
@@ -346,6 +348,7 @@ def test_choice_none_calls_no_tool(client, judge, conformance_target, profile):
 def test_choice_auto(shared, judge, conformance_target, profile):
     ex = _auto(shared, conformance_target, profile)
     data = require_completion(judge, ex, "TOOLS-CHOICE-AUTO", 'a request with tool_choice "auto"')
+    not_cut(ex, 'tool_choice "auto"')
     msg, _ = _choice(data)
     calls = msg.get("tool_calls")
     if calls:

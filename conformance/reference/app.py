@@ -11,7 +11,9 @@ Behaviour the checks can rely on (clean server):
   validate against the function's parameters schema.
 * Reasoning: ``separate_reasoning: true`` (and enable_thinking not false) -> ``message.reasoning_content``
   (6 tokens); ``enable_thinking: true`` without separate_reasoning -> ``<think>...</think>`` at the start of
-  content; otherwise no reasoning. Reasoning tokens count toward max_tokens and completion_tokens.
+  content; otherwise no reasoning. Reasoning tokens count toward max_tokens and completion_tokens. The
+  variants reasoning-unsupported, reasoning-always, reasoning-cut-content-null and reasoning-inline-always
+  (:mod:`.variants`) imitate models whose reasoning ignores the two fields (12-24 reasoning tokens).
 * Stop: profile "seed" keeps the stop sequence at the end of the text, profile "openai" cuts before it.
 """
 
@@ -114,6 +116,7 @@ class ChatRequest:
     response_format: dict[str, Any] | None = None
     reasoning: str = "none"  # none | separate | inline
     refuse: bool = False  # variant refusal-json-schema: answer with message.refusal instead of content
+    reasoning_tokens: int = 6  # length of the reasoning segment when there is one
 
 
 @dataclass
@@ -134,6 +137,7 @@ class ChoiceOut:
     refusal: list[Piece] | None = None  # variant refusal-json-schema: the refusal text, token by token
     finish_reason: str = "stop"
     completion_tokens: int = 0
+    cut_in_reasoning: bool = False  # max_tokens ended the answer inside the reasoning
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -682,6 +686,21 @@ class _Server:
                 reasoning = "inline" if self.f("reasoning-in-content") else "separate"
             elif thinking:
                 reasoning = "inline"
+        # variants: models whose reasoning ignores the two switches (spec/DECISIONS.md#reasoning-models)
+        always_separate = self.v("reasoning-always") or self.v("reasoning-cut-content-null")
+        if self.v("reasoning-cut-content-null"):
+            reasoning = "separate"  # vLLM's reasoning parser: separate_reasoning / enable_thinking unknown
+        elif self.v("reasoning-always"):
+            reasoning = "inline" if separate is False else "separate"  # SGLang: separate_reasoning false
+        if self.v("reasoning-inline-always"):
+            # llama.cpp without a reasoning parser: the template forces <think> into every free-text answer
+            # (a grammar-constrained answer, tool call or response_format, starts at its first token)
+            grammar = call is not None or response_format is not None
+            reasoning = "none" if grammar else "inline"
+        elif self.v("reasoning-unsupported"):
+            reasoning = "none"  # a model without a reasoning mode: both fields accepted and ignored
+        realistic = always_separate or self.v("reasoning-inline-always")
+        reasoning_tokens = 12 + sum(prompt_ids) % 13 if realistic else REASONING_TOKENS
 
         params = SamplingParams(
             temperature=0.0 if self.f("always-greedy") else float(temperature),
@@ -722,6 +741,7 @@ class _Server:
             response_format=response_format,
             reasoning=reasoning,
             refuse=self._refuse(body, response_format, call),
+            reasoning_tokens=reasoning_tokens,
         )
 
     def _refuse(self, body: dict[str, Any], response_format: dict[str, Any] | None, call: str | None) -> bool:
@@ -758,7 +778,7 @@ class _Server:
                 st = dec.step(forced=THINK_ID, want_logprobs=want)
                 target.append(take(st.token, st.logprobs))
                 used += 1
-            for _ in range(REASONING_TOKENS):
+            for _ in range(req.reasoning_tokens):
                 if used >= budget:
                     break
                 st = dec.step(allowed=VALUE_WORD_IDS, want_logprobs=want)
@@ -772,6 +792,9 @@ class _Server:
                 out.finish_reason = "length"
                 out.answer_start = len(out.content)
                 out.completion_tokens = used
+                out.cut_in_reasoning = True
+                if self._stop_over_reasoning(req):
+                    self._stop_inline(req, out, [], "length")
                 return out
         out.answer_start = len(out.content)
 
@@ -840,6 +863,11 @@ class _Server:
         finish = "length"
         before_answer = used
         running = ""
+        whole = self._stop_over_reasoning(req)
+        if whole:  # the stop sequences are matched over the inline reasoning as well
+            running = "".join(p.text for p in out.content)
+            if any(st in running for st in req.stop):
+                budget = used
         max_stop = max((len(s) for s in req.stop), default=0)
         forced_ids = VOCAB.encode(forced_text) if forced_text is not None else None
         while used < budget:
@@ -864,6 +892,9 @@ class _Server:
         if forced_ids is not None and len(answer) >= len(forced_ids):
             finish = "stop"
         consumed = len(answer)
+        if whole:
+            self._stop_inline(req, out, answer, finish)
+            return out
         if req.stop:
             include = self.profile == "seed" or self.f("stop-kept")
             if self.f("stop-wrong-inclusion"):
@@ -877,6 +908,21 @@ class _Server:
         out.completion_tokens = before_answer + consumed
         out.finish_reason = finish
         return out
+
+    def _stop_over_reasoning(self, req: ChatRequest) -> bool:
+        """llama.cpp without a reasoning parser: the <think> segment is content, and stops match in it."""
+        return bool(req.stop) and req.reasoning == "inline" and self.v("reasoning-inline-always")
+
+    def _stop_inline(self, req: ChatRequest, out: ChoiceOut, answer: list[Piece], finish: str) -> None:
+        """Apply the stop sequences over the inline reasoning (out.content) and ``answer`` together."""
+        include = (self.profile == "seed" or self.f("stop-kept")) and not self.f("stop-wrong-inclusion")
+        kept, hit, consumed = _apply_stop(out.content + answer, req.stop, include)
+        out.content = kept
+        out.answer_start = min(out.answer_start, len(kept))
+        out.completion_tokens = consumed
+        out.finish_reason = "stop" if hit else finish
+        if hit:
+            out.cut_in_reasoning = False
 
     def complete(self, req: ChatRequest) -> list[ChoiceOut]:
         return [self.generate_choice(req, i) for i in range(req.n)]
@@ -1042,6 +1088,8 @@ class _Server:
                 message["tool_calls"] = [self.tool_call_obj(c, arguments=args)]
             elif self.f("content-null") and req.response_format is None:
                 message["content"] = None
+            elif c.cut_in_reasoning and req.reasoning == "separate" and self.v("reasoning-cut-content-null"):
+                message["content"] = None  # vLLM's reasoning parser: no answer text was produced
             if req.reasoning == "separate":
                 message["reasoning_content"] = "".join(p.text for p in c.reasoning)
             if c.refusal is not None:  # OpenAI structured outputs: content null, the refusal in its own field
@@ -1096,6 +1144,8 @@ class _Server:
             }
             if self.f("no-role-first"):
                 del first["role"]
+            if c.cut_in_reasoning and req.reasoning == "separate" and self.v("reasoning-cut-content-null"):
+                del first["content"]  # no content delta at all: the answer never left the reasoning
             events.append((first, None, False))
             for p in c.reasoning:
                 key = "content" if self.f("reasoning-stream-in-content") else "reasoning_content"

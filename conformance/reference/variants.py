@@ -85,22 +85,26 @@ _TABLE: list[Variant] = [
     Variant(
         "reasoning-always",
         "legit",
-        "A reasoning model without a thinking switch (DeepSeek-R1 behind vLLM/SGLang's reasoning parser): "
-        "every answer reasons first, in reasoning_content, and the reasoning counts toward max_tokens; "
-        "enable_thinking is ignored.",
+        "A reasoning model without a thinking switch (DeepSeek-R1 behind SGLang's reasoning parser): "
+        "every answer reasons first (12-24 tokens), in reasoning_content (inline <think> markup with "
+        "separate_reasoning false, as SGLang does), and the reasoning counts toward max_tokens and "
+        "completion_tokens; enable_thinking is ignored.",
     ),
     Variant(
         "reasoning-cut-content-null",
         "legit",
-        "When max_tokens ends the answer inside the reasoning, message.content is null (vLLM's reasoning "
-        "parser: no answer text was produced).",
+        "DeepSeek-R1 behind vLLM's reasoning parser: every answer reasons first (12-24 tokens) in "
+        "reasoning_content, separate_reasoning and enable_thinking are unknown fields and ignored, and when "
+        "max_tokens ends the answer inside the reasoning message.content is null and a stream sends no "
+        "content delta (no answer text was produced).",
     ),
     Variant(
         "reasoning-inline-always",
         "legit",
         "A thinking model served without a reasoning parser (Qwen3, DeepSeek-R1 on llama.cpp): every "
-        "answer starts with template-forced <think>...</think> in content, and those tokens appear in "
-        "the logprobs.",
+        "free-text answer starts with template-forced <think>...</think> (12-24 tokens) in content, those "
+        "tokens appear in the logprobs and stop sequences match inside them; both reasoning fields are "
+        "ignored; a grammar-constrained answer (tool call, response_format) starts at its first token.",
     ),
     # --- numerics
     Variant(
