@@ -67,7 +67,7 @@ BEARS_ON: dict[str, tuple[str, ...]] = {
     "content-type-charset": ("core", "streaming", "errors"),
     "tool-call-one-fragment": ("tools",),
     "role-with-content": ("streaming",),
-    "reasoning-unsupported": ("thinking",),
+    "reasoning-unsupported": ("thinking", "n", "json-object"),
     "reasoning-always": ("reasoning", "tools", "penalties", "max-tokens"),
     "reasoning-cut-content-null": ("reasoning", "core"),
     "reasoning-inline-always": ("logit-bias", "logprobs", "stop"),

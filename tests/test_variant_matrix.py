@@ -9,6 +9,7 @@ requirements judged stays within ``JUDGED_SLACK`` of the clean run: "could not b
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,12 @@ def test_variant_is_no_false_alarm(
         assert set(failing) == set(variant.breaks), f"{name} fails more than it breaks"
         assert "warnings:" in results["verdict"]
     clean = _clean_judged(profile, tmp_path_factory)
+    table = os.environ.get("VARIANT_TABLE")  # the closing note's judged counts: VARIANT_TABLE=FILE pytest ...
+    if table:
+        with open(table, "a", encoding="utf-8") as f:
+            row = {"variant": name, "exit": code, "judged": len(_judged(results)), "clean": len(clean)}
+            f.write(json.dumps({**row, "failing": sorted(failing), "requests": results["cost"]["requests"]}))
+            f.write("\n")
     lost = clean - _judged(results)
     assert len(lost) <= JUDGED_SLACK, f"{name}: {len(lost)} requirements no longer judged: {sorted(lost)}"
 

@@ -18,7 +18,13 @@ from collections.abc import Iterable
 from typing import Any, TypeGuard
 
 from conformance.checks._stream import judge_stream
-from conformance.checks._support import judge_error_shape, judge_schema, obj
+from conformance.checks._support import (
+    content_may_be_null,
+    cut_in_reasoning,
+    judge_error_shape,
+    judge_schema,
+    obj,
+)
 from conformance.evidence import Exchange, exchange_key
 from conformance.schemas import schema_errors
 from conformance.violations import Judge
@@ -44,6 +50,8 @@ _COMPLETION = (
     "CORE-OBJECT",
     "CORE-ID-PRESENT",
     "CORE-FINISH-REASON",
+    "CORE-MESSAGE-ROLE",
+    "CORE-MESSAGE-CONTENT",
     "USAGE-INTEGERS",
     "USAGE-TOTAL-SUM",
     "MAXTOK-BOUND",
@@ -165,7 +173,30 @@ def _judge_completion(judge: Judge, ex: Exchange, request: dict[str, Any]) -> No
                 received=fr,
                 exchange=ex,
             )
-        content = obj(choice.get("message")).get("content")
+        msg = obj(choice.get("message"))
+        content = msg.get("content")
+        if w("CORE-MESSAGE-ROLE"):
+            judge.check(
+                msg.get("role") == "assistant",
+                "CORE-MESSAGE-ROLE",
+                "message role is not assistant",
+                path=f"$.choices[{i}].message.role",
+                expected="assistant",
+                received=msg.get("role"),
+                exchange=ex,
+            )
+        if w("CORE-MESSAGE-CONTENT"):
+            judge.check(
+                isinstance(content, str)
+                or (content is None and (content_may_be_null(msg) or cut_in_reasoning(data, i))),
+                "CORE-MESSAGE-CONTENT",
+                "content is neither a string nor null with tool_calls, a refusal or an answer cut inside the "
+                "reasoning",
+                path=f"$.choices[{i}].message.content",
+                expected="string",
+                received=content,
+                exchange=ex,
+            )
         answered = isinstance(content, str) and content != "" and fr in ("stop", "length")
         if request.get("logprobs") is True and answered and w("LOGPROBS-PRESENT"):
             entries = obj(choice.get("logprobs")).get("content")
@@ -287,7 +318,7 @@ def judge_run(records: list[dict[str, Any]], requirements: Iterable[str]) -> lis
                             {
                                 "requirement": "CORE-ID-UNIQUE",
                                 "message": f"two answers share the id {rid!r} "
-                            f"(the other: {first.get('label')!r})",
+                                f"(the other: {first.get('label')!r})",
                                 "path": "$.id",
                                 "expected": "an id no other answer of the run carries",
                                 "received": rid,

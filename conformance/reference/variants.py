@@ -17,7 +17,9 @@ Two kinds:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from conformance.reference.faults import FAULTS
 
 __all__ = ["Variant", "VARIANTS"]
 
@@ -213,6 +215,23 @@ _TABLE: list[Variant] = [
         "some cases, the number of returned tokens may be fewer than requested').",
         breaks=("LOGPROBS-TOP-COUNT",),
     ),
+]
+
+# A model that ignores the reasoning fields (or reasons whatever they say) decides where reasoning goes by
+# itself: the reasoning and thinking faults change that same decision, and the capability they break is
+# unsupported (ignored) or not switchable under it. They do not compose.
+_REASONING_FAULTS = tuple(
+    sorted(f.name for f in FAULTS.values() if f.requirement.startswith(("REASONING-", "THINKING-")))
+)
+_OWN_REASONING = (
+    "reasoning-unsupported",
+    "reasoning-always",
+    "reasoning-cut-content-null",
+    "reasoning-inline-always",
+)
+_TABLE = [
+    replace(v, conflicts=(*v.conflicts, *_REASONING_FAULTS)) if v.name in _OWN_REASONING else v
+    for v in _TABLE
 ]
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _TABLE}
