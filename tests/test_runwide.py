@@ -192,3 +192,13 @@ def test_unanswered_exchanges_are_not_judged() -> None:
         label="m", method="GET", url="http://t/v1/models", request_headers={}, status=500, body_text="oops"
     ).to_dict()
     assert verdicts(records(dropped, models)) == {}
+
+
+def test_message_content_null_only_with_calls_refusal_or_a_cut_inside_the_reasoning() -> None:
+    null = answer(finish="stop")
+    null["choices"][0]["message"]["content"] = None
+    req = ("CORE-MESSAGE-CONTENT",)
+    assert verdicts(records(completion({}, null)), req) == {"CORE-MESSAGE-CONTENT": "failed"}
+    cut = answer(finish="length")
+    cut["choices"][0]["message"].update(content=None, reasoning_content="let me think")
+    assert verdicts(records(completion({}, cut)), req) == {"CORE-MESSAGE-CONTENT": "passed"}
