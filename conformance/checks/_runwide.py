@@ -19,8 +19,7 @@ from typing import Any, TypeGuard
 
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import (
-    content_may_be_null,
-    cut_in_reasoning,
+    judge_answer_fields,
     judge_error_shape,
     judge_schema,
     obj,
@@ -67,7 +66,6 @@ RUN_WIDE: tuple[str, ...] = tuple(
 # statuses that are not the endpoint's own answer (rate limiter, gateway, overload): never judged here
 _NOT_THE_ENDPOINT = frozenset({429, 502, 503, 504})
 _REQUEST_SCHEMA = "CreateChatCompletionRequest"
-_FINISH = ("stop", "length", "tool_calls", "content_filter")
 _SHOWN = 3  # offending exchanges kept as evidence per requirement
 
 
@@ -137,66 +135,13 @@ def _judge_completion(judge: Judge, ex: Exchange, request: dict[str, Any]) -> No
     w = judge.wants
     if w("CORE-SCHEMA-VALID"):
         judge_schema(judge, "CORE-SCHEMA-VALID", "ChatCompletion", data, ex)
-    if w("CORE-OBJECT"):
-        judge.check(
-            data.get("object") == "chat.completion",
-            "CORE-OBJECT",
-            "wrong object",
-            path="$.object",
-            expected="chat.completion",
-            received=data.get("object"),
-            exchange=ex,
-        )
-    if w("CORE-ID-PRESENT"):
-        rid = data.get("id")
-        judge.check(
-            isinstance(rid, str) and rid != "",
-            "CORE-ID-PRESENT",
-            "id missing or empty",
-            path="$.id",
-            expected="non-empty string",
-            received=rid,
-            exchange=ex,
-        )
+    judge_answer_fields(judge, ex, data)
     raw_choices = data.get("choices")
     choices: list[Any] = raw_choices if isinstance(raw_choices, list) else []
     for i, c in enumerate(choices):
         choice = obj(c)
         fr = choice.get("finish_reason")
-        if w("CORE-FINISH-REASON"):
-            judge.check(
-                fr in _FINISH,
-                "CORE-FINISH-REASON",
-                "finish_reason is not a documented value",
-                path=f"$.choices[{i}].finish_reason",
-                expected="|".join(_FINISH),
-                received=fr,
-                exchange=ex,
-            )
-        msg = obj(choice.get("message"))
-        content = msg.get("content")
-        if w("CORE-MESSAGE-ROLE"):
-            judge.check(
-                msg.get("role") == "assistant",
-                "CORE-MESSAGE-ROLE",
-                "message role is not assistant",
-                path=f"$.choices[{i}].message.role",
-                expected="assistant",
-                received=msg.get("role"),
-                exchange=ex,
-            )
-        if w("CORE-MESSAGE-CONTENT"):
-            judge.check(
-                isinstance(content, str)
-                or (content is None and (content_may_be_null(msg) or cut_in_reasoning(data, i))),
-                "CORE-MESSAGE-CONTENT",
-                "content is neither a string nor null with tool_calls, a refusal or an answer cut inside the "
-                "reasoning",
-                path=f"$.choices[{i}].message.content",
-                expected="string",
-                received=content,
-                exchange=ex,
-            )
+        content = obj(choice.get("message")).get("content")
         answered = isinstance(content, str) and content != "" and fr in ("stop", "length")
         if request.get("logprobs") is True and answered and w("LOGPROBS-PRESENT"):
             entries = obj(choice.get("logprobs")).get("content")
