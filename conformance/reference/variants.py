@@ -217,35 +217,25 @@ _TABLE: list[Variant] = [
     ),
 ]
 
+def _faults_of(*prefixes: str) -> tuple[str, ...]:
+    """Names of the fault modes that break a requirement whose id starts with one of ``prefixes``."""
+    return tuple(sorted(f.name for f in FAULTS.values() if f.requirement.startswith(prefixes)))
+
+
 # A model that ignores the reasoning fields (or reasons whatever they say) decides where reasoning goes by
 # itself: the reasoning and thinking faults change that same decision, and the capability they break is
-# unsupported (ignored) or not switchable under it. They do not compose.
-_REASONING_FAULTS = tuple(
-    sorted(f.name for f in FAULTS.values() if f.requirement.startswith(("REASONING-", "THINKING-")))
-)
-_OWN_REASONING = (
-    "reasoning-unsupported",
-    "reasoning-always",
-    "reasoning-cut-content-null",
-    "reasoning-inline-always",
-)
-_TABLE = [
-    replace(v, conflicts=(*v.conflicts, *_REASONING_FAULTS)) if v.name in _OWN_REASONING else v
-    for v in _TABLE
-]
-
-# Under per-request noise an ignored penalty, or sampling that is silently greedy, shows as a difference at a
-# near-tie just as the numerics do: the penalty checks say Inconclusive there (spec/DECISIONS.md#near-ties),
-# SEED-VARIES sees varied answers. Those faults are not caught under near-tie-noise: they do not compose (a
-# known miss, never a false alarm).
-_PENALTY_FAULTS = tuple(
-    sorted(
-        f.name
-        for f in FAULTS.values()
-        if f.requirement.startswith("PENALTY-") or f.requirement == "SEED-VARIES"
-    )
-)
-_TABLE = [replace(v, conflicts=(*v.conflicts, *_PENALTY_FAULTS)) if v.name == "near-tie-noise" else v
-          for v in _TABLE]
+# unsupported (ignored) or not switchable under it. Under per-request noise an ignored penalty, or sampling
+# that is silently greedy, shows as a difference at a near-tie just as the numerics do: the penalty checks say
+# Inconclusive there (spec/DECISIONS.md#near-ties), SEED-VARIES sees varied answers. Those pairs do not
+# compose (a known miss, never a false alarm).
+_REASONING_FAULTS = _faults_of("REASONING-", "THINKING-")
+_MORE_CONFLICTS: dict[str, tuple[str, ...]] = {
+    "reasoning-unsupported": _REASONING_FAULTS,
+    "reasoning-always": _REASONING_FAULTS,
+    "reasoning-cut-content-null": _REASONING_FAULTS,
+    "reasoning-inline-always": _REASONING_FAULTS,
+    "near-tie-noise": _faults_of("PENALTY-", "SEED-VARIES"),
+}
+_TABLE = [replace(v, conflicts=(*v.conflicts, *_MORE_CONFLICTS.get(v.name, ()))) for v in _TABLE]
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _TABLE}
