@@ -20,6 +20,10 @@ __all__ = ["main", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_UNREACHABLE", "EX
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
+SERVE_KEY_ENV = "CONFORMANCE_SERVE_API_KEY"
+
+
+_MIN_CONTEXT = 32  # the reference server's default answer (about 60 tokens) needs room beside the prompt
 
 
 class _Parser(argparse.ArgumentParser):
@@ -106,15 +110,54 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more pytest output")
 
-    s = sub.add_parser("serve", help="serve the embedded reference server")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8080)
-    s.add_argument("--api-key", default=None, help="require this bearer key (a test server's key)")
-    s.add_argument("--fault", action="append", default=[], metavar="NAME", help="enable a fault mode")
-    s.add_argument("--profile", default="seed", choices=("seed", "openai"))
+    s = sub.add_parser(
+        "serve",
+        help="serve the embedded reference server",
+        description="Serve the embedded reference server (an OpenAI-compatible /v1/chat/completions and "
+        "/v1/models) in the foreground until Ctrl-C.",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    s.add_argument(
+        "--port", type=int, default=8080, help="port to listen on; 0 picks any free port (default: 8080)"
+    )
+    s.add_argument(
+        "--api-key-env",
+        default=SERVE_KEY_ENV,
+        metavar="VAR",
+        help="environment variable holding the bearer key to require; when it is set, a request without "
+        f"that key is refused (default: {SERVE_KEY_ENV}; unset: no authentication)",
+    )
+    s.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="require this bearer key; visible to every user in `ps`: prefer --api-key-env "
+        "(default: none)",
+    )
+    s.add_argument(
+        "--context-length",
+        type=int,
+        default=256,
+        metavar="N",
+        help="the model's context length in tokens, published by GET /v1/models (default: 256)",
+    )
+    s.add_argument(
+        "--profile",
+        default="seed",
+        choices=("seed", "openai"),
+        help="seed: a stop sequence stays at the end of the text; openai: the text is cut before it "
+        "(default: seed)",
+    )
+    s.add_argument(
+        "--fault", action="append", default=[], metavar="NAME", help="enable a fault mode (default: none)"
+    )
     s.add_argument("--list-faults", action="store_true", help="list the fault modes and exit")
     s.add_argument(
-        "--variant", action="append", default=[], metavar="NAME", help="enable a legitimate variant"
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="enable a legitimate variant (default: none)",
     )
     s.add_argument("--list-variants", action="store_true", help="list the legitimate variants and exit")
 
@@ -134,6 +177,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args: argparse.Namespace | None = None
     try:
         args = _build_parser().parse_args(argv)
         handler = {
@@ -143,7 +187,15 @@ def main(argv: list[str] | None = None) -> int:
             "report": _cmd_report,
             "diff": _cmd_diff,
         }[args.command]
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # a closed pipe (`| head`) shows here, inside the handler below
+        return code
+    except BrokenPipeError:  # the reader went away (`serve --list-variants | head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not fail again
+        os.close(devnull)
+        # a run whose console was cut short has no verdict to give: never report it conformant
+        return EXIT_FAIL if args is not None and args.command == "run" else EXIT_OK
     except UsageError as exc:
         print(f"chat-conformance: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -414,11 +466,64 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if f not in FAULTS:
             raise UsageError(f"unknown fault {f!r}: list them with `chat-conformance serve --list-faults`")
     _check_variants(args.variant)
-    from conformance.reference.server import serve_forever
+    if args.context_length < _MIN_CONTEXT:
+        raise UsageError(
+            f"--context-length {args.context_length} is too small: give at least {_MIN_CONTEXT} tokens"
+        )
+    if args.api_key is not None:
+        key: str | None = args.api_key
+        auth = "auth on (key from --api-key)"
+    else:
+        key = os.environ.get(args.api_key_env) or None
+        if key is None and args.api_key_env != SERVE_KEY_ENV:
+            raise UsageError(
+                f"environment variable {args.api_key_env} is not set: export it with the key to require"
+            )
+        auth = (
+            f"auth on (bearer key from ${args.api_key_env})"
+            if key
+            else f"auth off (set {SERVE_KEY_ENV} to require a key)"
+        )
+    import errno
 
-    serve_forever(
-        args.host, args.port, args.api_key, tuple(args.fault), args.profile, tuple(args.variant)
+    from conformance.reference.server import DEFAULT_MODEL, listen_socket, serve_forever
+
+    try:
+        sock = listen_socket(args.host, args.port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(
+                f"port {args.port} on {args.host} is in use: "
+                "choose another --port, or --port 0 for any free port"
+            ) from None
+        raise UsageError(
+            f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}): "
+            "choose another --host or --port"
+        ) from None
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    chosen = (("faults", args.fault), ("variants", args.variant))
+    extras = "".join(f", {label} {', '.join(names)}" for label, names in chosen if names)
+    print(
+        f"chat-conformance: reference server at http://{host}:{port}/v1: model {DEFAULT_MODEL}, "
+        f"profile {args.profile}, context length {args.context_length}, {auth}{extras}; Ctrl-C stops it",
+        file=sys.stderr,
+        flush=True,
     )
+    try:
+        serve_forever(
+            args.host,
+            port,
+            key,
+            tuple(args.fault),
+            args.profile,
+            tuple(args.variant),
+            context_length=args.context_length,
+            sock=sock,
+        )
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: the normal way to stop
+        pass
+    print("chat-conformance: reference server stopped", file=sys.stderr)
     return EXIT_OK
 
 

@@ -146,6 +146,27 @@ def test_models_list(client: TestClient) -> None:
     assert body["data"][0]["id"] == MODEL and body["data"][0]["context_size"] == 256
 
 
+def test_models_retrieve_one_model(client: TestClient) -> None:
+    """GET /v1/models/{model} (the SDKs' models.retrieve): the listed object; another name is a 404 with an
+    OpenAI error body."""
+    r = client.get(f"/v1/models/{MODEL}")
+    assert r.status_code == 200
+    assert r.json() == client.get("/v1/models").json()["data"][0]
+    r = client.get("/v1/models/org/other-model")
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert error["type"] == "invalid_request_error"
+    assert "'org/other-model' does not exist" in error["message"]
+
+
+def test_models_retrieve_needs_the_key_and_publishes_the_context_length() -> None:
+    c = TestClient(create_app(api_key="sk-test", context_length=1024))
+    assert c.get(f"/v1/models/{MODEL}").status_code == 401
+    r = c.get(f"/v1/models/{MODEL}", headers={"Authorization": "Bearer sk-test"})
+    assert r.status_code == 200 and r.json()["context_size"] == 1024
+
+
 def test_multi_turn_and_content_parts(client: TestClient) -> None:
     msgs = [
         {"role": "system", "content": "Be brief"},

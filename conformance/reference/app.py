@@ -2,7 +2,8 @@
 
 Behaviour the checks can rely on (clean server):
 
-* ``GET /v1/models`` lists one model (default ``reference-tiny``) with ``context_size`` (default 256).
+* ``GET /v1/models`` lists one model (default ``reference-tiny``) with ``context_size`` (default 256);
+  ``GET /v1/models/{model}`` answers its object, or 404 (``model_not_found``) for any other name.
 * Chat template: ``<|role|>content\\n`` per message, then ``<|assistant|>``; prompt_tokens counts its tokens.
 * Default max_tokens: ``min(64, context_length - prompt_tokens)``. Greedy text usually reaches ``<eos>``
   between 55 and 65 tokens, so small max_tokens end with finish_reason "length".
@@ -1380,6 +1381,34 @@ class _Server:
             return self.error_response(err)
         if self.f("models-missing"):
             return self.error_response(ApiError(404, "Not found", None, "not_found"))
+        return Response(
+            json.dumps({"object": "list", "data": [self.model_entry()]}), media_type=self.json_media()
+        )
+
+    async def model(self, request: Request) -> Response:
+        """``GET /v1/models/{model}`` (the SDKs' ``models.retrieve``): the model object, or a 404 with an
+        OpenAI error body (code ``model_not_found``) for a model this server does not serve."""
+        refused = self.traffic.refuse()
+        if refused is not None:
+            return refused
+        try:
+            self.check_auth(request)
+        except ApiError as err:
+            return self.error_response(err)
+        name = request.path_params["model"]
+        if name != self.model_name or self.f("models-missing"):
+            return self.error_response(
+                ApiError(
+                    404,
+                    f"The model '{name}' does not exist (this server serves '{self.model_name}').",
+                    "model",
+                    "model_not_found",
+                )
+            )
+        return Response(json.dumps(self.model_entry()), media_type=self.json_media())
+
+    def model_entry(self) -> dict[str, Any]:
+        """The served model's object, as ``GET /v1/models`` lists it."""
         entry: dict[str, Any] = {
             "id": self.model_name,
             "object": "model",
@@ -1403,7 +1432,7 @@ class _Server:
                 entry.pop(key, None)
             if isinstance(entry.get("meta"), dict):
                 del entry["meta"]["n_ctx"]
-        return Response(json.dumps({"object": "list", "data": [entry]}), media_type=self.json_media())
+        return entry
 
 
 # --------------------------------------------------------------------------- module helpers
@@ -1553,6 +1582,7 @@ def create_app(
         routes=[
             Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
             Route("/v1/models", server.models, methods=["GET"]),
+            Route("/v1/models/{model:path}", server.model, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _not_found, Exception: _not_found},
     )

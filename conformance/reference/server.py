@@ -11,7 +11,7 @@ import uvicorn
 
 from conformance.reference.app import create_app
 
-__all__ = ["RunningServer", "start_in_thread", "serve_forever"]
+__all__ = ["RunningServer", "start_in_thread", "serve_forever", "listen_socket", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = "reference-tiny"
 
@@ -90,6 +90,23 @@ def start_in_thread(
     raise RuntimeError(f"the reference server did not start on {host}:{port}")
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (``port=0``: any free port) and listening; raises ``OSError``
+    (``errno.EADDRINUSE`` when the port is taken) before anything is served."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free, a listener not
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve_forever(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -97,7 +114,20 @@ def serve_forever(
     faults: Iterable[str] = (),
     profile: str = "seed",
     variants: Iterable[str] = (),
+    *,
+    context_length: int = 256,
+    model_name: str = DEFAULT_MODEL,
+    sock: socket.socket | None = None,
 ) -> None:
-    """Serve in the foreground until interrupted (the CLI's ``serve`` command)."""
-    app = create_app(api_key=api_key, faults=faults, profile=profile, variants=variants)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    """Serve in the foreground until interrupted (the CLI's ``serve`` command), on ``sock`` when given
+    (see :func:`listen_socket`), else on ``host:port``."""
+    app = create_app(
+        api_key=api_key,
+        faults=faults,
+        profile=profile,
+        variants=variants,
+        context_length=context_length,
+        model_name=model_name,
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
