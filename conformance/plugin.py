@@ -151,6 +151,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from conformance.errors import UsageError
 
+    _hypothesis_home(config.getoption("conformance_report_dir"))
     config.stash[_records] = []
     try:
         state = _worker_state(config) if hasattr(config, "workerinput") else _controller_state(config)
@@ -158,6 +159,22 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_state] = state
     config.pluginmanager.register(_Recorder(config), "conformance-recorder")
+
+
+def _hypothesis_home(report_dir: str | None) -> None:
+    """hypothesis keeps caches (``.hypothesis/``: constants, character tables) in the current directory unless
+    told otherwise; a run keeps them in its report folder (a temporary folder without one), never the user's
+    current directory. ``HYPOTHESIS_STORAGE_DIRECTORY`` set by the user wins."""
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        return
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    if report_dir:
+        home = Path(report_dir).resolve() / ".hypothesis"
+    else:
+        user = os.getuid() if hasattr(os, "getuid") else "user"
+        home = Path(tempfile.gettempdir()) / f"chat-conformance-hypothesis-{user}"
+    set_hypothesis_home_dir(home)
 
 
 def _target_from_options(config: pytest.Config) -> Target:
@@ -486,7 +503,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         "exchanges": [ex.to_dict() for ex in judge.exchanges] if judge else [],
     }
     report.user_properties.append((RECORD_KEY, record))
+    if report.failed and record["outcome"] == "failed" and record["violations"]:
+        # the target's fault: one line (requirement, message, JSON path); the evidence is in the reports.
+        # pytest's traceback would show this plugin's hook wrappers, never the target's answer.
+        report.longrepr = _one_line(record["violations"])
     return report
+
+
+def _one_line(violations: list[dict[str, Any]]) -> str:
+    first = violations[0]
+    message = " ".join(str(first.get("message", "")).split())[:300]
+    line = f"{first['requirement']}: {message}"
+    if first.get("path"):
+        line += f" (at {first['path']})"
+    if len(violations) > 1:
+        others = sorted({v["requirement"] for v in violations[1:]})
+        line += f"; {len(violations) - 1} more violation(s): {', '.join(others)}"
+    return _escape_controls(line + "; evidence in the reports")
 
 
 class _Recorder:
@@ -539,7 +572,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         notes.append(str(session.shouldstop))
     results = build_results(
         records,
-        target={"base_url": t.display_url, "model": t.model, "profile": t.profile},
+        target={
+            "base_url": t.display_url,
+            "model": t.model,
+            "profile": t.profile,
+            "profile_name": state["profile"].name,
+        },
         profile=state["profile"].base,
         level=config.getoption("conformance_level"),
         started=state["started"],
@@ -605,9 +643,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     def write(line: str) -> None:
         tr.write_line(_escape_controls(line))
 
+    from conformance.results import explain_level_reached
+
     tr.section("chat-conformance")
     counts = ", ".join(f"{n} {v}" for v, n in sorted(res["counts"].items()))
-    write(f"{res['verdict']} (level reached: {res['level_reached']}); requirements: {counts}")
+    write(f"{res['verdict']}; requirements: {counts}")
+    reached = res["level_reached"]
+    write(f"level reached: {reached} ({explain_level_reached(reached, res.get('level', 'MAY'))})")
     for r in res["requirements"].values():
         if r["verdict"] in ("fail", "error"):
             write(f"  FAIL {r['id']} ({r['level']}): {r['reason'][:200]}")

@@ -28,6 +28,9 @@ __all__ = [
     "render_junit",
     "cost_of",
     "exchange_usage",
+    "explain_level_reached",
+    "profile_label",
+    "finding_groups",
 ]
 
 RESULTS_SCHEMA_VERSION = "1.0"
@@ -187,6 +190,58 @@ def level_reached(requirements: dict[str, dict[str, Any]]) -> str:
     return reached
 
 
+_REACHED = {
+    "none": "a MUST requirement failed",
+    "MUST": "no MUST requirement failed, a SHOULD one did",
+    "SHOULD": "no MUST or SHOULD requirement failed, a MAY finding was reported",
+    "MAY": "nothing failed at any level",
+}
+
+
+def explain_level_reached(reached: str, level: str = "MAY") -> str:
+    """One sentence saying what ``level_reached`` means for this run (shown wherever the level is)."""
+    text = _REACHED.get(reached, "")
+    if not text:
+        return ""
+    text = f"the highest level with no failure, waived ones included, at it or a stricter level: {text}"
+    run_level = level.upper()
+    if reached != "none" and level_rank(reached) > level_rank(run_level):
+        text += f"; this run judged only up to {run_level}"
+    return text
+
+
+def profile_label(results: dict[str, Any]) -> str:
+    """The profile as the user named it: ``seed``, ``openai``, or a user profile's name with its file and
+    the built-in profile it extends (``acme (profiles/acme.toml, extends seed)``)."""
+    base = str(results.get("profile", "seed"))
+    target = results.get("target") or {}
+    given = str(target.get("profile") or base)
+    if given == base:
+        return base
+    name = target.get("profile_name") or Path(given).stem
+    return f"{name} ({given}, extends {base})"
+
+
+def finding_groups(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The requirements a report lists, by section: ``failures`` (fail, error, and informational MAY findings
+    when ``--fail-on may`` makes them block), ``warnings`` (failed below the gate's level), ``informational``
+    (MAY findings that never fail the gate) and ``waived``."""
+    fail_on = str(results.get("fail_on", "MUST")).upper()
+    may_blocks = fail_on == "MAY"
+    groups: dict[str, list[dict[str, Any]]] = {
+        "failures": [], "warnings": [], "informational": [], "waived": []
+    }
+    for r in results["requirements"].values():
+        v = r["verdict"]
+        if v == "informational" and not may_blocks:
+            groups["informational"].append(r)
+        elif v in ("fail", "error", "informational"):
+            groups["warnings" if is_warning(r, fail_on) else "failures"].append(r)
+        elif v == "waived":
+            groups["waived"].append(r)
+    return groups
+
+
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -207,9 +262,11 @@ def render_summary(results: dict[str, Any]) -> str:
     reqs = results["requirements"]
     lines = [f"# chat-conformance: {results['verdict']}", ""]
     t = results["target"]
+    reached = results["level_reached"]
+    profile = profile_label(results).replace("`", "'")
     lines.append(
-        f"Target `{t['base_url']}`, model `{t['model']}`, profile `{results['profile']}`, "
-        f"level reached: **{results['level_reached']}**."
+        f"Target `{t['base_url']}`, model `{t['model']}`, profile `{profile}`, level reached: **{reached}** "
+        f"({explain_level_reached(reached, results.get('level', 'MAY'))})."
     )
     lines.append("")
     counts = Counter(r["verdict"] for r in reqs.values())
@@ -228,15 +285,12 @@ def render_summary(results: dict[str, Any]) -> str:
         lines.append(f"| {lvl} | {p} | {f} | {len(rs) - p - f} |")
     lines.append("")
     fail_on = results.get("fail_on", "MUST")
-    fails = [
-        r
-        for r in reqs.values()
-        if r["verdict"] in ("fail", "informational", "error") and not is_warning(r, fail_on)
-    ]
-    warnings = [r for r in reqs.values() if is_warning(r, fail_on)]
+    groups = finding_groups(results)
     for title, rows in (
-        ("Failures", fails),
-        (f"Warnings (failed below the gate's level, --fail-on {fail_on.lower()})", warnings),
+        ("Failures", groups["failures"]),
+        (f"Warnings (failed below the gate's level, --fail-on {fail_on.lower()})", groups["warnings"]),
+        ("Informational (MAY findings: reported, they do not fail the gate)", groups["informational"]),
+        ("Waived (known failures the expectations file accepts)", groups["waived"]),
     ):
         if rows:
             lines.append(f"## {title}")

@@ -408,3 +408,26 @@ def test_the_browser_harness_sees_page_errors(tmp_path: Path) -> None:
         assert any("seen" in e for e in errors) and any("boom" in e for e in errors), errors
     finally:
         browser.close()
+
+
+def test_informational_findings_are_apart_from_failures(html: str) -> None:
+    failures = html.split('id="failures"', 1)[1].split("</section>", 1)[0]
+    informational = html.split('id="informational"', 1)[1].split("</section>", 1)[0]
+    assert 'id="req-RANGE-TEMPERATURE-BOUNDARY"' in informational  # the sample's MAY finding
+    assert "RANGE-TEMPERATURE-BOUNDARY" not in failures
+    assert 'id="req-CORE-OBJECT"' in failures
+    assert "they do not fail the gate" in informational
+    assert '<a href="#informational">Informational (1)</a>' in html
+
+
+def test_level_reached_is_explained_and_the_profile_named(results: dict[str, Any]) -> None:
+    page = render_html(results)
+    assert (
+        '<div class="why" id="level-note">the highest level with no failure, waived ones included, at it or '
+        "a stricter level: a MUST requirement failed</div>"
+    ) in page
+    mine = copy.deepcopy(results)
+    mine["target"].update(profile="profiles/acme.toml", profile_name="acme")
+    page = render_html(mine)
+    assert "<dt>Profile</dt><dd>acme (profiles/acme.toml, extends seed)</dd>" in page
+    assert "profile acme (profiles/acme.toml, extends seed) · level MAY" in page

@@ -391,3 +391,144 @@ def test_credentials_in_the_base_url_and_extra_headers_never_reach_evidence() ->
     assert seen and seen[0].headers["x-api-key"] == "sk-header-canary-51"  # sent to the target...
     dumped = repr(ex.to_dict())
     assert "sk-header-canary-51" not in dumped and "pa55word" not in dumped  # ...never recorded
+
+
+def _results(records: list[dict[str, Any]], **kw: Any) -> dict[str, Any]:
+    return build_results(
+        records,
+        target=kw.pop("target", {"base_url": "http://x/v1", "model": "m", "profile": "seed"}),
+        profile="seed",
+        level=kw.pop("level", "may"),
+        started=0.0,
+        finished=1.0,
+        cost={"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "retries": 0},
+        capabilities={},
+        **kw,
+    )
+
+
+def test_informational_may_findings_have_their_own_section_not_failures() -> None:
+    records = [
+        rec("may", ["CORE-CONTEXT-SIZE-PUBLISHED"], "failed",
+            violations=[viol("CORE-CONTEXT-SIZE-PUBLISHED")]),
+        rec("must", ["CORE-OBJECT"], "failed", violations=[viol("CORE-OBJECT", "wrong object")]),
+    ]
+    text = render_summary(_results(records))
+    head, _, informational = text.partition(
+        "## Informational (MAY findings: reported, they do not fail the gate)"
+    )
+    assert "CORE-OBJECT" in head.partition("## Failures")[2]
+    assert "CORE-CONTEXT-SIZE-PUBLISHED" not in head
+    assert "CORE-CONTEXT-SIZE-PUBLISHED" in informational
+    # --fail-on may: a MAY finding fails the gate, so it is a failure like the others
+    strict = render_summary(_results(records, fail_on="may"))
+    assert "## Informational" not in strict
+    assert "CORE-CONTEXT-SIZE-PUBLISHED" in strict.partition("## Failures")[2]
+
+
+@pytest.mark.parametrize(
+    "records, sentence",
+    [
+        (
+            [rec("m", ["CORE-OBJECT"], "failed", violations=[viol("CORE-OBJECT")])],
+            "level reached: **none** (the highest level with no failure, waived ones included, at it or a "
+            "stricter level: a MUST requirement failed).",
+        ),
+        (
+            [rec("s", ["CORE-MODEL-MATCHES"], "failed", violations=[viol("CORE-MODEL-MATCHES")])],
+            "level reached: **MUST** (the highest level with no failure, waived ones included, at it or a "
+            "stricter level: no MUST requirement failed, a SHOULD one did).",
+        ),
+        (
+            [rec("ok", ["CORE-OBJECT"])],
+            "level reached: **MAY** (the highest level with no failure, waived ones included, at it or a "
+            "stricter level: nothing failed at any level).",
+        ),
+    ],
+)
+def test_the_level_reached_is_explained_where_it_is_shown(
+    records: list[dict[str, Any]], sentence: str
+) -> None:
+    assert sentence in render_summary(_results(records))
+
+
+def test_a_run_up_to_must_does_not_claim_a_stricter_level_unqualified() -> None:
+    text = render_summary(_results([rec("ok", ["CORE-OBJECT"])], level="must"))
+    assert "nothing failed at any level; this run judged only up to MUST)." in text
+
+
+def test_summary_names_a_user_profile_by_its_own_name() -> None:
+    from conformance.results import profile_label
+
+    target = {
+        "base_url": "http://x/v1", "model": "m", "profile": "profiles/acme.toml", "profile_name": "acme"
+    }
+    res = _results([rec("ok", ["CORE-OBJECT"])], target=target)
+    assert profile_label(res) == "acme (profiles/acme.toml, extends seed)"
+    assert "profile `acme (profiles/acme.toml, extends seed)`" in render_summary(res)
+    assert "profile `seed`" in render_summary(_results([rec("ok", ["CORE-OBJECT"])]))
+    # results.json of older runs (no profile_name): the file's stem
+    del target["profile_name"]
+    assert profile_label(_results([], target=target)) == "acme (profiles/acme.toml, extends seed)"
+
+
+def test_a_failing_check_prints_one_line_and_a_crash_keeps_its_traceback(tmp_path: Path) -> None:
+    """The console entry of a target's fault is one line (requirement, message, path), never the plugin's hook
+    wrappers; an internal error of the suite keeps pytest's full traceback."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from conformance.reference.server import start_in_thread
+
+    (tmp_path / "test_console.py").write_text(
+        textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.requirement("CORE-OBJECT", "CORE-ID-PRESENT")
+        def test_two_violations(judge):
+            judge.check(False, "CORE-OBJECT", 'object is not "chat.completion"', path="$.object",
+                        expected="chat.completion", received="list")
+            judge.check(False, "CORE-ID-PRESENT", "no id", path="$.id")
+
+        @pytest.mark.requirement("CORE-MODEL-PRESENT")
+        def test_stopped_by_require(judge):
+            judge.require(False, "CORE-MODEL-PRESENT", "no model\\nin the body \\x1b[31m", path="$.model")
+            raise AssertionError("never reached")
+
+        @pytest.mark.requirement("CORE-CREATED-SECONDS")
+        def test_suite_crash(judge):
+            usage = {}
+            usage["prompt_tokens"] += 1
+    """),
+        encoding="utf-8",
+    )
+    root = Path(__file__).resolve().parent.parent
+    with start_in_thread() as srv:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "test_console.py", "-q", "-p", "no:cacheprovider",
+             "-p", "no:randomly", "--conformance-base-url", srv.base_url, "--conformance-model", srv.model,
+             "--conformance-skip-discovery", "--conformance-report-dir", str(tmp_path / "r")],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    out = done.stdout
+
+    def entry(name: str) -> list[str]:
+        body = out.split(f" {name} _", 1)[1].split("\n_", 1)[0].split("\n=", 1)[0]
+        return [ln for ln in body.splitlines()[1:] if ln.strip()]
+
+    assert entry("test_two_violations") == [
+        'CORE-OBJECT: object is not "chat.completion" (at $.object); 1 more violation(s): CORE-ID-PRESENT; '
+        "evidence in the reports"
+    ], out
+    assert entry("test_stopped_by_require") == [
+        "CORE-MODEL-PRESENT: no model in the body \\x1b[31m (at $.model); evidence in the reports"
+    ], out
+    crash = "\n".join(entry("test_suite_crash"))
+    assert "KeyError" in crash and 'usage["prompt_tokens"] += 1' in crash  # the suite's bug, in full
+    assert "pytest_runtest_call" not in out and "plugin.py" not in out.split(" test_suite_crash _")[0]

@@ -93,5 +93,19 @@ def test_a_user_profile_is_judged_by_the_profile_it_extends(tmp_path: Path, base
     results = json.loads((tmp_path / "r" / "results.json").read_text(encoding="utf-8"))
     assert code == 0
     assert results["profile"] == base
+    assert results["target"]["profile_name"] == "mine"  # the user's profile, by its own name
+    summary = (tmp_path / "r" / "summary.md").read_text(encoding="utf-8")
+    assert f"profile `mine ({profile}, extends {base})`" in summary
     assert results["requirements"][judged]["verdict"] == "pass"
     assert absent not in results["requirements"]
+
+
+def test_hypothesis_caches_go_to_the_report_folder_never_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    code = main(["run", "--only", "GEN-VALID-ACCEPTED", "--examples", "3", "--report-dir", "out"])
+    assert code == 0
+    assert not (tmp_path / ".hypothesis").exists()
+    assert (tmp_path / "out" / ".hypothesis").is_dir()

@@ -19,7 +19,7 @@ import jinja2
 
 from conformance.catalog import CAPABILITIES, level_rank
 from conformance.evidence import Exchange
-from conformance.results import VERDICTS, is_warning
+from conformance.results import VERDICTS, explain_level_reached, finding_groups, is_warning, profile_label
 
 __all__ = ["write_html", "render_html", "BODY_CAP", "EVENTS_CAP", "EVENT_DATA_CAP"]
 
@@ -158,7 +158,10 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
     reqs = list(results.get("requirements", {}).values())
     checks = results.get("checks", [])
     code = results.get("exit_code", 1)
-    failures = [r for r in reqs if r["verdict"] in FAILURE_VERDICTS]
+    groups = finding_groups(results) if "requirements" in results else {}
+    listed_apart = {r["id"] for r in groups.get("informational", [])}  # MAY findings: their own section
+    failures = [r for r in reqs if r["verdict"] in FAILURE_VERDICTS and r["id"] not in listed_apart]
+    informational = [r for r in reqs if r["id"] in listed_apart]
     failures.sort(key=lambda r: (FAILURE_VERDICTS.index(r["verdict"]) if r["verdict"] != "fail" else -1,
                                  level_rank(r["level"])))
     caps = results.get("capabilities", {})
@@ -191,9 +194,14 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
             {**_failure_view(r, checks), "warning": is_warning(r, results.get("fail_on", "MUST"))}
             for r in failures
         ],
+        "informational": [{**_failure_view(r, checks), "warning": False} for r in informational],
         "warnings": sum(is_warning(r, results.get("fail_on", "MUST")) for r in failures),
         "fail_on": results.get("fail_on", "MUST"),
-        "failure_ids": {r["id"] for r in failures},
+        "failure_ids": {r["id"] for r in failures} | listed_apart,
+        "profile_label": profile_label(results),
+        "level_note": explain_level_reached(
+            str(results.get("level_reached", "")), str(results.get("level", "MAY"))
+        ),
         "verdicts_present": [v for v in VERDICTS if counts.get(v)],
         "levels": levels,
         "capability_names": [row["capability"] for row in matrix],
