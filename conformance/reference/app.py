@@ -708,9 +708,12 @@ class _Server:
             top_p=1.0 if self.f("top-p-ignored") else float(top_p),
             top_k=None if self.f("top-k-ignored") else top_k,
             min_p=0.0 if self.f("min-p-ignored") else float(min_p),
-            frequency_penalty=0.0 if self.f("penalties-ignored") else float(fp),
-            presence_penalty=0.0 if self.f("presence-penalty-ignored") else float(pp),
-            repetition_penalty=1.0 if self.f("repetition-penalty-ignored") else float(rp),
+            frequency_penalty=0.0 if self.f("penalties-ignored")
+            else -float(fp) if self.f("frequency-penalty-backwards") else float(fp),
+            presence_penalty=0.0 if self.f("presence-penalty-ignored")
+            else -float(pp) if self.f("presence-penalty-backwards") else float(pp),
+            repetition_penalty=1.0 if self.f("repetition-penalty-ignored")
+            else 1.0 / float(rp) if self.f("repetition-penalty-backwards") and rp > 0 else float(rp),
             logit_bias={
                 k: v
                 for k, v in bias.items()

@@ -164,6 +164,21 @@ _TABLE: list[tuple[str, str, str]] = [
     ("penalties-ignored", "PENALTY-FREQUENCY-EFFECT", "frequency_penalty is ignored."),
     ("presence-penalty-ignored", "PENALTY-PRESENCE-EFFECT", "presence_penalty is ignored."),
     ("repetition-penalty-ignored", "PENALTY-REPETITION-EFFECT", "repetition_penalty is ignored."),
+    (
+        "frequency-penalty-backwards",
+        "PENALTY-FREQUENCY-EFFECT",
+        "frequency_penalty is applied with its sign reversed (a positive value rewards repeated tokens).",
+    ),
+    (
+        "presence-penalty-backwards",
+        "PENALTY-PRESENCE-EFFECT",
+        "presence_penalty is applied with its sign reversed (a positive value rewards present tokens).",
+    ),
+    (
+        "repetition-penalty-backwards",
+        "PENALTY-REPETITION-EFFECT",
+        "repetition_penalty r is applied as 1/r (above 1 rewards repetition, below 1 discourages it).",
+    ),
     ("logit-bias-ignored", "LOGIT-BIAS-FORCE", "Positive logit_bias values are ignored."),
     ("logit-bias-ban-ignored", "LOGIT-BIAS-BAN", "Negative logit_bias values are ignored."),
     # --- logprobs
