@@ -111,6 +111,17 @@ PROBES: dict[str, Probe] = {
             {"role": "user", "content": "c"},
         ]
     ),
+    "content-parts-text-dropped": p(**GREEDY, messages=[{"role": "user", "content": [{"type": "text",
+                                                                                     "text": "hi"}]}]),
+    "history-ignored": p(
+        **GREEDY,
+        messages=[
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+        ],
+    ),
     "models-missing": Probe(path="/v1/models", method="GET"),
     "models-no-context-size": Probe(path="/v1/models", method="GET"),
     "usage-missing": p(**GREEDY),

@@ -7,18 +7,29 @@ from typing import Any
 import pytest
 
 from conformance.checks._support import (
+    COMPARE_LOGPROBS,
+    DIVERGED,
+    EMPTY,
+    EQUAL,
     USER,
+    Answer,
+    answer_of,
     ask,
     body,
-    content_of,
     cut_in_reasoning,
+    deterministic_logprobs,
+    is_4xx,
     judge_answer_fields,
     judge_schema,
     now,
     obj,
     ok_json,
     published_context_length,
+    require_completion,
+    settle,
+    usage_of,
 )
+from conformance.violations import Inconclusive
 
 BASIC = "basic"  # the shared basic completion, judged by several checks
 
@@ -173,39 +184,103 @@ def test_ids_unique(shared, client, judge, conformance_target):
     )
 
 
+# ---- the same request with other messages (spec/DECISIONS.md#oracles) ------------------------------------
+# Content parts and history are judged on what they do to a deterministic answer: the request is the shared
+# deterministic 16-token one with logprobs (USER as a string, deterministic_logprobs) with only its messages
+# changed, so the two answers differ in nothing but the messages.
+
+HISTORY = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Hello."},
+    {"role": "assistant", "content": "Hi. I am a helpful assistant, and I like to tell short stories about "
+     "animals: cats, dogs and birds."},
+]
+
+
+class _Pair:
+    """The shared deterministic request (USER as a plain string) and the same request with other messages:
+    their first answers and how to ask each again."""
+
+    def __init__(self, shared: Any, client: Any, target: Any, profile: Any, capabilities: Any,
+                 messages: list[dict[str, Any]], what: str) -> None:
+        self.client, self.what = client, what
+        base = deterministic_logprobs(shared, target, profile, capabilities)
+        self.base_req = base.request_json if isinstance(base.request_json, dict) else {}
+        if is_4xx(base):  # logprobs refused: both sides go without them
+            self.base_req = {k: v for k, v in self.base_req.items() if k not in COMPARE_LOGPROBS}
+            base = client.chat(self.base_req, label="deterministic request (USER as a string), no logprobs")
+        self.base = base
+        self.req = {**self.base_req, "messages": messages}
+        self.ex = self._send_new()
+
+    def _send_new(self) -> Any:
+        return self.client.chat(self.req, label=f"deterministic request, {self.what}")
+
+    def ask_base(self) -> Answer:
+        ex = self.client.chat(self.base_req, label="deterministic request (USER as a string), asked again")
+        return answer_of(ok_json(ex, "the deterministic request"))
+
+    def ask_new(self) -> Answer:
+        return answer_of(ok_json(self._send_new(), f"the request with {self.what}"))
+
+
 @pytest.mark.requirement("CORE-MULTI-TURN")
-def test_multi_turn_conversation(client, judge, conformance_target):
-    msgs = [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Hello."},
-        {"role": "assistant", "content": "Hi."},
-        {"role": "user", "content": USER},
-    ]
-    ex = client.chat(body(conformance_target, messages=msgs, max_tokens=4), label="multi-turn")
-    judge.check(
-        ex.status == 200 and bool(content_of(obj(ex.json())) or obj(ex.json()).get("choices")),
-        "CORE-MULTI-TURN",
-        "a system/user/assistant conversation was not answered",
-        path="status",
-        expected="200 with choices",
-        received=ex.status,
-        exchange=ex,
-    )
+def test_multi_turn_conversation(shared, client, judge, conformance_target, profile, capabilities):
+    # History must reach the model. Forced evidence: the conversation's prompt holds the last user message
+    # and more, so usage.prompt_tokens must grow over the last message alone. The answers may legitimately be
+    # the same (a deterministic story need not change after "Hello."), so an equal answer fails only where
+    # the prompt did not grow either; a different answer shows the history was read.
+    pair = _Pair(shared, client, conformance_target, profile, capabilities,
+                 [*HISTORY, {"role": "user", "content": USER}],
+                 "a system/user/assistant conversation before it")
+    data = require_completion(judge, pair.ex, "CORE-MULTI-TURN", "a system/user/assistant conversation")
+    base = ok_json(pair.base, "the last user message alone")
+    alone, full = usage_of(base, "prompt_tokens"), usage_of(data, "prompt_tokens")
+    if alone is not None and full is not None and full > alone:
+        judge.check(True, "CORE-MULTI-TURN", "")
+        return
+    done = settle(answer_of(base), answer_of(data), pair.ask_base, pair.ask_new)
+    cmp = done.comparison
+    sizes = f"prompt_tokens {full} with the history, {alone} without"
+    if cmp.kind == EMPTY:
+        raise Inconclusive(f"both answers are empty ({sizes}): nothing to compare")
+    if alone is None or full is None:
+        if cmp.kind == DIVERGED:
+            judge.check(True, "CORE-MULTI-TURN", "")
+            return
+        raise Inconclusive(f"no usage.prompt_tokens to show the history in the prompt, and the answers "
+                           f"with and without it are {cmp.kind} ({done.reason}): a history may leave a "
+                           "deterministic answer unchanged")
+    if cmp.kind != EQUAL:
+        raise Inconclusive(f"{sizes} (the history did not make the prompt longer), yet the answers are "
+                           f"{cmp.kind} ({done.reason}): usage and answers disagree")
+    judge.check(False, "CORE-MULTI-TURN",
+                "the conversation was answered as if it were its last user message alone: the same "
+                f"prompt size ({sizes}) and the same deterministic answer", path="$.usage.prompt_tokens",
+                expected=f"more than {alone} prompt tokens (system, user and assistant turns before the "
+                "last message)", received=full, exchange=pair.ex)
 
 
 @pytest.mark.requirement("CORE-CONTENT-PARTS")
-def test_content_parts(client, judge, conformance_target):
-    msgs = [{"role": "user", "content": [{"type": "text", "text": USER}]}]
-    ex = client.chat(body(conformance_target, messages=msgs, max_tokens=4), label="content parts")
-    judge.check(
-        ex.status == 200 and isinstance(obj(ex.json()).get("choices"), list),
-        "CORE-CONTENT-PARTS",
-        "content given as an array of text parts was not accepted",
-        path="status",
-        expected="200 with choices",
-        received=ex.status,
-        exchange=ex,
-    )
+def test_content_parts(shared, client, judge, conformance_target, profile, capabilities):
+    # Content parts are "the equivalent string": the same deterministic request with USER as one text part
+    # must give the same answer (compared token by token: a near-tie divergence is asked again, then
+    # Inconclusive; a confident one fails).
+    pair = _Pair(shared, client, conformance_target, profile, capabilities,
+                 [{"role": "user", "content": [{"type": "text", "text": USER}]}], "USER as one text part")
+    data = require_completion(judge, pair.ex, "CORE-CONTENT-PARTS", "content given as an array of text parts")
+    base = ok_json(pair.base, "the same request with a string content")
+    done = settle(answer_of(base), answer_of(data), pair.ask_base, pair.ask_new)
+    cmp = done.comparison
+    if cmp.kind == EMPTY:
+        raise Inconclusive(f"both answers are empty: {cmp.detail}")
+    if not cmp.settled:
+        raise Inconclusive(f"the answers to a string and to the equivalent text part differ only where the "
+                           f"model nearly ties: {done.reason}")
+    judge.check(cmp.kind == EQUAL, "CORE-CONTENT-PARTS",
+                f"content given as a text part was answered differently from the equivalent string "
+                f"({cmp.detail})", path="$.choices[0].message.content",
+                expected=done.answers_a[done.a].text, received=done.answers_b[done.b].text, exchange=pair.ex)
 
 
 @pytest.mark.requirement("CORE-MODELS-LIST", "CORE-CONTEXT-SIZE-PUBLISHED")

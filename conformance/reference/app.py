@@ -386,6 +386,8 @@ class _Server:
                             f"{where}.tool_call_id",
                             "missing_required_parameter",
                         )
+            if isinstance(m.get("content"), list) and self.f("content-parts-text-dropped"):
+                text = ""
             out.append({"role": role, "text": text, "tool_calls": tool_calls})
         return out
 
@@ -628,7 +630,7 @@ class _Server:
             )  # bad-input-500 answers this with 500 as well
 
         # ---- prompt and context
-        prompt_ids = VOCAB.encode(_render_prompt(messages))
+        prompt_ids = VOCAB.encode(_render_prompt(messages[-1:] if self.f("history-ignored") else messages))
         ctx = self.context_length
         if len(prompt_ids) >= ctx:
             if not self.f("prompt-too-long-accepted"):

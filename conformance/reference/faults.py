@@ -48,6 +48,16 @@ _TABLE: list[tuple[str, str, str]] = [
         "A message whose content is an array of parts gets 400.",
     ),
     ("multi-turn-rejected", "CORE-MULTI-TURN", "An assistant message without tool_calls gets 400."),
+    (
+        "content-parts-text-dropped",
+        "CORE-CONTENT-PARTS",
+        "A message whose content is an array of parts is accepted, but its text is dropped (read as \"\").",
+    ),
+    (
+        "history-ignored",
+        "CORE-MULTI-TURN",
+        "Conversations are accepted, but only the last message reaches the prompt (history ignored).",
+    ),
     ("models-missing", "CORE-MODELS-LIST", "GET /models answers 404."),
     (
         "models-no-context-size",
