@@ -156,6 +156,7 @@ PROBES: dict[str, Probe] = {
     "stream-max-tokens-ignored": p(**STREAM),
     "max-tokens-zero-accepted": p(max_tokens=0),
     "context-truncate-errors": p(max_tokens=1000),
+    "context-truncate-prompt": p(messages=[{"role": "user", "content": "word " * 200}], max_tokens=100),
     "context-error-ignored": p(max_tokens=1000, context_length_exceeded_behavior="error"),
     "prompt-too-long-accepted": p(messages=[{"role": "user", "content": "word " * 300}], max_tokens=2),
     "context-behavior-any-accepted": p(**GREEDY, context_length_exceeded_behavior="drop"),

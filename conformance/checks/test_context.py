@@ -92,6 +92,17 @@ def test_context_truncate_by_default(shared, client, judge, conformance_target, 
     prompt, completion = usage_of(data, "prompt_tokens"), usage_of(data)
     if prompt is None or completion is None:
         raise Inconclusive("usage is missing: whether max_tokens was reduced to fit cannot be told")
+    # "max_tokens will be reduced to fit": the prompt is kept whole, so the answer's prompt_tokens is what
+    # the same messages take alone (asked with max_tokens 1); fewer is the prompt cut instead of max_tokens
+    # (spec/DECISIONS.md#oracles).
+    whole = _prompt_tokens(shared, conformance_target, req["messages"])
+    if whole is not None and whole + max_tokens > ctx:
+        judge.check(prompt >= whole, "CONTEXT-TRUNCATE-DEFAULT",
+                    f"the prompt was cut to fit instead of max_tokens: the answer counts {prompt} prompt "
+                    f"tokens, the same messages alone take {whole}", path="$.usage.prompt_tokens",
+                    expected=f">= {whole} (the whole prompt; max_tokens {max_tokens} reduced to "
+                    f"{ctx - whole} or fewer)", received=prompt, exchange=ex)
+        prompt = max(prompt, whole)
     if prompt + max_tokens <= ctx:
         raise Inconclusive(f"the prompt took {prompt} tokens, so prompt + max_tokens {max_tokens} did not "
                            f"cross the context length {ctx}")

@@ -654,7 +654,11 @@ class _Server:
                     "max_tokens",
                     "context_length_exceeded",
                 )
-            max_tokens = remaining
+            if self.f("context-truncate-prompt") and max_tokens < ctx:
+                # cut the prompt's start, keep the whole max_tokens
+                prompt_ids = prompt_ids[len(prompt_ids) + max_tokens - ctx :]
+            else:
+                max_tokens = remaining
         if self.f("max-tokens-overshoot") and not stream and max_tokens >= 8:
             max_tokens = min(max_tokens + 3, remaining)
         if self.f("max-tokens-ignored") or (stream and self.f("stream-max-tokens-ignored")):

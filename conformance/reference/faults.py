@@ -132,6 +132,12 @@ _TABLE: list[tuple[str, str, str]] = [
         "Prompt + max_tokens over the context gets 400 even without behaviour error.",
     ),
     (
+        "context-truncate-prompt",
+        "CONTEXT-TRUNCATE-DEFAULT",
+        "Prompt + max_tokens over the context is answered with the prompt's start cut off to make room for "
+        "the whole max_tokens, instead of max_tokens reduced.",
+    ),
+    (
         "context-error-ignored",
         "CONTEXT-ERROR-BEHAVIOR",
         'context_length_exceeded_behavior "error" truncates.',
