@@ -1,4 +1,5 @@
-"""Sampling filters: a tiny top_p, min_p = 1 and top_k = 1 leave only the most likely token."""
+"""Sampling filters: a tiny top_p, min_p = 1 and top_k = 1 leave only the most likely token: different
+seeds give the same answer, and (with logprobs) every sampled token is the top one of its top_logprobs."""
 
 from __future__ import annotations
 
@@ -45,19 +46,44 @@ def _judge_filter(client: Any, judge: Any, target: Any, requirement: str, what: 
     # compared with the first token by token, with logprobs (spec/DECISIONS.md#near-ties): a divergence where
     # the two candidates nearly tie is numerics, not sampling, and is asked again (settle); a confident one
     # fails. At a near-tie an answer that chose a token far below its own most likely one shows sampling.
+    #
+    # Where the target reports logprobs, each answer is also judged token by token against them
+    # (spec/DECISIONS.md#oracles): the filter leaves only the most likely token, so every sampled token is
+    # the top one of its own top_logprobs; one more than NEAR_TIE_MARGIN below the best listed alternative
+    # fails, even when every seed gives that same answer (a filter that keeps the wrong token).
+    every: list[tuple[Any, Answer]] = []
+
     def ask(seed: int) -> tuple[Any, Answer]:
         req = body(target, temperature=HOT, seed=seed, max_tokens=MAX, **fields)
         ex = with_logprobs(lambda b: client.chat(b, label=f"{what}, temperature {HOT}, seed {seed}"), req)
         if seed == SEEDS[0] and is_4xx(ex) and requirement == "SAMPLING-TOP-K-EFFECT":
             raise Inconclusive(f"{what} was refused (HTTP {ex.status}); top_k 1 is on the seed's exclusive "
                                "bound 1 < x < 128, so the effect cannot be judged")
-        return ex, answer_of(ok_json(ex, what))
+        every.append((ex, answer_of(ok_json(ex, what))))
+        return every[-1]
+
+    def all_top() -> bool:
+        """Judge each answer asked so far against its logprobs; False once one fails."""
+        for ex, a in every:
+            sampled = off_greedy(a)
+            if sampled is not None:
+                judge.check(False, requirement, f"with {what} at temperature {HOT} a sampled token is not "
+                            f"the most likely one its logprobs report: {sampled}",
+                            path="$.choices[0].logprobs",
+                            expected="the most likely token of top_logprobs at every position",
+                            received=a.reasoning + a.content, exchange=ex)
+                return False
+        return True
 
     first = ask(SEEDS[0])[1]
+    if not all_top():
+        return
     unsettled = []
     for seed in SEEDS[1:]:
         asked = [ask(seed)]
         done = settle(first, asked[0][1], lambda: ask(SEEDS[0])[1], _recorder(ask, seed, asked))
+        if not all_top():
+            return
         cmp = done.comparison
         if cmp.kind == EMPTY:
             raise Inconclusive(f"with {what} the answers are empty: {cmp.detail}")

@@ -718,6 +718,8 @@ class _Server:
             else -float(fp) if self.f("frequency-penalty-backwards") else float(fp),
             presence_penalty=0.0 if self.f("presence-penalty-ignored")
             else -float(pp) if self.f("presence-penalty-backwards") else float(pp),
+            skip_top=frozenset(k for k in ("top_k", "top_p", "min_p")
+                               if self.f(k.replace("_", "-") + "-skips-top")),
             repetition_penalty=1.0 if self.f("repetition-penalty-ignored")
             else 1.0 / float(rp) if self.f("repetition-penalty-backwards") and rp > 0 else float(rp),
             logit_bias={

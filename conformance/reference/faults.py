@@ -162,6 +162,24 @@ _TABLE: list[tuple[str, str, str]] = [
     ("top-p-ignored", "SAMPLING-TOP-P-EFFECT", "top_p is ignored."),
     ("min-p-ignored", "SAMPLING-MIN-P-EFFECT", "min_p is ignored."),
     ("top-k-ignored", "SAMPLING-TOP-K-EFFECT", "top_k is ignored."),
+    (
+        "top-p-skips-top",
+        "SAMPLING-TOP-P-EFFECT",
+        "top_p builds its nucleus from the second most likely token on: a tiny top_p always picks the "
+        "runner-up (the same answer for every seed).",
+    ),
+    (
+        "min-p-skips-top",
+        "SAMPLING-MIN-P-EFFECT",
+        "min_p filters from the second most likely token on: min_p 1 always picks the runner-up (the same "
+        "answer for every seed).",
+    ),
+    (
+        "top-k-skips-top",
+        "SAMPLING-TOP-K-EFFECT",
+        "top_k keeps the k tokens after the most likely one: top_k 1 always picks the runner-up (the same "
+        "answer for every seed).",
+    ),
     # --- stop
     ("stop-ignored", "STOP-HONOURED", "Stop sequences are ignored."),
     (

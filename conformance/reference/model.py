@@ -406,6 +406,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     repetition_penalty: float = 1.0
     logit_bias: dict[int, float] = field(default_factory=dict)
+    # fault modes: the filters named here pick their candidates from the second most likely token on
+    skip_top: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -472,8 +474,10 @@ class Decoder:
         if filtering:
             order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))
             if p.top_k is not None:
+                order = order[1:] if "top_k" in p.skip_top else order
                 order = order[: max(1, p.top_k)]
             if p.top_p < 1.0:
+                order = order[1:] if "top_p" in p.skip_top else order
                 total = math.fsum(probs)
                 kept, cum = [], 0.0
                 for i in order:
@@ -483,6 +487,7 @@ class Decoder:
                         break
                 order = kept
             if p.min_p > 0.0:
+                order = order[1:] if "min_p" in p.skip_top else order
                 pmax = probs[order[0]]
                 order = [i for i in order if probs[i] >= p.min_p * pmax] or order[:1]
             candidates = order
