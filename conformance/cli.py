@@ -42,7 +42,20 @@ def _build_parser() -> argparse.ArgumentParser:
         "--base-url",
         help="target base URL ending before /chat/completions; omitted: start the embedded reference server",
     )
-    r.add_argument("--model", help="model name to request (default: the reference server's)")
+    r.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="model name to request (default: the reference server's); repeat it for a fleet: each model is "
+        "judged in turn, its reports in DIR/<model>/, the matrix in DIR/matrix.md and DIR/matrix.html",
+    )
+    r.add_argument(
+        "--fleet",
+        metavar="FLEET.toml",
+        help="judge the [[target]]s of this file (base_url, model; optional profile, expectations, "
+        "api_key_env) in turn, like repeated --model; the fleet exits with its worst exit code",
+    )
     r.add_argument(
         "--api-key-env",
         default="CONFORMANCE_API_KEY",
@@ -181,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         handler = {
-            "run": _cmd_run,
+            "run": _cmd_run_or_fleet,
             "serve": _cmd_serve,
             "requirements": _cmd_requirements,
             "report": _cmd_report,
@@ -329,6 +342,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             faults=tuple(args.fault),
             profile=load_profile(args.profile).base,
             variants=tuple(args.variant),
+            **({"model_name": model} if model else {}),  # serve the model asked for (a fleet's each)
         )
         base_url, model = server.base_url, model or server.model
         print(
@@ -444,6 +458,129 @@ class _Grab:
         if self.config is None or _state not in self.config.stash:
             return None
         return self.config.stash[_state].get("results")
+
+
+# ---- a fleet: several models in one run ------------------------------------------------------------------
+
+
+def _cmd_run_or_fleet(args: argparse.Namespace) -> int:
+    """``--model`` given once or not at all (and no ``--fleet``): the single-model run, unchanged."""
+    models: list[str] = args.model
+    if args.fleet is None and len(models) <= 1:
+        args.model = models[0] if models else None
+        return _cmd_run(args)
+    return _cmd_fleet(args)
+
+
+_EXIT_MEANING = {
+    0: "conformant",
+    1: "not conformant",
+    2: "usage error",
+    3: "unreachable",
+    4: "internal error",
+}
+
+
+def _fleet_targets(args: argparse.Namespace) -> list[Any]:
+    from conformance.fleet import FleetTarget, load_fleet
+
+    if args.fleet is not None:
+        if args.model or args.base_url:
+            raise UsageError(
+                "--fleet lists the targets and their models: drop --model and --base-url, or drop --fleet"
+            )
+        return load_fleet(args.fleet)
+    seen: set[str] = set()
+    for m in args.model:
+        if m in seen:
+            raise UsageError(f"--model {m!r} is given twice: give each model of the fleet once")
+        seen.add(m)
+    return [FleetTarget(model=m, base_url=args.base_url) for m in args.model]
+
+
+def _cmd_fleet(args: argparse.Namespace) -> int:
+    """Judge each model of the fleet in turn, in this process, one after another: runs against one base URL
+    never overlap, so ``--rate-limit`` holds for the base URL as a whole. Every target is checked before the
+    first run (any mistake: exit 2, nothing run). Reports go to ``DIR/<model>/``, the matrix to
+    ``DIR/matrix.md`` and ``DIR/matrix.html``; the exit code is the worst of the models'
+    (:func:`conformance.fleet.worst_exit`)."""
+    from conformance.fleet import folder_names, worst_exit
+
+    targets = _fleet_targets(args)
+    folders = folder_names(targets)
+    root = Path(args.report_dir)
+    runs: list[argparse.Namespace] = []
+    for i, (t, folder) in enumerate(zip(targets, folders, strict=True), 1):
+        ns = argparse.Namespace(**vars(args))
+        ns.model, ns.base_url, ns.fleet = t.model, t.base_url, None
+        ns.report_dir = str(root / folder)
+        for key in ("profile", "expectations", "api_key_env"):
+            if getattr(t, key) is not None:
+                setattr(ns, key, getattr(t, key))
+        try:
+            _validate_run(ns)
+        except UsageError as exc:
+            raise UsageError(f"target {i} ({t.label()}): {exc}") from None
+        runs.append(ns)
+    print(
+        f"chat-conformance: a fleet of {len(runs)} model(s), judged one after another; reports in {root}/",
+        file=sys.stderr,
+    )
+    codes: list[int] = []
+    results_list: list[dict[str, Any]] = []
+    for i, (t, ns) in enumerate(zip(targets, runs, strict=True), 1):
+        print(f"chat-conformance: [{i}/{len(runs)}] {t.label()} -> {ns.report_dir}/", file=sys.stderr)
+        fresh = Path(ns.report_dir) / "results.json"
+        fresh.unlink(missing_ok=True)  # an earlier run's results must never stand for this one
+        try:
+            code = _cmd_run(ns)
+        except UsageError as exc:
+            print(f"chat-conformance: error: {t.label()}: {exc}", file=sys.stderr)
+            code = EXIT_USAGE
+        except Exception as exc:  # the suite crashed on this model: say so and judge the next one
+            import traceback
+
+            traceback.print_exc()
+            print(
+                f"chat-conformance: internal error ({type(exc).__name__}) on {t.label()}: please report this",
+                file=sys.stderr,
+            )
+            code = EXIT_INTERNAL
+        codes.append(code)
+        results_list.append(_fleet_column(t, ns, code, fresh))
+    from conformance.reports.matrix import matrix_markdown, write_matrix
+
+    root.mkdir(parents=True, exist_ok=True)
+    html = write_matrix(results_list, root)
+    md = root / "matrix.md"
+    md.write_text(matrix_markdown(results_list), encoding="utf-8")
+    worst = worst_exit(codes)
+    for t, code in zip(targets, codes, strict=True):
+        print(f"chat-conformance: {t.label()}: exit {code} ({_EXIT_MEANING.get(code, '?')})", file=sys.stderr)
+    print(
+        f"chat-conformance: fleet exit {worst} (the worst of its models): matrix in {md} and {html}",
+        file=sys.stderr,
+    )
+    return worst
+
+
+def _fleet_column(t: Any, ns: argparse.Namespace, code: int, path: Path) -> dict[str, Any]:
+    """The model's results.json, or, where its run wrote none (unreachable, usage error), a column that
+    says so: every model of the fleet has its column in the matrix."""
+    if path.is_file():
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return data
+        except (OSError, ValueError):
+            pass
+    return {
+        "target": {"model": t.model, "base_url": t.base_url or "embedded reference server"},
+        "profile": ns.profile,
+        "verdict": f"NOT JUDGED (exit {code}: {_EXIT_MEANING.get(code, 'unknown')})",
+        "exit_code": code,
+        "level_reached": "none",
+        "requirements": {},
+    }
 
 
 # ---- serve / requirements / report -----------------------------------------------------------------------
