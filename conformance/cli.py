@@ -47,8 +47,9 @@ def _build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME",
-        help="model name to request (default: the reference server's); repeat it for a fleet: each model is "
-        "judged in turn, its reports in DIR/<model>/, the matrix in DIR/matrix.md and DIR/matrix.html",
+        help="model name to request (default: the reference server's); repeat it for a fleet: the models are "
+        "judged one after another (so --rate-limit holds for the base URL as a whole), reports in "
+        "DIR/<model>/, the matrix in DIR/matrix.md and DIR/matrix.html, the exit code the worst of theirs",
     )
     r.add_argument(
         "--fleet",
