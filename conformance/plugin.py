@@ -539,7 +539,7 @@ class _Recorder:
             self.config.stash[_state]["interrupted"] = True
 
 
-def _run_wide(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _run_wide(records: list[dict[str, Any]], stop_sequence: str | None = None) -> list[dict[str, Any]]:
     """Records of the run-wide invariants over every exchange of the run, for the requirements the run
     selected and did not find unsupported (a check skipped as unsupported leaves its requirement alone)."""
     from conformance.checks._runwide import judge_run
@@ -549,7 +549,7 @@ def _run_wide(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in records:
         skipped_unsupported = r["outcome"] == "skipped" and r.get("skip_reason", "").startswith("unsupported")
         (unsupported if skipped_unsupported else selected).update(r["requirements"])
-    return judge_run(records, selected - unsupported)
+    return judge_run(records, selected - unsupported, stop_sequence=stop_sequence)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -562,7 +562,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     t: Target = state["target"]
     stored: list[Any] = config.stash[_records]
     records = list(stored)
-    records += _run_wide(records)
+    records += _run_wide(records, getattr(state["profile"], "stop_sequence", None))
     probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
     cost = cost_of([*records, *probes])
     if "budget" in state and state["budget"].shared:  # counted across workers only when a limit is set

@@ -272,3 +272,39 @@ def test_context_error_behavior_measures_the_prompt() -> None:
     assert isinstance(n, int) and n > 30 and shared.sent == ["context-overflow-prompt"]
     refused = _shared(TestClient(create_app(context_length=16)))
     assert test_context._prompt_tokens(refused, TARGET, msgs) is None  # the prompt alone does not fit
+
+
+# --------------------------------------------------------------------------- where the stop sequence comes from
+
+
+def _stop_sources(answers: dict[str, str]) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
+    """A fake ``shared``: the deterministic answers by whether the request carries penalties."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def shared(key: str, body: dict[str, Any], **kw: Any) -> Exchange:
+        sent.append((key, body))
+        content = answers["spread" if "presence_penalty" in body else "plain"]
+        return _exchange(_completion("stop" if len(content) < 20 else "length", content=content))
+
+    return shared, sent
+
+
+def test_a_short_answer_without_a_stop_sequence_falls_back_to_a_penalty_spread_one() -> None:
+    shared, sent = _stop_sources({"plain": " Hi.", "spread": " Once upon a time, a small cat named Tom"})
+    base, stop, at, src = test_stop._stop(shared, TARGET, SEED)
+    assert (stop, at, src.key) == ("tim", 13, "-spread")
+    assert [k for k, _ in sent] == ["deterministic-logprobs-16", "stop-base-spread"]
+    spread = sent[-1][1]
+    assert spread["max_tokens"] == test_stop.LONG and spread["presence_penalty"] == 1.9
+    # every request of the stop checks is then that request with the stop sequence added
+    cut = test_stop._cut_body(TARGET, SEED, [stop], src)
+    assert {k: v for k, v in cut.items() if k != "stop"} == {k: v for k, v in spread.items()
+                                                             if k not in ("logprobs", "top_logprobs")}
+
+
+def test_the_short_answer_is_kept_when_it_holds_a_stop_sequence_and_no_source_is_inconclusive() -> None:
+    shared, sent = _stop_sources({"plain": " cat cat cat cat", "spread": "x"})
+    assert test_stop._stop(shared, TARGET, SEED)[1:3] == ("t ca", 3) and len(sent) == 1
+    shared, _ = _stop_sources({"plain": " Hi.", "spread": " Ok."})
+    with pytest.raises(Inconclusive, match="no deterministic answer holds a usable stop sequence"):
+        test_stop._stop(shared, TARGET, SEED)

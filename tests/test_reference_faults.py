@@ -64,6 +64,7 @@ TOOL_TURN = [
     },
     {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 21}'},
 ]
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
 GREEDY = {"temperature": 0, "max_tokens": 8}
 STREAM = {"temperature": 0, "max_tokens": 6, "stream": True}
 STREAM_USAGE = {**STREAM, "stream_options": {"include_usage": True}}
@@ -235,6 +236,17 @@ PROBES: dict[str, Probe] = {
     "stream-id-reused": p(**STREAM),
     "finish-reason-invalid-later-choices": p(**GREEDY, n=2),
     "stream-usage-total-wrong": p(**STREAM_USAGE),
+    "tool-call-id-empty-named": p(messages=WEATHER, tools=TOOLS, seed=1, tool_choice=NAMED),
+    "tool-args-not-json-named": p(messages=WEATHER, tools=TOOLS, seed=1, tool_choice=NAMED),
+    "tool-args-invalid-schema-stream": p(messages=WEATHER, tools=TOOLS, seed=1, tool_choice="required",
+                                         stream=True),
+    "tool-required-stream-wrong-name": p(messages=WEATHER, tools=TOOLS, seed=1, tool_choice="required",
+                                         stream=True),
+    "finish-tool-calls-without-call": p(messages=TOOL_TURN, tools=TOOLS, **GREEDY),
+    "stop-kept-with-several": Probe(
+        body={"temperature": 0, "max_tokens": 32, "stop": ["\u00a7zq\u00a7", " mat"]}, profile="openai"
+    ),
+    "json-schema-loose-prose": p(response_format=SCHEMA_RF, seed=1, max_tokens=32),
     "malformed-json-500": Probe(raw=b'{"model": '),
     "missing-messages-accepted": p(messages=None, **GREEDY),
     "empty-messages-accepted": p(messages=[], **GREEDY),

@@ -202,3 +202,168 @@ def test_message_content_null_only_with_calls_refusal_or_a_cut_inside_the_reason
     cut = answer(finish="length")
     cut["choices"][0]["message"].update(content=None, reasoning_content="let me think")
     assert verdicts(records(completion({}, cut)), req) == {"CORE-MESSAGE-CONTENT": "passed"}
+
+
+# ---- tool calls, stop sequences and JSON output, judged on every answer that shows them --------------------
+
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+    {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
+]
+NAMED = {"type": "function", "function": {"name": "get_time"}}
+
+
+def with_message(finish: str = "stop", **message: Any) -> dict[str, Any]:
+    out = answer(finish=finish)
+    out["choices"][0]["message"] = {"role": "assistant", **message}
+    return out
+
+
+def call(name: str = "get_time", arguments: str = '{"city": "Paris"}', cid: str = "call_1") -> dict:
+    return {"id": cid, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def run_wide(recs: list[dict[str, Any]], reqs: tuple[str, ...], **kw: Any) -> dict[str, dict[str, Any]]:
+    return {r["requirements"][0]: r for r in judge_run(recs, reqs, **kw)}
+
+
+def test_a_named_call_is_judged_for_shape_arguments_and_name_not_only_the_forced_one() -> None:
+    req = {"tools": TOOLS, "tool_choice": NAMED}
+    good = completion(req, with_message("tool_calls", content=None, tool_calls=[call()]), label="ok")
+    wrong = [call("get_weather", "city=Paris", "")]
+    bad = completion(req, with_message("stop", content=None, tool_calls=wrong), label="named call")
+    reqs = ("TOOLS-CALL-SHAPE", "TOOLS-ARGS-JSON", "TOOLS-CHOICE-NAMED", "TOOLS-FINISH-REASON")
+    out = run_wide(records(good, bad), reqs)
+    assert {k: v["outcome"] for k, v in out.items()} == {
+        "TOOLS-CALL-SHAPE": "failed", "TOOLS-ARGS-JSON": "failed", "TOOLS-CHOICE-NAMED": "failed",
+        "TOOLS-FINISH-REASON": "passed",  # a forced call may end with stop
+    }
+    assert out["TOOLS-CALL-SHAPE"]["exchanges"] == [bad]
+    assert out["TOOLS-ARGS-JSON"]["violations"][0]["message"] == (
+        "run-wide, in exchange 'named call' (one of 2 judged): arguments do not parse as JSON")
+    assert out["TOOLS-CHOICE-NAMED"]["violations"][0]["received"] == "get_weather"
+
+
+def test_arguments_cut_by_length_are_not_judged_and_an_unforced_call_must_say_tool_calls() -> None:
+    cut_call = [call(arguments='{"ci')]
+    cut = completion({"tools": TOOLS}, with_message("length", content=None, tool_calls=cut_call))
+    assert run_wide(records(cut), ("TOOLS-ARGS-JSON", "TOOLS-FINISH-REASON")) == {}
+    stop = completion({"tools": TOOLS, "tool_choice": "auto"}, with_message("stop", content=None,
+                                                                           tool_calls=[call()]))
+    out = run_wide(records(stop), ("TOOLS-FINISH-REASON",))
+    assert out["TOOLS-FINISH-REASON"]["outcome"] == "failed"
+
+
+def test_finish_reason_tool_calls_without_a_call_fails() -> None:
+    turn = completion({"tools": TOOLS}, with_message("tool_calls", content="It is sunny."), label="tool turn")
+    out = run_wide(records(turn), ("TOOLS-FINISH-REASON",))
+    assert out["TOOLS-FINISH-REASON"]["violations"][0]["message"].endswith(
+        "finish_reason is tool_calls but the answer carries no tool call")
+
+
+def tool_stream(request: dict[str, Any], frags: list[dict[str, Any]], finish: str = "tool_calls") -> dict:
+    chunks = [
+        {**chunk(content=None), "choices": [{"index": 0, "delta": {"tool_calls": [f]},
+                                             "finish_reason": None}]}
+        for f in frags
+    ]
+    return stream({"stream": True, **request}, [*chunks, chunk(content=None, finish=finish)])
+
+
+def test_streamed_calls_are_reassembled_and_judged_for_schema_and_names() -> None:
+    frags = [
+        {"index": 0, "id": "call_1", "type": "function",
+         "function": {"name": "get_weather_v2", "arguments": ""}},
+        {"index": 0, "id": None, "type": None, "function": {"name": None, "arguments": '{"town": '}},
+        {"index": 0, "function": {"arguments": '"Paris"}'}},
+    ]
+    s = tool_stream({"tools": TOOLS, "tool_choice": "required"}, frags)
+    out = run_wide(records(s), ("TOOLS-CHOICE-REQUIRED", "TOOLS-ARGS-SCHEMA"))
+    assert out["TOOLS-CHOICE-REQUIRED"]["outcome"] == "failed"
+    path = out["TOOLS-CHOICE-REQUIRED"]["violations"][0]["path"]
+    assert path == "choices[index=0].delta.tool_calls[0].function.name"
+    assert "TOOLS-ARGS-SCHEMA" not in out  # get_weather_v2 has no schema to validate against
+    frags[0]["function"]["name"] = "get_weather"
+    out = run_wide(records(tool_stream({"tools": TOOLS, "tool_choice": "required"}, frags)),
+                   ("TOOLS-CHOICE-REQUIRED", "TOOLS-ARGS-SCHEMA"))
+    assert {k: v["outcome"] for k, v in out.items()} == {
+        "TOOLS-CHOICE-REQUIRED": "passed", "TOOLS-ARGS-SCHEMA": "failed"}
+
+
+def with_logprobs(text_tokens: list[str], finish: str = "stop") -> dict[str, Any]:
+    lp = {"content": [{"token": t, "logprob": -0.1, "bytes": None, "top_logprobs": []} for t in text_tokens]}
+    out = answer(finish=finish, logprobs=lp)
+    out["choices"][0]["message"]["content"] = "".join(text_tokens)
+    return out
+
+
+STOP_REQS = ("STOP-HONOURED", "STOP-SEQUENCE-EXCLUDED", "STOP-STREAM")
+
+
+def test_stop_sequence_kept_fails_under_the_excluded_profile_only() -> None:
+    kept = completion({"stop": ["zz", " mat"]}, with_logprobs([" the", " mat"]), label="several stops")
+    out = run_wide(records(kept), STOP_REQS, stop_sequence="excluded")
+    assert set(out) == {"STOP-SEQUENCE-EXCLUDED"} and out["STOP-SEQUENCE-EXCLUDED"]["outcome"] == "failed"
+    assert out["STOP-SEQUENCE-EXCLUDED"]["violations"][0]["expected"] == "' the'"
+    # the seed profile keeps it: the text ends with the stop sequence and says stop, a pass
+    assert verdicts(records(kept), STOP_REQS) == {"STOP-HONOURED": "passed"}
+
+
+def test_stop_honoured_needs_logprobs_to_judge_what_follows_the_stop() -> None:
+    # stop-at-token-end: the rest of the token that completed the sequence may follow it
+    token_end = completion({"stop": "ma"}, with_logprobs([" the", " mat"]))
+    assert verdicts(records(token_end), STOP_REQS) == {"STOP-HONOURED": "passed"}
+    past = completion({"stop": "ma"}, with_logprobs([" the", " mat", " sat"]), label="past")
+    out = run_wide(records(past), STOP_REQS)
+    assert out["STOP-HONOURED"]["outcome"] == "failed"
+    message = out["STOP-HONOURED"]["violations"][0]["message"]
+    assert "at least one whole token past the stop sequence 'ma'" in message
+    # without logprobs what follows the stop cannot be told from the rest of a token: not judged
+    plain = answer(finish="stop")
+    plain["choices"][0]["message"]["content"] = " the mat sat"
+    assert verdicts(records(completion({"stop": "ma"}, plain)), STOP_REQS) == {}
+    # an answer that holds no stop sequence says nothing (it may have ended before reaching one)
+    assert verdicts(records(completion({"stop": "zz"}, with_logprobs([" the"]))), STOP_REQS) == {}
+
+
+def test_streamed_stop_is_judged_as_stop_stream() -> None:
+    s = stream({"stop": [" b"]}, [chunk(content=" a b"), chunk(content=" c", finish="stop")])
+    out = run_wide(records(s), STOP_REQS, stop_sequence="excluded")
+    assert set(out) == {"STOP-STREAM"} and out["STOP-STREAM"]["outcome"] == "failed"
+
+
+JSON_REQS = ("JSON-OBJECT-VALID", "JSON-SCHEMA-VALID", "JSON-SCHEMA-STREAM")
+SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+
+def json_answer(content: str | None, finish: str = "stop", **message: Any) -> dict[str, Any]:
+    return with_message(finish, content=content, **message)
+
+
+def test_json_formats_judged_on_every_answer() -> None:
+    prose = completion({"response_format": {"type": "json_object"}}, json_answer("Yes, it is."))
+    assert verdicts(records(prose), JSON_REQS) == {"JSON-OBJECT-VALID": "failed"}
+    loose = {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}}
+    strict = {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA, "strict": True}}
+    # without strict the answer must be JSON but need not follow the schema; with strict it must
+    assert verdicts(records(completion({"response_format": loose}, json_answer('{"x": 1}'))), JSON_REQS) == {
+        "JSON-SCHEMA-VALID": "passed"}
+    assert verdicts(records(completion({"response_format": strict}, json_answer('{"x": 1}'))), JSON_REQS) == {
+        "JSON-SCHEMA-VALID": "failed"}
+    # cut by max_tokens: a prefix of a JSON object is not a complete answer (not judged), prose is wrong
+    cut = completion({"response_format": loose}, json_answer('{"ok": tr', "length"))
+    assert verdicts(records(cut), JSON_REQS) == {}
+    cut_prose = completion({"response_format": loose}, json_answer(" the cat sat", "length"))
+    assert verdicts(records(cut_prose), JSON_REQS) == {"JSON-SCHEMA-VALID": "failed"}
+
+
+def test_json_refusals_and_inline_reasoning_are_not_the_answer() -> None:
+    refusal = completion({"response_format": {"type": "json_object"}}, json_answer(None, refusal="I can't."))
+    assert verdicts(records(refusal), JSON_REQS) == {}
+    think = completion({"response_format": {"type": "json_object"}},
+                       json_answer('<think>hmm</think>{"ok": true}'))
+    assert verdicts(records(think), JSON_REQS) == {"JSON-OBJECT-VALID": "passed"}
+    s = stream({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}}},
+               [chunk(content="//"), chunk(content='{"ok": true}', finish="stop")])
+    assert verdicts(records(s), JSON_REQS) == {"JSON-SCHEMA-STREAM": "failed"}

@@ -15,14 +15,31 @@ selected and did not find unsupported.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from conformance.checks._rules import (
+    calls_of,
+    judge_args_json,
+    judge_args_schema,
+    judge_call_names,
+    judge_call_shape,
+    judge_json_answer,
+    judge_stop_answer,
+    judge_tool_finish,
+    stops_of,
+    stream_calls,
+)
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import (
     judge_answer_fields,
     judge_error_shape,
     judge_schema,
     obj,
+    refusal_of,
+    split_think,
+    stream_finish,
+    stream_text,
 )
 from conformance.evidence import Exchange, exchange_key
 from conformance.schemas import schema_errors
@@ -59,9 +76,24 @@ _COMPLETION = (
 )
 _ERROR = ("ERROR-SHAPE", "ERROR-CONTENT-TYPE")
 _USAGE_STREAM = ("USAGE-TOTAL-SUM", "MAXTOK-STREAM-BOUND")
+# judged on every answer that shows the thing: a tool call, a stop sequence, a JSON response format
+# (spec/DECISIONS.md#opportunistic)
+_TOOLS = (
+    "TOOLS-CALL-SHAPE",
+    "TOOLS-ARGS-JSON",
+    "TOOLS-ARGS-SCHEMA",
+    "TOOLS-FINISH-REASON",
+    "TOOLS-CHOICE-NONE",
+    "TOOLS-CHOICE-REQUIRED",
+    "TOOLS-CHOICE-NAMED",
+)
+_STOPS = ("STOP-HONOURED", "STOP-SEQUENCE-EXCLUDED", "STOP-STREAM")
+_JSON = ("JSON-OBJECT-VALID", "JSON-SCHEMA-VALID", "JSON-SCHEMA-STREAM")
 # every requirement this module can judge
 RUN_WIDE: tuple[str, ...] = tuple(
-    dict.fromkeys((*_STREAM, *_COMPLETION, *_ERROR, *_USAGE_STREAM, "CORE-ID-UNIQUE"))
+    dict.fromkeys(
+        (*_STREAM, *_COMPLETION, *_ERROR, *_USAGE_STREAM, "CORE-ID-UNIQUE", *_TOOLS, *_STOPS, *_JSON)
+    )
 )
 # statuses that are not the endpoint's own answer (rate limiter, gateway, overload): never judged here
 _NOT_THE_ENDPOINT = frozenset({429, 502, 503, 504})
@@ -200,7 +232,7 @@ def _judge_stream(judge: Judge, ex: Exchange, request: dict[str, Any]) -> None:
         _judge_usage(judge, ex, usage, request, "events[usage]", "MAXTOK-STREAM-BOUND")
 
 
-def _judge_one(judge: Judge, ex: Exchange) -> None:
+def _judge_one(judge: Judge, ex: Exchange, stop_sequence: str | None = None) -> None:
     request = obj(ex.request_json)
     if ex.status is not None and ex.status >= 400:
         if ex.status not in _NOT_THE_ENDPOINT:
@@ -214,6 +246,136 @@ def _judge_one(judge: Judge, ex: Exchange) -> None:
         _judge_stream(judge, ex, request)
     elif not ex.stream:
         _judge_completion(judge, ex, request)
+    else:
+        return
+    if any(judge.wants(r) for r in (*_TOOLS, *_STOPS, *_JSON)):
+        for choice in _choices(ex):
+            _judge_opportunistic(judge, ex, request, choice, stop_sequence)
+
+
+@dataclass
+class _Choice:
+    """One choice of an answer, streamed (reassembled from its deltas) or not."""
+
+    index: int
+    content: Any
+    refusal: str | None
+    finish: Any
+    calls: list[Any]
+    tokens: list[str] | None  # the logprob tokens, when every entry names one
+    where: str  # JSON path of the message (or the stream's deltas)
+    stream: bool
+
+
+def _tokens(entries: Any) -> list[str] | None:
+    if not isinstance(entries, list) or not entries:
+        return None
+    tokens = [obj(e).get("token") for e in entries]
+    return [t for t in tokens if isinstance(t, str)] if all(isinstance(t, str) for t in tokens) else None
+
+
+def _choices(ex: Exchange) -> list[_Choice]:
+    if not ex.stream:
+        raw = obj(ex.json()).get("choices")
+        out = []
+        for i, c in enumerate(raw if isinstance(raw, list) else []):
+            ch = obj(c)
+            msg = obj(ch.get("message"))
+            tokens = _tokens(obj(ch.get("logprobs")).get("content"))
+            out.append(_Choice(i, msg.get("content"), refusal_of(msg), ch.get("finish_reason"), calls_of(msg),
+                               tokens, f"$.choices[{i}].message", False))
+        return out
+    chunks = [c for c in ex.chunks if isinstance(c, dict)]
+    indices: list[int] = sorted({int(ch["index"]) for c in chunks for ch in c.get("choices") or []
+                                 if isinstance(ch, dict) and _is_int(ch.get("index"))})
+    out = []
+    for i in indices:
+        entries = [e for c in chunks for ch in c.get("choices") or []
+                   if isinstance(ch, dict) and ch.get("index") == i
+                   for e in (obj(ch.get("logprobs")).get("content") or [])]
+        out.append(_Choice(i, stream_text(chunks, i), stream_text(chunks, i, "refusal") or None,
+                           stream_finish(chunks, i), stream_calls(chunks, i), _tokens(entries),
+                           f"choices[index={i}].delta", True))
+    return out
+
+
+def _merge(judge: Judge, scratch: Judge, *, count: bool = True) -> None:
+    """Carry what ``scratch`` judged into ``judge``, for the requirements ``judge`` wants (``count`` False:
+    its violations only, what it passed does not count as judged)."""
+    judge.violations.extend(v for v in scratch.violations if judge.wants(v.requirement))
+    if count:
+        judge.judged.update(r for r in scratch.judged if judge.wants(r))
+
+
+def _judge_opportunistic(
+    judge: Judge, ex: Exchange, request: dict[str, Any], c: _Choice, stop_sequence: str | None
+) -> None:
+    """The tool-call, stop and JSON rules (``_rules``) on one choice of an answer that shows the thing."""
+
+    def scratch() -> Judge:
+        return Judge(exchanges=judge.exchanges)  # the same evidence list: violations keep their index
+
+    tools = [obj(t) for t in request.get("tools") or [] if isinstance(t, dict)]
+    if tools:
+        j = scratch()
+        _judge_tools(j, ex, request, tools, c)
+        _merge(judge, j)
+    stops = stops_of(request)
+    if stops and isinstance(c.content, str):
+        j = scratch()
+        mode = stop_sequence if stop_sequence in ("included", "excluded") else "included"
+        judge_stop_answer(j, c.content, c.finish, stops, c.tokens, mode, ex, c.where + ".content",
+                          honoured="STOP-STREAM" if c.stream else "STOP-HONOURED",
+                          excluded="STOP-STREAM" if c.stream else "STOP-SEQUENCE-EXCLUDED")
+        _merge(judge, j)
+    rf = obj(request.get("response_format"))
+    if rf.get("type") in ("json_object", "json_schema") and isinstance(c.content, str) and not c.calls:
+        text = split_think(c.content)[1]  # an inline <think> segment is reasoning, not the answer
+        if not text.strip() and (c.refusal is not None or c.finish == "length"):
+            return  # a refusal stands in for the answer; or nothing but reasoning before the cut
+        schema: dict[str, Any] | None = None
+        object_only = True
+        requirement = "JSON-OBJECT-VALID"
+        if rf["type"] == "json_schema":
+            spec = obj(rf.get("json_schema"))
+            given = obj(spec.get("schema"))
+            object_only = given.get("type") == "object"
+            schema = given if spec.get("strict") is True else None  # without strict: JSON, not the schema
+            requirement = "JSON-SCHEMA-STREAM" if c.stream else "JSON-SCHEMA-VALID"
+        j = scratch()
+        why = judge_json_answer(j, requirement, text, c.finish, ex, c.where + ".content", schema,
+                                object_only=object_only)
+        _merge(judge, j, count=why is None)
+
+
+def _judge_tools(judge: Judge, ex: Exchange, request: dict[str, Any], tools: list[dict[str, Any]],
+                 c: _Choice) -> None:
+    fns = [obj(t.get("function")) for t in tools]
+    names = [f["name"] for f in fns if isinstance(f.get("name"), str)]
+    choice = request.get("tool_choice")
+    named = obj(obj(choice).get("function")).get("name") if isinstance(choice, dict) else None
+    forced = named is not None or choice == "required"
+    finish_path = (f"choices[index={c.index}]" if c.stream else f"$.choices[{c.index}]") + ".finish_reason"
+    if c.calls and not c.stream:
+        judge_call_shape(judge, "TOOLS-CALL-SHAPE", c.calls, ex, c.where)
+        judge_args_json(judge, "TOOLS-ARGS-JSON", c.calls, c.finish, ex, c.where)
+    if c.calls and forced:
+        schemas = {f["name"]: f.get("parameters") for f in fns if isinstance(f.get("name"), str)}
+        judge_args_schema(judge, "TOOLS-ARGS-SCHEMA", c.calls, schemas, ex, c.where)
+    if c.calls and choice == "required":
+        judge_call_names(judge, "TOOLS-CHOICE-REQUIRED", c.calls, names, ex, c.where, "one of the tools")
+    if c.calls and named is not None:
+        judge_call_names(judge, "TOOLS-CHOICE-NAMED", c.calls, [named], ex, c.where, "the named function")
+    if choice == "none":
+        if c.calls:
+            judge.check(False, "TOOLS-CHOICE-NONE", 'tool_choice "none" produced tool calls',
+                        path=f"{c.where}.tool_calls", expected="no tool call", received=c.calls, exchange=ex)
+        elif c.finish == "tool_calls":
+            judge.check(False, "TOOLS-CHOICE-NONE", 'tool_choice "none" ended with finish_reason tool_calls',
+                        path=finish_path, expected="stop or length", received=c.finish, exchange=ex)
+        elif c.finish == "stop":
+            judge.check(True, "TOOLS-CHOICE-NONE", "")
+    judge_tool_finish(judge, "TOOLS-FINISH-REASON", c.calls, c.finish, forced, ex, finish_path)
 
 
 def _answer_id(ex: Exchange) -> Any:
@@ -225,8 +387,12 @@ def _answer_id(ex: Exchange) -> Any:
     return obj(ex.json()).get("id")
 
 
-def judge_run(records: list[dict[str, Any]], requirements: Iterable[str]) -> list[dict[str, Any]]:
-    """Records of the run-wide invariants in ``requirements`` over every exchange in ``records``."""
+def judge_run(
+    records: list[dict[str, Any]], requirements: Iterable[str], *, stop_sequence: str | None = None
+) -> list[dict[str, Any]]:
+    """Records of the run-wide invariants in ``requirements`` over every exchange in ``records``.
+    ``stop_sequence`` is the profile's ("included" or "excluded"; None: included, and STOP-SEQUENCE-EXCLUDED
+    is not judged)."""
     wanted = tuple(r for r in RUN_WIDE if r in set(requirements))
     if not wanted:
         return []
@@ -245,7 +411,7 @@ def judge_run(records: list[dict[str, Any]], requirements: Iterable[str]) -> lis
         ex = Exchange.from_dict(raw)
         judge = Judge(requirements=wanted)
         judge.exchanges.append(ex)
-        _judge_one(judge, ex)
+        _judge_one(judge, ex, stop_sequence)
         for rid in judge.judged:
             judged[rid] += 1
         for v in judge.violations:

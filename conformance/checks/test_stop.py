@@ -1,11 +1,12 @@
 """stop: generation ends at the first stop sequence, with finish_reason stop, streamed or not.
 
-Every check starts from one deterministic 16-token answer, picks a few characters in its middle that occur
-there once, and sends the same deterministic request with that stop sequence: the new answer must be the old
-one cut at the stop sequence (kept or cut off as the profile says: spec/DECISIONS.md#stop), or, from a
-server that matches stops on whole tokens, cut at the end of the token that completed the sequence: the text
-holds the sequence and the rest of that token (confirmed by the answer's logprobs, else by a max_tokens probe,
-else inconclusive: spec/DECISIONS.md#protocol-details).
+Every check starts from one deterministic 16-token answer (when that holds no usable stop sequence, a longer
+or penalty-spread deterministic answer: spec/DECISIONS.md#opportunistic), picks a few characters in its middle
+that occur there once, and sends the same deterministic request with that stop sequence: the new answer must
+be the old one cut at the stop sequence (kept or cut off as the profile says: spec/DECISIONS.md#stop), or,
+from a server that matches stops on whole tokens, cut at the end of the token that completed the sequence: the
+text holds the sequence and the rest of that token (confirmed by the answer's logprobs, else by a max_tokens
+probe, else inconclusive: spec/DECISIONS.md#protocol-details).
 
 Both requests carry logprobs: an answer with stop that diverged from the stop-less one before the stop, only
 where two candidate tokens nearly tie, is numerics, not the stop; it is asked again, then Inconclusive
@@ -15,6 +16,7 @@ where two candidate tokens nearly tie, is numerics, not the stop; it is asked ag
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -32,22 +34,64 @@ from conformance.checks._support import (
     obj,
     ok_json,
     ok_stream,
+    room,
     stream_answer,
+    thinking_off,
     usage_of,
     with_logprobs,
 )
 from conformance.violations import Inconclusive
 
 MAX = 16
+LONG = 32
+# Penalties spread a deterministic answer over many tokens (as for the logit-bias ban's second baseline): the
+# last source of a stop sequence when the short answer holds none (a very short or periodic answer).
+SPREAD = {"presence_penalty": 1.9, "frequency_penalty": 1.9}
 # stop sequences no answer is expected to hold
 FILLER = ["\u00a7zq\u00a7", "\u00a7qz\u00a7", "\u00a7zz\u00a7"]
 
 
-def _base(shared: Any, target: Any, profile: Any) -> Answer:
-    ex = deterministic_logprobs(shared, target, profile)  # 16 tokens, with logprobs to judge divergences
+@dataclass(frozen=True)
+class Source:
+    """A stop-less deterministic request whose answer a stop sequence is taken from: every request of the
+    stop checks is this one (``fields``), with the stop sequence added."""
+
+    key: str  # suffix of the shared keys ("" for the default 16-token request)
+    label: str
+    fields: dict[str, Any] = field(default_factory=lambda: {"max_tokens": MAX})
+
+
+DEFAULT = Source("", "deterministic, 16 tokens")
+
+
+def sources(capabilities: Any) -> list[Source]:
+    """Where a stop sequence is looked for, in order: the shared deterministic 16-token answer; the same with
+    room for a reasoning segment where the model reasons unasked (shared with the penalty and logit-bias
+    checks); a 32-token answer spread by presence and frequency penalties (one more request, only when
+    needed)."""
+    quiet = thinking_off(capabilities)
+    out = [DEFAULT]
+    mt = room(capabilities, MAX)
+    if mt != MAX or quiet:
+        out.append(Source("-room", f"deterministic, {mt} tokens", {"max_tokens": mt, **quiet}))
+    long = room(capabilities, LONG)
+    out.append(Source("-spread", f"deterministic, {long} tokens, penalties 1.9",
+                      {"max_tokens": long, **SPREAD, **quiet}))
+    return out
+
+
+def _base(shared: Any, target: Any, profile: Any, src: Source = DEFAULT, capabilities: Any = None) -> Answer:
+    if src.key == "":
+        ex = deterministic_logprobs(shared, target, profile)  # 16 tokens, with logprobs to judge divergences
+    elif src.key == "-room":
+        ex = deterministic_logprobs(shared, target, profile, capabilities)
+    else:
+        ex = with_logprobs(lambda b: shared("stop-base" + src.key + ("" if "logprobs" in b else "-plain"), b,
+                                            label=f"{src.label}, no stop"),
+                           deterministic_body(target, profile, **src.fields))
     if is_4xx(ex):
-        ex = shared("stop-base", deterministic_body(target, profile, max_tokens=MAX),
-                    label="deterministic, 16 tokens, no stop")
+        ex = shared("stop-base" + src.key, deterministic_body(target, profile, **src.fields),
+                    label=f"{src.label}, no stop")
     return answer_of(ok_json(ex, "deterministic request without stop"))
 
 
@@ -75,13 +119,26 @@ def pick_stop(text: str) -> tuple[str, int] | None:
     return s, i
 
 
-def _stop(shared: Any, target: Any, profile: Any) -> tuple[Answer, str, int]:
-    base = _base(shared, target, profile)
-    picked = pick_stop(base.content)
-    if picked is None:
-        raise Inconclusive(f"the deterministic answer {base.content!r} holds no usable stop sequence (3-6 "
-                           "characters first occurring after its start and before its end)")
-    return base, *picked
+def _stop(
+    shared: Any, target: Any, profile: Any, capabilities: Any = None
+) -> tuple[Answer, str, int, Source]:
+    """The stop-less answer, the stop sequence taken from it, its offset and the request (:func:`sources`):
+    the first source whose answer holds a usable sequence."""
+    seen = []
+    for src in sources(capabilities):
+        try:
+            base = _base(shared, target, profile, src, capabilities)
+        except Inconclusive:
+            if src is DEFAULT:
+                raise  # the plain deterministic request went unanswered: other checks judge that
+            continue  # a source the target does not answer (penalties refused): the next one
+        picked = pick_stop(base.content)
+        if picked is not None:
+            return base, *picked, src
+        seen.append((src.label, base.content))
+    raise Inconclusive("no deterministic answer holds a usable stop sequence (3-6 characters first occurring "
+                       "after its start and before its end): "
+                       + "; ".join(f"{label}: {content!r}" for label, content in seen))
 
 
 def _allowed(text: str, stop: str, at: int) -> dict[str, str]:
@@ -106,7 +163,7 @@ def _token_end(got: Answer, end: int) -> tuple[bool | None, str]:
 
 
 def tail_verdict(shared: Any, target: Any, profile: Any, ex: Any, got: Answer, stop: str,
-                 at: int) -> tuple[bool | None, str]:
+                 at: int, src: Source = DEFAULT) -> tuple[bool | None, str]:
     """Whether the answer ``got`` to ``ex`` (the stop-less answer cut past the end of the stop sequence) ends
     with the token that completed the sequence: True, False (it goes at least one whole token further), or
     None (it cannot be told), with the reason. Without logprobs, a max_tokens probe (shared) can confirm it,
@@ -121,7 +178,8 @@ def tail_verdict(shared: Any, target: Any, profile: Any, ex: Any, got: Answer, s
                       "the stop sequence is the rest of the token that completed it")
     if ct == 1:
         return True, "the text is one token, the one that completed the stop sequence (usage)"
-    probe = shared(f"stop-probe-{ct - 1}", deterministic_body(target, profile, max_tokens=ct - 1),
+    probe = shared(f"stop-probe{src.key}-{ct - 1}",
+                   deterministic_body(target, profile, **{**src.fields, "max_tokens": ct - 1}),
                    label=f"deterministic, no stop, max_tokens {ct - 1} (the stop answer's tokens but one)")
     if probe.status is not None and 200 <= probe.status < 300:
         before = answer_of(probe.json()).content
@@ -133,17 +191,17 @@ def tail_verdict(shared: Any, target: Any, profile: Any, ex: Any, got: Answer, s
 
 
 def _honoured(shared: Any, target: Any, profile: Any, ex: Any, got: Answer, base: Answer, stop: str,
-              at: int) -> tuple[bool | None, str]:
+              at: int, src: Source = DEFAULT) -> tuple[bool | None, str]:
     """Whether ``got`` honours the stop: cut before it, after it, or (confirmed) at the end of its token."""
     if got.content in _allowed(base.content, stop, at).values():
         return True, ""
     if not _is_tail_candidate(base.content, stop, at, got.content) or got.finish != "stop":
         return False, ""
-    return tail_verdict(shared, target, profile, ex, got, stop, at)
+    return tail_verdict(shared, target, profile, ex, got, stop, at, src)
 
 
-def _cut_body(target: Any, profile: Any, stop: Any, **fields: Any) -> dict[str, Any]:
-    return deterministic_body(target, profile, max_tokens=MAX, stop=stop, **fields)
+def _cut_body(target: Any, profile: Any, stop: Any, src: Source = DEFAULT, **fields: Any) -> dict[str, Any]:
+    return deterministic_body(target, profile, **src.fields, stop=stop, **fields)
 
 
 # the exchange with stop, its answer, the stop-less answer it is judged against, the stop's offset there
@@ -200,33 +258,36 @@ def _plain(send: Callable[[dict[str, Any]], Any], request: dict[str, Any], what:
     return ex, answer_of(ok_json(ex, what))
 
 
-def _bases(shared: Any, target: Any, profile: Any) -> Callable[[int], Answer]:
+def _bases(shared: Any, target: Any, profile: Any, src: Source = DEFAULT,
+           capabilities: Any = None) -> Callable[[int], Answer]:
     """The stop-less answer and, when a near-tie asks for it, the same request again (shared)."""
     def ask(i: int) -> Answer:
         if i == 0:
-            return _base(shared, target, profile)
-        return _plain(lambda b: shared(f"stop-base-{i}" + ("" if "logprobs" in b else "-plain"), b,
-                                       label=f"deterministic, 16 tokens, no stop, asked again ({i})"),
-                      deterministic_body(target, profile, max_tokens=MAX), "deterministic request")[1]
+            return _base(shared, target, profile, src, capabilities)
+        return _plain(lambda b: shared(f"stop-base{src.key}-{i}" + ("" if "logprobs" in b else "-plain"), b,
+                                       label=f"{src.label}, no stop, asked again ({i})"),
+                      deterministic_body(target, profile, **src.fields), "deterministic request")[1]
     return ask
 
 
-def _cut(shared: Any, target: Any, profile: Any, stop: str) -> Cut:
+def _cut(shared: Any, target: Any, profile: Any, stop: str, src: Source = DEFAULT,
+         capabilities: Any = None) -> Cut:
     """The shared answer with stop (its re-asks shared too, so every stop check judges the same one)."""
     def ask(i: int) -> tuple[Any, Answer]:
-        key, label = ("stop-cut", "") if i == 0 else (f"stop-cut-{i}", f", asked again ({i})")
+        key = "stop-cut" + src.key + (f"-{i}" if i else "")
+        label = f", asked again ({i})" if i else ""
         return _plain(lambda b: shared(key + ("" if "logprobs" in b else "-plain"), b,
-                                       label=f"deterministic, 16 tokens, stop [{stop!r}]{label}"),
-                      _cut_body(target, profile, [stop]), "request with stop")
-    return _settle_cut(ask, _bases(shared, target, profile), stop)
+                                       label=f"{src.label}, stop [{stop!r}]{label}"),
+                      _cut_body(target, profile, [stop], src), "request with stop")
+    return _settle_cut(ask, _bases(shared, target, profile, src, capabilities), stop)
 
 
 @pytest.mark.requirement("STOP-HONOURED")
-def test_stop_honoured(shared, judge, conformance_target, profile):
-    stop = _stop(shared, conformance_target, profile)[1]
-    ex, got, base, at = _cut(shared, conformance_target, profile, stop)
+def test_stop_honoured(shared, judge, conformance_target, profile, capabilities):
+    _, stop, _, src = _stop(shared, conformance_target, profile, capabilities)
+    ex, got, base, at = _cut(shared, conformance_target, profile, stop, src, capabilities)
     allowed = _allowed(base.content, stop, at)
-    ok, why = _honoured(shared, conformance_target, profile, ex, got, base, stop, at)
+    ok, why = _honoured(shared, conformance_target, profile, ex, got, base, stop, at, src)
     if ok is None:
         raise Inconclusive(f"the answer holds the stop sequence {stop!r} and goes on with "
                            f"{got.content[at + len(stop):]!r}: {why}")
@@ -240,9 +301,10 @@ def test_stop_honoured(shared, judge, conformance_target, profile):
                 path="$.choices[0].finish_reason", expected="stop", received=got.finish, exchange=ex)
 
 
-def _judge_inclusion(shared: Any, judge: Any, target: Any, profile: Any, requirement: str, mode: str) -> None:
-    stop = _stop(shared, target, profile)[1]
-    ex, got, base, at = _cut(shared, target, profile, stop)
+def _judge_inclusion(shared: Any, judge: Any, target: Any, profile: Any, requirement: str, mode: str,
+                     capabilities: Any = None) -> None:
+    _, stop, _, src = _stop(shared, target, profile, capabilities)
+    ex, got, base, at = _cut(shared, target, profile, stop, src, capabilities)
     allowed = _allowed(base.content, stop, at)
     if got.content in allowed.values():
         judge.check(got.content == allowed[mode], requirement,
@@ -257,7 +319,7 @@ def _judge_inclusion(shared: Any, judge: Any, target: Any, profile: Any, require
                     path="$.choices[0].message.content", expected=allowed[mode], received=got.content,
                     exchange=ex)
         return
-    ok, why = _honoured(shared, target, profile, ex, got, base, stop, at)
+    ok, why = _honoured(shared, target, profile, ex, got, base, stop, at, src)
     if not ok:
         raise Inconclusive(f"the text holds the stop sequence and goes on with "
                            f"{got.content[at + len(stop):]!r}: {why or 'not ended by the stop'} "
@@ -266,24 +328,26 @@ def _judge_inclusion(shared: Any, judge: Any, target: Any, profile: Any, require
 
 
 @pytest.mark.requirement("STOP-SEQUENCE-INCLUDED")
-def test_stop_sequence_included(shared, judge, conformance_target, profile):
+def test_stop_sequence_included(shared, judge, conformance_target, profile, capabilities):
     if profile.stop_sequence != "included":
         pytest.skip("the profile judges STOP-SEQUENCE-EXCLUDED")
-    _judge_inclusion(shared, judge, conformance_target, profile, "STOP-SEQUENCE-INCLUDED", "included")
+    _judge_inclusion(shared, judge, conformance_target, profile, "STOP-SEQUENCE-INCLUDED", "included",
+                     capabilities)
 
 
 @pytest.mark.requirement("STOP-SEQUENCE-EXCLUDED")
-def test_stop_sequence_excluded(shared, judge, conformance_target, profile):
+def test_stop_sequence_excluded(shared, judge, conformance_target, profile, capabilities):
     if profile.stop_sequence != "excluded":
         pytest.skip("the profile judges STOP-SEQUENCE-INCLUDED")
-    _judge_inclusion(shared, judge, conformance_target, profile, "STOP-SEQUENCE-EXCLUDED", "excluded")
+    _judge_inclusion(shared, judge, conformance_target, profile, "STOP-SEQUENCE-EXCLUDED", "excluded",
+                     capabilities)
 
 
 @pytest.mark.requirement("STOP-STRING-OR-ARRAY")
-def test_stop_string_or_array(shared, client, judge, conformance_target, profile):
-    stop = _stop(shared, conformance_target, profile)[1]
+def test_stop_string_or_array(shared, client, judge, conformance_target, profile, capabilities):
+    _, stop, _, src = _stop(shared, conformance_target, profile, capabilities)
     for form, value in (("a single string", stop), ("an array of 4 strings", [*FILLER, stop])):
-        request = _cut_body(conformance_target, profile, value)
+        request = _cut_body(conformance_target, profile, value, src)
 
         def ask(i: int, request: dict[str, Any] = request, form: str = form) -> tuple[Any, Answer]:
             label = f"deterministic, stop as {form}" + (f", asked again ({i})" if i else "")
@@ -296,9 +360,9 @@ def test_stop_string_or_array(shared, client, judge, conformance_target, profile
                            exchange=ex):
             continue
         ex, got, base, at = _settle_cut(lambda i, first=(ex, got), ask=ask: first if i == 0 else ask(i),
-                                        _bases(shared, conformance_target, profile), stop)
+                                        _bases(shared, conformance_target, profile, src, capabilities), stop)
         allowed = _allowed(base.content, stop, at)
-        ok, why = _honoured(shared, conformance_target, profile, ex, got, base, stop, at)
+        ok, why = _honoured(shared, conformance_target, profile, ex, got, base, stop, at, src)
         if ok is None:
             raise Inconclusive(f"stop given as {form}: the answer holds the stop sequence and goes on with "
                                f"{got.content[at + len(stop):]!r}: {why}")
@@ -311,20 +375,21 @@ def test_stop_string_or_array(shared, client, judge, conformance_target, profile
 
 
 @pytest.mark.requirement("STOP-STREAM")
-def test_stop_stream(shared, client, judge, conformance_target, profile):
-    stop = _stop(shared, conformance_target, profile)[1]
-    plain_ex, plain_got, plain_base, plain_at = _cut(shared, conformance_target, profile, stop)
+def test_stop_stream(shared, client, judge, conformance_target, profile, capabilities):
+    _, stop, _, src = _stop(shared, conformance_target, profile, capabilities)
+    plain_ex, plain_got, plain_base, plain_at = _cut(shared, conformance_target, profile, stop, src,
+                                                     capabilities)
     plain = plain_got.content
     plain_ok = _honoured(shared, conformance_target, profile, plain_ex, plain_got, plain_base, stop,
-                         plain_at)[0]
-    request = _cut_body(conformance_target, profile, [stop], stream=True)
+                         plain_at, src)[0]
+    request = _cut_body(conformance_target, profile, [stop], src, stream=True)
 
     def ask(i: int) -> tuple[Any, Answer]:
-        label = f"deterministic, 16 tokens, stop [{stop!r}], streamed" + (f", asked again ({i})" if i else "")
+        label = f"{src.label}, stop [{stop!r}], streamed" + (f", asked again ({i})" if i else "")
         ex = with_logprobs(lambda b: client.chat(b, label=label), request)
         return ex, stream_answer(ok_stream(ex, "streamed request with stop"))
 
-    ex, got, base, at = _settle_cut(ask, _bases(shared, conformance_target, profile), stop)
+    ex, got, base, at = _settle_cut(ask, _bases(shared, conformance_target, profile, src, capabilities), stop)
     allowed = _allowed(base.content, stop, at)
     # As without streaming: the non-streamed answer when that one honoured the stop, else either cut (or the
     # streamed answer's own confirmed token end).

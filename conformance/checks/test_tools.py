@@ -9,9 +9,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema
 import pytest
 
+from conformance.checks._rules import (
+    judge_args_json,
+    judge_args_schema,
+    judge_call_names,
+    judge_call_shape,
+    judge_tool_finish,
+)
 from conformance.checks._support import (
     ERROR_SHAPE_REQS,
     ask,
@@ -24,7 +30,7 @@ from conformance.checks._support import (
     ok_stream,
     require_completion,
 )
-from conformance.violations import Inconclusive, Judge
+from conformance.violations import Inconclusive
 
 PROMPT = "What is the weather in Paris today?"
 # A call's budget: room for a grammar-constrained call (vLLM's took 52 tokens for get_weather); the tokens are
@@ -146,34 +152,6 @@ def _auto(shared: Any, target: Any, profile: Any) -> Any:
     return _with_retry(shared, AUTO_KEY, target, profile, "auto", 'tool_choice "auto"')
 
 
-def _judge_call_shape(judge: Judge, requirement: str, calls: list[Any], ex: Any, where: str) -> None:
-    for i, call in enumerate(calls):
-        path = f"{where}.tool_calls[{i}]"
-        c = obj(call)
-        fn = obj(c.get("function"))
-        problems = []
-        if not (isinstance(c.get("id"), str) and c["id"]):
-            problems.append(("id", "non-empty string", c.get("id")))
-        if c.get("type") != "function":
-            problems.append(("type", "function", c.get("type")))
-        if not (isinstance(fn.get("name"), str) and fn["name"]):
-            problems.append(("function.name", "non-empty string", fn.get("name")))
-        if not isinstance(fn.get("arguments"), str):
-            problems.append(("function.arguments", "string", fn.get("arguments")))
-        for field, expected, received in problems:
-            judge.check(
-                False,
-                requirement,
-                f"tool call {field} is malformed",
-                path=f"{path}.{field}",
-                expected=expected,
-                received=received,
-                exchange=ex,
-            )
-        if not problems:
-            judge.check(True, requirement, "")
-
-
 def _forced_call(shared: Any, target: Any, profile: Any) -> tuple[Any, dict[str, Any], list[Any], Any]:
     ex = _required(shared, target, profile)
     data = ok_json(ex, 'tool_choice "required"')
@@ -182,11 +160,6 @@ def _forced_call(shared: Any, target: Any, profile: Any) -> tuple[Any, dict[str,
     if not calls:
         raise Inconclusive("the forced call carried no tool_calls (judged by TOOLS-CHOICE-REQUIRED)")
     return ex, msg, calls, fr
-
-
-def _arguments(call: Any) -> Any:
-    fn = call.get("function") if isinstance(call, dict) else None
-    return fn.get("arguments") if isinstance(fn, dict) else None
 
 
 @pytest.mark.requirement("TOOLS-CHOICE-REQUIRED")
@@ -213,84 +186,23 @@ def test_choice_required_calls_a_tool(shared, judge, conformance_target, profile
 @pytest.mark.requirement("TOOLS-CALL-SHAPE")
 def test_tool_call_shape(shared, judge, conformance_target, profile):
     ex, _, calls, _ = _forced_call(shared, conformance_target, profile)
-    _judge_call_shape(judge, "TOOLS-CALL-SHAPE", calls, ex, "$.choices[0].message")
+    judge_call_shape(judge, "TOOLS-CALL-SHAPE", calls, ex, "$.choices[0].message")
 
 
 @pytest.mark.requirement("TOOLS-ARGS-JSON")
 def test_tool_arguments_are_json(shared, judge, conformance_target, profile):
     ex, _, calls, fr = _forced_call(shared, conformance_target, profile)
-    truncated = []
-    strings = 0
-    for i, call in enumerate(calls):
-        args = _arguments(call)
-        path = f"$.choices[0].message.tool_calls[{i}].function.arguments"
-        if not isinstance(args, str):
-            continue  # arguments must be a string: TOOLS-CALL-SHAPE judges that
-        strings += 1
-        try:
-            parsed = json.loads(args)
-        except ValueError as exc:
-            if fr == "length":
-                truncated.append(i)  # cut by max_tokens: the arguments may be incomplete
-                continue
-            judge.check(
-                False,
-                "TOOLS-ARGS-JSON",
-                "arguments do not parse as JSON",
-                path=path,
-                expected="a JSON object",
-                received=f"{args[:200]!r} ({exc})",
-                exchange=ex,
-            )
-            continue
-        judge.check(
-            isinstance(parsed, dict),
-            "TOOLS-ARGS-JSON",
-            "arguments are JSON but not an object",
-            path=path,
-            expected="a JSON object",
-            received=args,
-            exchange=ex,
-        )
-    if truncated and not judge.violations:
-        raise Inconclusive(f"tool call(s) {truncated} were cut by max_tokens before their arguments ended")
-    if not strings:
-        raise Inconclusive("no tool call carried its arguments as a string (judged by TOOLS-CALL-SHAPE)")
+    why = judge_args_json(judge, "TOOLS-ARGS-JSON", calls, fr, ex, "$.choices[0].message")
+    if why is not None:
+        raise Inconclusive(why)
 
 
 @pytest.mark.requirement("TOOLS-ARGS-SCHEMA")
 def test_tool_arguments_match_schema(shared, judge, conformance_target, profile):
     ex, _, calls, fr = _forced_call(shared, conformance_target, profile)
-    judged = 0
-    for i, call in enumerate(calls):
-        fn = call.get("function") if isinstance(call, dict) else None
-        name = fn.get("name") if isinstance(fn, dict) else None
-        try:
-            parsed = json.loads(_arguments(call))
-        except (TypeError, ValueError):
-            continue  # not JSON: TOOLS-ARGS-JSON judges it (or it was cut by max_tokens)
-        schema = SCHEMAS.get(name) if isinstance(name, str) else None
-        if schema is None or not isinstance(parsed, dict):
-            continue
-        errors = sorted(
-            jsonschema.Draft202012Validator(schema).iter_errors(parsed), key=lambda e: list(e.path)
-        )
-        for err in errors[:3]:
-            judge.check(
-                False,
-                "TOOLS-ARGS-SCHEMA",
-                f"arguments do not validate against {name}'s parameters",
-                path=f"$.choices[0].message.tool_calls[{i}].function.arguments"
-                + "".join(f"[{p!r}]" for p in err.path),
-                expected=f"parameters schema of {name}",
-                received=err.message,
-                exchange=ex,
-            )
-        judged += 1
-    if not judged:
+    if not judge_args_schema(judge, "TOOLS-ARGS-SCHEMA", calls, SCHEMAS, ex, "$.choices[0].message"):
         why = "cut by max_tokens" if fr == "length" else "no call to a known function with object arguments"
         raise Inconclusive(f"no tool-call arguments to validate ({why})")
-    judge.check(True, "TOOLS-ARGS-SCHEMA", "")
 
 
 @pytest.mark.requirement("TOOLS-FINISH-REASON")
@@ -305,15 +217,7 @@ def test_tool_call_finish_reason(shared, judge, conformance_target, profile):
     if fr == "length":
         raise Inconclusive(f"the tool call was cut by the suite's own max_tokens ({_budget(ex)}, "
                            "finish_reason length)")
-    judge.check(
-        fr == "tool_calls",
-        "TOOLS-FINISH-REASON",
-        'a tool call the model chose to make (tool_choice "auto") did not end with finish_reason tool_calls',
-        path="$.choices[0].finish_reason",
-        expected="tool_calls",
-        received=fr,
-        exchange=ex,
-    )
+    judge_tool_finish(judge, "TOOLS-FINISH-REASON", _calls(msg), fr, False, ex, "$.choices[0].finish_reason")
 
 
 @pytest.mark.requirement("TOOLS-CHOICE-NONE")
@@ -361,7 +265,7 @@ def test_choice_auto(shared, judge, conformance_target, profile):
             received=calls,
             exchange=ex,
         )
-        _judge_call_shape(judge, "TOOLS-CHOICE-AUTO", _calls(msg), ex, "$.choices[0].message")
+        judge_call_shape(judge, "TOOLS-CHOICE-AUTO", _calls(msg), ex, "$.choices[0].message")
     else:
         judge.check(
             isinstance(msg.get("content"), str),
@@ -394,18 +298,8 @@ def test_choice_named_calls_that_function(shared, judge, conformance_target, pro
         else {"content": msg.get("content")},
         exchange=ex,
     )
-    for i, call in enumerate(calls):
-        fn = call.get("function") if isinstance(call, dict) else None
-        name = fn.get("name") if isinstance(fn, dict) else None
-        judge.check(
-            name == "get_time",
-            "TOOLS-CHOICE-NAMED",
-            "the call is not to the named function",
-            path=f"$.choices[0].message.tool_calls[{i}].function.name",
-            expected="get_time",
-            received=name,
-            exchange=ex,
-        )
+    judge_call_names(judge, "TOOLS-CHOICE-NAMED", calls, ["get_time"], ex, "$.choices[0].message",
+                     "the named function")
 
 
 @pytest.mark.requirement("TOOLS-RESULT-TURN")

@@ -114,6 +114,7 @@ class ChatRequest:
     tools: list[dict[str, Any]] = field(default_factory=list)
     call_tool: str | None = None
     forced_call: bool = False  # the call was forced by tool_choice "required" or a named function
+    tool_choice: str = "none"  # none | auto | required | named
     response_format: dict[str, Any] | None = None
     reasoning: str = "none"  # none | separate | inline
     refuse: bool = False  # variant refusal-json-schema: answer with message.refusal instead of content
@@ -750,6 +751,7 @@ class _Server:
             tools=tools,
             call_tool=call,
             forced_call=call is not None and (isinstance(tool_choice, dict) or tool_choice == "required"),
+            tool_choice="named" if isinstance(tool_choice, dict) else str(tool_choice),
             response_format=response_format,
             reasoning=reasoning,
             refuse=self._refuse(body, response_format, call),
@@ -831,11 +833,14 @@ class _Server:
             args = jsongen.generate(schema, words)
             if not isinstance(args, dict):
                 args = {}
-            if self.f("tool-args-invalid-schema"):
+            stream_fault = req.stream and self.f("tool-args-invalid-schema-stream")
+            if self.f("tool-args-invalid-schema") or stream_fault:
                 args = jsongen.violate(args, schema)
             if self.f("tool-named-wrong"):
                 others = [t["function"]["name"] for t in req.tools if t["function"]["name"] != name]
                 name = others[0] if others else name + "_other"
+            if req.stream and req.tool_choice == "required" and self.f("tool-required-stream-wrong-name"):
+                name += "_v2"  # a function that is not among the tools
             text = json.dumps(args, ensure_ascii=False)
             cut = False
             for tid in VOCAB.encode(text):
@@ -864,7 +869,9 @@ class _Server:
             key = words().strip()
             value = (words() + words()).strip()
             forced_text = json.dumps({key: value}, ensure_ascii=False)
-        elif rf is not None and rf["type"] == "json_schema":
+        elif rf is not None and rf["type"] == "json_schema" and not (
+            self.f("json-schema-loose-prose") and rf["json_schema"].get("strict") is not True
+        ):
             schema = rf["json_schema"]["schema"]
             value = jsongen.generate(schema, words)
             if self.f("json-schema-invalid"):
@@ -909,6 +916,8 @@ class _Server:
             return out
         if req.stop:
             include = self.profile == "seed" or self.f("stop-kept")
+            if len(req.stop) > 1 and self.f("stop-kept-with-several"):
+                include = True
             if self.f("stop-wrong-inclusion"):
                 include = False
             answer, hit, consumed = _apply_stop(
@@ -927,7 +936,8 @@ class _Server:
 
     def _stop_inline(self, req: ChatRequest, out: ChoiceOut, answer: list[Piece], finish: str) -> None:
         """Apply the stop sequences over the inline reasoning (out.content) and ``answer`` together."""
-        include = (self.profile == "seed" or self.f("stop-kept")) and not self.f("stop-wrong-inclusion")
+        keep = self.f("stop-kept") or (len(req.stop) > 1 and self.f("stop-kept-with-several"))
+        include = (self.profile == "seed" or keep) and not self.f("stop-wrong-inclusion")
         kept, hit, consumed = _apply_stop(out.content + answer, req.stop, include)
         out.content = kept
         out.answer_start = min(out.answer_start, len(kept))
@@ -937,7 +947,12 @@ class _Server:
             out.cut_in_reasoning = False
 
     def complete(self, req: ChatRequest) -> list[ChoiceOut]:
-        return [self.generate_choice(req, i) for i in range(req.n)]
+        choices = [self.generate_choice(req, i) for i in range(req.n)]
+        if req.tools and req.tool_choice == "auto" and self.f("finish-tool-calls-without-call"):
+            for c in choices:
+                if c.tool_call is None:
+                    c.finish_reason = "tool_calls"
+        return choices
 
     # ----------------------------------------------------------------------- rendering
 
@@ -1091,13 +1106,17 @@ class _Server:
                         args = json.loads(args)
                     except ValueError:
                         args = {"partial": args}
-                elif self.f("tool-args-not-json"):
+                elif self.f("tool-args-not-json") or (
+                    req.tool_choice == "named" and self.f("tool-args-not-json-named")
+                ):
                     try:
                         parsed = json.loads(args)
                         args = ", ".join(f"{k}={v}" for k, v in parsed.items()) or "no arguments"
                     except (ValueError, AttributeError):
                         args = "arguments: " + args
                 message["tool_calls"] = [self.tool_call_obj(c, arguments=args)]
+                if req.tool_choice == "named" and self.f("tool-call-id-empty-named"):
+                    message["tool_calls"][0]["id"] = ""
             elif self.f("content-null") and req.response_format is None:
                 message["content"] = None
             elif c.cut_in_reasoning and req.reasoning == "separate" and self.v("reasoning-cut-content-null"):

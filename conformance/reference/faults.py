@@ -448,6 +448,47 @@ _RUN_WIDE_TABLE: list[tuple[str, str, str]] = [
         "USAGE-TOTAL-SUM",
         "The streamed usage's total_tokens is one more than the sum.",
     ),
+    # tool calls, stop sequences and JSON output judged on every answer that shows them
+    (
+        "tool-call-id-empty-named",
+        "TOOLS-CALL-SHAPE",
+        'Non-streamed calls forced by a named tool_choice carry id "" (those of tool_choice "required" keep '
+        "theirs).",
+    ),
+    (
+        "tool-args-not-json-named",
+        "TOOLS-ARGS-JSON",
+        "Non-streamed calls forced by a named tool_choice carry their arguments as key=value text, not JSON.",
+    ),
+    (
+        "tool-args-invalid-schema-stream",
+        "TOOLS-ARGS-SCHEMA",
+        "Streamed calls carry arguments (still a JSON object) that break the function's parameters schema.",
+    ),
+    (
+        "tool-required-stream-wrong-name",
+        "TOOLS-CHOICE-REQUIRED",
+        'Streamed calls forced by tool_choice "required" name a function that is not among the tools '
+        "(its name + _v2).",
+    ),
+    (
+        "finish-tool-calls-without-call",
+        "TOOLS-FINISH-REASON",
+        'Answers without a tool call to a request offering tools (tool_choice absent or "auto") end with '
+        'finish_reason "tool_calls".',
+    ),
+    (
+        "stop-kept-with-several",
+        "STOP-SEQUENCE-EXCLUDED",
+        "With more than one stop sequence, the one that ended the text is kept (openai profile: it must be "
+        "cut off; a single stop sequence is cut off).",
+    ),
+    (
+        "json-schema-loose-prose",
+        "JSON-SCHEMA-VALID",
+        "A json_schema response format without strict: true is answered in free text, not JSON (strict ones "
+        "keep the schema).",
+    ),
 ]
 
 FAULTS: dict[str, Fault] = {name: Fault(name, req, desc) for name, req, desc in _TABLE}

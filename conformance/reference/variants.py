@@ -185,6 +185,9 @@ _TABLE: list[Variant] = [
         "legit",
         "A json_schema request answered with a refusal: content null and message.refusal a string "
         "(OpenAI structured outputs).",
+        # every first ask of a json_schema request is refused: the generated requests, asked once, show the
+        # fault json-schema-loose-prose nowhere (a known miss under this variant, never a false alarm)
+        conflicts=("json-schema-loose-prose",),
     ),
     # --- SHOULD-level deviations: the default gate passes, the SHOULD is reported
     Variant(
