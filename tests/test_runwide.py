@@ -367,3 +367,18 @@ def test_json_refusals_and_inline_reasoning_are_not_the_answer() -> None:
     s = stream({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}}},
                [chunk(content="//"), chunk(content='{"ok": true}', finish="stop")])
     assert verdicts(records(s), JSON_REQS) == {"JSON-SCHEMA-STREAM": "failed"}
+
+
+def test_json_cut_by_a_stop_sequence_is_judged_as_a_prefix() -> None:
+    req = {"response_format": {"type": "json_object"}, "stop": "@"}
+    cut = completion(req, json_answer('{"mail": "a', "stop"))
+    assert verdicts(records(cut), JSON_REQS) == {}
+    whole = completion(req, json_answer('{"ok": true}', "stop"))
+    assert verdicts(records(whole), JSON_REQS) == {"JSON-OBJECT-VALID": "passed"}
+
+
+def test_unreadable_streamed_calls_are_left_to_the_fragment_rules() -> None:
+    no_index = {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    frags = [no_index]
+    s = tool_stream({"tools": TOOLS}, frags)
+    assert verdicts(records(s), ("TOOLS-FINISH-REASON",)) == {}

@@ -265,6 +265,7 @@ class _Choice:
     tokens: list[str] | None  # the logprob tokens, when every entry names one
     where: str  # JSON path of the message (or the stream's deltas)
     stream: bool
+    raw_calls: bool = False  # the answer holds tool_calls in any form (a malformed one is judged elsewhere)
 
 
 def _tokens(entries: Any) -> list[str] | None:
@@ -283,7 +284,7 @@ def _choices(ex: Exchange) -> list[_Choice]:
             msg = obj(ch.get("message"))
             tokens = _tokens(obj(ch.get("logprobs")).get("content"))
             out.append(_Choice(i, msg.get("content"), refusal_of(msg), ch.get("finish_reason"), calls_of(msg),
-                               tokens, f"$.choices[{i}].message", False))
+                               tokens, f"$.choices[{i}].message", False, bool(msg.get("tool_calls"))))
         return out
     chunks = [c for c in ex.chunks if isinstance(c, dict)]
     indices: list[int] = sorted({int(ch["index"]) for c in chunks for ch in c.get("choices") or []
@@ -293,9 +294,11 @@ def _choices(ex: Exchange) -> list[_Choice]:
         entries = [e for c in chunks for ch in c.get("choices") or []
                    if isinstance(ch, dict) and ch.get("index") == i
                    for e in (obj(ch.get("logprobs")).get("content") or [])]
+        raw = any(obj(ch.get("delta")).get("tool_calls") for c in chunks for ch in c.get("choices") or []
+                  if isinstance(ch, dict) and ch.get("index") == i)
         out.append(_Choice(i, stream_text(chunks, i), stream_text(chunks, i, "refusal") or None,
                            stream_finish(chunks, i), stream_calls(chunks, i), _tokens(entries),
-                           f"choices[index={i}].delta", True))
+                           f"choices[index={i}].delta", True, raw))
     return out
 
 
@@ -342,8 +345,11 @@ def _judge_opportunistic(
             object_only = given.get("type") == "object"
             schema = given if spec.get("strict") is True else None  # without strict: JSON, not the schema
             requirement = "JSON-SCHEMA-STREAM" if c.stream else "JSON-SCHEMA-VALID"
+        # a stop sequence may end the JSON early (finish_reason stop): then it is judged as a cut answer, a
+        # prefix of a JSON object, and counts only when complete
+        finish = "length" if stops and c.finish == "stop" else c.finish
         j = scratch()
-        why = judge_json_answer(j, requirement, text, c.finish, ex, c.where + ".content", schema,
+        why = judge_json_answer(j, requirement, text, finish, ex, c.where + ".content", schema,
                                 object_only=object_only)
         _merge(judge, j, count=why is None)
 
@@ -375,7 +381,8 @@ def _judge_tools(judge: Judge, ex: Exchange, request: dict[str, Any], tools: lis
                         path=finish_path, expected="stop or length", received=c.finish, exchange=ex)
         elif c.finish == "stop":
             judge.check(True, "TOOLS-CHOICE-NONE", "")
-    judge_tool_finish(judge, "TOOLS-FINISH-REASON", c.calls, c.finish, forced, ex, finish_path)
+    if c.calls or not c.raw_calls:  # tool_calls that could not be read: TOOLS-CALL-SHAPE / -STREAM-FRAGMENTS
+        judge_tool_finish(judge, "TOOLS-FINISH-REASON", c.calls, c.finish, forced, ex, finish_path)
 
 
 def _answer_id(ex: Exchange) -> Any:
