@@ -274,7 +274,7 @@ def test_context_error_behavior_measures_the_prompt() -> None:
     assert test_context._prompt_tokens(refused, TARGET, msgs) is None  # the prompt alone does not fit
 
 
-# --------------------------------------------------------------------------- where the stop sequence comes from
+# ------------------------------------------------------------------------ where the stop sequence comes from
 
 
 def _stop_sources(answers: dict[str, str]) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:

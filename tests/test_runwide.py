@@ -382,3 +382,11 @@ def test_unreadable_streamed_calls_are_left_to_the_fragment_rules() -> None:
     frags = [no_index]
     s = tool_stream({"tools": TOOLS}, frags)
     assert verdicts(records(s), ("TOOLS-FINISH-REASON",)) == {}
+
+
+def test_stop_sequences_inside_inline_reasoning_are_left_open() -> None:
+    thought = completion({"stop": " mat"}, with_logprobs(["<think>", " the", " mat", "</think>", " ok"]))
+    assert verdicts(records(thought), STOP_REQS) == {}
+    tokens = ["<think>", " hm", "</think>", " the", " mat", " sat"]
+    after = completion({"stop": " mat"}, with_logprobs(tokens))
+    assert verdicts(records(after), STOP_REQS) == {"STOP-HONOURED": "failed"}

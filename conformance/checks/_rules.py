@@ -247,6 +247,7 @@ def judge_stop_answer(
     *,
     honoured: str,
     excluded: str | None,
+    start: int = 0,
 ) -> bool:
     """One answer to a request with ``stops``, judged where it shows a stop sequence (a hit); an answer that
     holds none says nothing (it may have ended before reaching one). ``mode`` is the profile's
@@ -259,11 +260,14 @@ def judge_stop_answer(
     * Profile "included": the text ending with the stop sequence, or within the token that completed it
       (the logprobs show it), with finish_reason stop, is a pass of ``honoured``.
 
+    Only sequences from offset ``start`` on count (the answer after an inline reasoning segment: whether a
+    server matches stop sequences inside the reasoning it returns as content is left open).
+
     Returns whether anything was judged (spec/DECISIONS.md#opportunistic)."""
-    hit = first_stop(content, stops)
+    hit = first_stop(content[start:], stops)
     if hit is None:
         return False
-    s, start, end = hit
+    s, start, end = hit[0], hit[1] + start, hit[2] + start
     at_token_end = _last_token_starts_before(content, tokens, end) if len(content) > end else True
     if at_token_end is False:
         judge.check(False, honoured,

@@ -327,9 +327,11 @@ def _judge_opportunistic(
     if stops and isinstance(c.content, str):
         j = scratch()
         mode = stop_sequence if stop_sequence in ("included", "excluded") else "included"
+        answer_start = len(c.content) - len(split_think(c.content)[1])  # after any inline <think> segment
         judge_stop_answer(j, c.content, c.finish, stops, c.tokens, mode, ex, c.where + ".content",
                           honoured="STOP-STREAM" if c.stream else "STOP-HONOURED",
-                          excluded="STOP-STREAM" if c.stream else "STOP-SEQUENCE-EXCLUDED")
+                          excluded="STOP-STREAM" if c.stream else "STOP-SEQUENCE-EXCLUDED",
+                          start=answer_start)
         _merge(judge, j)
     rf = obj(request.get("response_format"))
     if rf.get("type") in ("json_object", "json_schema") and isinstance(c.content, str) and not c.calls:
