@@ -4,7 +4,10 @@ A check judges its requirement on the exchanges it asked for; a deviation that s
 (``completion_tokens > max_tokens`` once max_tokens reaches 8, ``created`` changing in long streams, a
 5xx text body to one bad input) hides from it. After the run, :func:`judge_run` walks every exchange the
 run made (hand-written and generated checks, stream and non-stream, each exchange once) and judges the
-invariants below on each. It sends nothing: it costs no request.
+invariants below on each. It sends nothing: it costs no request. The rules about tool calls, stop sequences
+and JSON output (``_rules``, shared with the checks built for them) are judged the same way on every answer
+that shows the thing: a call, a stop sequence in the text, a JSON response format
+(spec/DECISIONS.md#opportunistic).
 
 Each requirement judged here gives one record (``nodeid`` ``run-wide::ID``) shaped like a check's: it
 passes when no exchange breaks the rule, fails naming the first offending exchanges as evidence. Only
