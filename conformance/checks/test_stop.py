@@ -66,9 +66,9 @@ DEFAULT = Source("", "deterministic, 16 tokens")
 
 def sources(capabilities: Any) -> list[Source]:
     """Where a stop sequence is looked for, in order: the shared deterministic 16-token answer; the same with
-    room for a reasoning segment where the model reasons unasked (shared with the penalty and logit-bias
-    checks); a 32-token answer spread by presence and frequency penalties (one more request, only when
-    needed)."""
+    room for a reasoning segment where the model reasons unasked (shared with the logprobs, core and
+    logit-bias checks); a 32-token answer spread by presence and frequency penalties (one more request, only
+    when needed)."""
     quiet = thinking_off(capabilities)
     out = [DEFAULT]
     mt = room(capabilities, MAX)
