@@ -12,9 +12,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from conformance.errors import UsageError
+
+if TYPE_CHECKING:
+    from conformance.fleet import FleetTarget
 
 __all__ = ["main", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_INTERNAL"]
 
@@ -482,7 +485,7 @@ _EXIT_MEANING = {
 }
 
 
-def _fleet_targets(args: argparse.Namespace) -> list[Any]:
+def _fleet_targets(args: argparse.Namespace) -> list[FleetTarget]:
     from conformance.fleet import FleetTarget, load_fleet
 
     if args.fleet is not None:
@@ -529,6 +532,39 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     )
     codes: list[int] = []
     results_list: list[dict[str, Any]] = []
+    # the second run in this process finds the plugin imported already: pytest's warning about it is noise
+    saved = os.environ.get("PYTEST_ADDOPTS")
+    os.environ["PYTEST_ADDOPTS"] = f"{saved or ''} -W ignore::pytest.PytestAssertRewriteWarning".strip()
+    try:
+        _run_fleet(targets, runs, codes, results_list)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTEST_ADDOPTS", None)
+        else:
+            os.environ["PYTEST_ADDOPTS"] = saved
+    from conformance.reports.matrix import matrix_markdown, write_matrix
+
+    root.mkdir(parents=True, exist_ok=True)
+    html = write_matrix(results_list, root)
+    md = root / "matrix.md"
+    md.write_text(matrix_markdown(results_list), encoding="utf-8")
+    worst = worst_exit(codes)
+    for t, code in zip(targets, codes, strict=True):
+        print(f"chat-conformance: {t.label()}: exit {code} ({_EXIT_MEANING.get(code, '?')})", file=sys.stderr)
+    print(
+        f"chat-conformance: fleet exit {worst} (the worst of its models): matrix in {md} and {html}",
+        file=sys.stderr,
+    )
+    return worst
+
+
+def _run_fleet(
+    targets: list[FleetTarget],
+    runs: list[argparse.Namespace],
+    codes: list[int],
+    results_list: list[dict[str, Any]],
+) -> None:
+    """Run each target in turn; append its exit code and its matrix column."""
     for i, (t, ns) in enumerate(zip(targets, runs, strict=True), 1):
         print(f"chat-conformance: [{i}/{len(runs)}] {t.label()} -> {ns.report_dir}/", file=sys.stderr)
         fresh = Path(ns.report_dir) / "results.json"
@@ -549,23 +585,9 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
             code = EXIT_INTERNAL
         codes.append(code)
         results_list.append(_fleet_column(t, ns, code, fresh))
-    from conformance.reports.matrix import matrix_markdown, write_matrix
-
-    root.mkdir(parents=True, exist_ok=True)
-    html = write_matrix(results_list, root)
-    md = root / "matrix.md"
-    md.write_text(matrix_markdown(results_list), encoding="utf-8")
-    worst = worst_exit(codes)
-    for t, code in zip(targets, codes, strict=True):
-        print(f"chat-conformance: {t.label()}: exit {code} ({_EXIT_MEANING.get(code, '?')})", file=sys.stderr)
-    print(
-        f"chat-conformance: fleet exit {worst} (the worst of its models): matrix in {md} and {html}",
-        file=sys.stderr,
-    )
-    return worst
 
 
-def _fleet_column(t: Any, ns: argparse.Namespace, code: int, path: Path) -> dict[str, Any]:
+def _fleet_column(t: FleetTarget, ns: argparse.Namespace, code: int, path: Path) -> dict[str, Any]:
     """The model's results.json, or, where its run wrote none (unreachable, usage error), a column that
     says so: every model of the fleet has its column in the matrix."""
     if path.is_file():

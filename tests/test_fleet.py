@@ -21,10 +21,15 @@ def _results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text(encoding="utf-8"))
 
 
-def test_two_models_on_the_reference_server_give_two_folders_and_a_matrix(tmp_path: Path) -> None:
+def test_two_models_on_the_reference_server_give_two_folders_and_a_matrix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "reports"
     code = main(["run", "--model", "alpha", "--model", "org/beta:q4", *SMALL, "--report-dir", str(out)])
     assert code == 0
+    console = "".join(capsys.readouterr())
+    assert "PytestAssertRewriteWarning" not in console  # the second run in one process: no noise
+    assert "fleet exit 0 (the worst of its models)" in console
     for folder, model in (("alpha", "alpha"), ("org_beta_q4", "org/beta:q4")):
         for name in ("results.json", "summary.md", "report.html", "junit.xml"):
             assert (out / folder / name).is_file(), f"{folder}/{name}"
