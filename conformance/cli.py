@@ -1,7 +1,8 @@
 """The ``chat-conformance`` command: run, serve, requirements, report.
 
 Exit codes: 0 conformant, 1 not conformant, 2 usage error, 3 target unreachable or credentials refused
-before any check ran, 4 internal error of the suite.
+before any check ran, 4 internal error of the suite. A fleet (``--model`` repeated, ``--fleet``) exits with
+the worst of its models' codes: 2 > 4 > 3 > 1 > 0 (:data:`conformance.fleet.EXIT_SEVERITY`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--fleet",
         metavar="FLEET.toml",
         help="judge the [[target]]s of this file (base_url, model; optional profile, expectations, "
-        "api_key_env) in turn, like repeated --model; the fleet exits with its worst exit code",
+        "api_key_env) in turn, like repeated --model; the fleet exits with its worst exit code "
+        "(worst first: 2 usage > 4 internal > 3 unreachable > 1 not conformant > 0)",
     )
     r.add_argument(
         "--api-key-env",
