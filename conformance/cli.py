@@ -127,7 +127,29 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--hypothesis-seed", type=int, metavar="N", help="property-based checks: hypothesis seed (default 0)"
     )
+    r.add_argument(
+        "--record", metavar="FILE.har", help="write every exchange to FILE.har (HAR 1.2, key masked)"
+    )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more pytest output")
+
+    rp = sub.add_parser(
+        "replay",
+        help="re-run the suite against a recording (`run --record`) instead of the network",
+        description="Re-run the suite against a HAR recording written by `run --record`: no request leaves "
+        "the machine; a request the recording lacks makes its check inconclusive (not recorded).",
+    )
+    rp.add_argument("recording", metavar="FILE.har", help="the recording written by `run --record`")
+    rp.add_argument(
+        "--report-dir", default="reports", metavar="DIR", help="where reports go (default reports/)"
+    )
+    rp.add_argument("--profile", metavar="NAME|FILE", help="profile (default: the recorded run's)")
+    rp.add_argument("--level", choices=("must", "should", "may"), default="may", help="run up to this level")
+    rp.add_argument("--fail-on", choices=("must", "should", "may"), default="must", help="as for run")
+    rp.add_argument("--only", action="append", default=[], metavar="ID|CAPABILITY", help="restrict the run")
+    rp.add_argument("--require", action="append", default=[], metavar="CAPABILITY", help="as for run")
+    rp.add_argument("--expectations", metavar="FILE", help="TOML file of waived requirement ids")
+    rp.add_argument("--strict-waivers", action="store_true", help="a waived requirement that passes fails")
+    rp.add_argument("-v", "--verbose", action="count", default=0, help="more pytest output")
 
     s = sub.add_parser(
         "serve",
@@ -201,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _build_parser().parse_args(argv)
         handler = {
             "run": _cmd_run_or_fleet,
+            "replay": _cmd_replay,
             "serve": _cmd_serve,
             "requirements": _cmd_requirements,
             "report": _cmd_report,
@@ -269,6 +292,8 @@ def _validate_run(args: argparse.Namespace) -> None:
                     f"unknown fault {f!r}: list them with `chat-conformance serve --list-faults`"
                 )
         _check_variants(args.variant)
+    if args.record and Path(args.record).is_dir():
+        raise UsageError(f"--record {args.record} is a folder: give a file name, e.g. {args.record}/run.har")
     if args.workers != "auto" and not args.workers.isdigit():
         raise UsageError(f"-n {args.workers!r} is not a number of workers: give e.g. -n 2 or -n auto")
 
@@ -337,7 +362,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     server = None
     env_key = args.api_key_env
     base_url, model = args.base_url, args.model
-    if not base_url:
+    replay = getattr(args, "replay", None)
+    if not base_url and not replay:
         from conformance.profiles import load_profile
         from conformance.reference.server import start_in_thread
 
@@ -360,7 +386,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         verify: bool | str = False if args.insecure else (args.ca_bundle or True)
         try:
-            _preflight(base_url, model, os.environ.get(env_key) or None, verify, args.timeout)
+            if not replay:
+                _preflight(base_url, model, os.environ.get(env_key) or None, verify, args.timeout)
         except TargetUnreachable as exc:
             print(f"chat-conformance: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
@@ -407,6 +434,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ("--conformance-ca-bundle", args.ca_bundle),
             ("--conformance-examples", args.examples),
             ("--conformance-hypothesis-seed", args.hypothesis_seed),
+            ("--conformance-record", args.record),
+            ("--conformance-replay", replay),
         ):
             if value is not None:
                 pargs += [flag, str(value)]
@@ -449,6 +478,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
             server.stop()
 
 
+REPLAY_KEY_ENV = "CONFORMANCE_REPLAY_API_KEY"
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    """``run`` against a recording: target, model and the generated checks' options come from it; the
+    network and the embedded server are never used."""
+    from conformance.har import load_har, run_info
+
+    info = run_info(load_har(args.recording))
+    if not info.get("base_url") or not info.get("model"):
+        raise UsageError(f"{args.recording} has no recorded target (log._conformance): record it with "
+                         "`chat-conformance run --record FILE.har`")
+    run = _build_parser().parse_args(["run"])  # every run option at its default
+    for name in ("report_dir", "level", "fail_on", "only", "require", "expectations", "strict_waivers",
+                 "verbose"):
+        setattr(run, name, getattr(args, name))
+    run.profile = args.profile or info.get("profile") or "seed"
+    run.base_url, run.model = info["base_url"], info["model"]
+    run.examples, run.hypothesis_seed = info.get("examples"), info.get("hypothesis_seed")
+    run.replay = args.recording
+    if info.get("auth", True):  # the checks that need a key see one; it is sent nowhere
+        os.environ[REPLAY_KEY_ENV] = "replay-placeholder-key"
+        run.api_key_env = REPLAY_KEY_ENV
+    print(f"chat-conformance: replaying {args.recording} (model {run.model} at {run.base_url}); "
+          "no request leaves this machine", file=sys.stderr)
+    return _cmd_run(run)
+
+
 class _Grab:
     """In-process pytest plugin that hands the run's results back to the CLI."""
 
@@ -475,6 +532,8 @@ def _cmd_run_or_fleet(args: argparse.Namespace) -> int:
     if args.fleet is None and len(models) <= 1:
         args.model = models[0] if models else None
         return _cmd_run(args)
+    if args.record:
+        raise UsageError("--record writes one model's run: record each model in its own run, or drop it")
     return _cmd_fleet(args)
 
 

@@ -135,6 +135,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "invalid-request phase tries each field's mutations plus N/10 generated ones)",
     )
     g.addoption(
+        "--conformance-record",
+        metavar="FILE",
+        default=None,
+        help="write every exchange of the run to FILE as HAR 1.2 (credentials masked)",
+    )
+    g.addoption(
+        "--conformance-replay",
+        metavar="FILE",
+        default=None,
+        help="answer every request from the HAR recording FILE instead of the network",
+    )
+    g.addoption(
         "--conformance-hypothesis-seed",
         type=int,
         default=0,
@@ -157,6 +169,13 @@ def pytest_configure(config: pytest.Config) -> None:
         state = _worker_state(config) if hasattr(config, "workerinput") else _controller_state(config)
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.getoption("conformance_replay"):  # every client of the run answers from the recording
+        from conformance.har import ReplayTransport
+
+        try:
+            state["transport"] = ReplayTransport.from_file(config.getoption("conformance_replay"))
+        except UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[_state] = state
     config.pluginmanager.register(_Recorder(config), "conformance-recorder")
 
@@ -300,7 +319,8 @@ def _make_client(config: pytest.Config, on_exchange: Any = None, *, checks: bool
             max_tokens_total=t.limits.max_tokens_total,
             rate_limit=t.limits.rate_limit,
         )
-    return Client(t, budget=state["budget"], on_exchange=on_exchange, raise_unanswered=checks)
+    return Client(t, budget=state["budget"], on_exchange=on_exchange, raise_unanswered=checks,
+                  transport=state.get("transport"))
 
 
 # ---- selection ---------------------------------------------------------------------------------------------
@@ -591,6 +611,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         fail_on=config.getoption("conformance_fail_on"),
     )
     config.stash[_state]["results"] = results
+    written: list[Path] = []
+    if config.getoption("conformance_record"):
+        from conformance.har import write_har
+
+        run = {**results["target"], "level": config.getoption("conformance_level"),
+               "started": state["started"], "examples": config.getoption("conformance_examples"),
+               "hypothesis_seed": config.getoption("conformance_hypothesis_seed"), "auth": bool(t.api_key)}
+        written.append(write_har(config.getoption("conformance_record"), stored,
+                                 state.get("discovery_exchanges", []), run=run))
+        state["written"] = written
     report_dir = config.getoption("conformance_report_dir")
     if report_dir:
         paths = write_all(results, Path(report_dir))
@@ -602,7 +632,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             results["exit_code"] = 4
             results["notes"].append(f"internal error writing report.html: {type(exc).__name__}: {exc}")
             paths = write_all(results, Path(report_dir))
-        state["written"] = paths
+        state["written"] = [*paths, *written]
     session.exitstatus = results["exit_code"]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conformance.evidence import Exchange
+from conformance.har import RECORDED_AT_HEADER
 from conformance.schemas import schema_errors
 from conformance.violations import Inconclusive, Judge
 
@@ -241,7 +242,16 @@ def judge_schema(
     return not errors
 
 
-def now() -> float:
+def now(ex: Exchange | None = None) -> float:
+    """The time an answer is judged against: now; for an answer replayed from a recording (``chat-conformance
+    replay``), the time it was recorded."""
+    if ex is not None:
+        for k, v in ex.response_headers.items():
+            if k.lower() == RECORDED_AT_HEADER.lower():
+                try:
+                    return float(v)
+                except ValueError:
+                    break
     return time.time()
 
 
