@@ -106,6 +106,13 @@ def _get(headers: dict[str, str], name: str) -> str | None:
     return None
 
 
+def _query(url: str) -> list[dict[str, str]]:
+    try:
+        return [{"name": k, "value": v} for k, v in httpx.URL(url).params.multi_items()]
+    except (httpx.InvalidURL, ValueError, TypeError):  # a request the client could not even build
+        return []
+
+
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -135,9 +142,9 @@ def _entry(ex: dict[str, Any], started: float) -> dict[str, Any]:
         "httpVersion": "HTTP/1.1",
         "cookies": [],
         "headers": _header_list(req_headers),
-        "queryString": [{"name": k, "value": v} for k, v in httpx.URL(ex["url"]).params.multi_items()],
+        "queryString": _query(ex["url"]),
         "headersSize": -1,
-        "bodySize": len(body.encode("utf-8")) if body is not None else 0,
+        "bodySize": len(body.encode("utf-8", errors="replace")) if body is not None else 0,
     }
     if body is not None:
         request["postData"] = {"mimeType": _get(req_headers, "content-type") or "", "text": body}
@@ -154,7 +161,7 @@ def _entry(ex: dict[str, Any], started: float) -> dict[str, Any]:
         "httpVersion": "HTTP/1.1" if status is not None else "",
         "cookies": [],
         "headers": _header_list(resp_headers),
-        "content": {"size": len(text.encode("utf-8")), "mimeType": mime, "text": text},
+        "content": {"size": len(text.encode("utf-8", errors="replace")), "mimeType": mime, "text": text},
         "redirectURL": _get(resp_headers, "location") or "",
         "headersSize": -1,
         "bodySize": -1,
@@ -206,7 +213,8 @@ def write_har(path: str | Path, records: Iterable[dict[str, Any]],
     if out.parent != Path():
         out.parent.mkdir(parents=True, exist_ok=True)
     har = build_har(recorded_exchanges(records, probes), run=run)
-    out.write_text(json.dumps(har, ensure_ascii=False, indent=1), encoding="utf-8")
+    # a lone surrogate in a target's text is written as its JSON escape (\udcxx), never an encoding error
+    out.write_text(json.dumps(har, ensure_ascii=False, indent=1), encoding="utf-8", errors="backslashreplace")
     return out
 
 
@@ -236,8 +244,10 @@ def run_info(har: dict[str, Any]) -> dict[str, Any]:
 
 
 def _request_key(method: str, url: httpx.URL | str, body: str | None) -> tuple[str, str, str]:
-    u = httpx.URL(url)
-    path = u.raw_path.decode("ascii", errors="replace")  # path and query
+    try:
+        path = httpx.URL(url).raw_path.decode("ascii", errors="replace")  # path and query
+    except (httpx.InvalidURL, ValueError, TypeError):
+        path = str(url)
     return method.upper(), path, body or ""
 
 
@@ -311,6 +321,6 @@ class ReplayTransport(httpx.BaseTransport):
             headers.append((RECORDED_AT_HEADER, str(round(when.timestamp(), 3))))
         except ValueError:
             pass
-        content = str((resp.get("content") or {}).get("text") or "").encode("utf-8")
+        content = str((resp.get("content") or {}).get("text") or "").encode("utf-8", errors="replace")
         stream = _Body(content, _transport_error(str(error), request) if error else None)
         return httpx.Response(status, headers=headers, stream=stream, request=request)

@@ -231,3 +231,17 @@ def test_record_into_a_folder_is_a_usage_error(tmp_path: Path, capfd: pytest.Cap
 def test_record_with_a_fleet_is_a_usage_error(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--model", "a", "--model", "b", "--record", str(tmp_path / "x.har")]) == 2
     assert "--record writes one model's run" in capfd.readouterr().err
+
+
+def test_odd_exchanges_never_break_the_recording(tmp_path: Path) -> None:
+    bad_url = _ex(url="http://[::1/v1/chat/completions", transport_error="invalid request: bad URL")
+    surrogate = _ex(status=200, body_text='{"x": "\udcff"}',
+                    response_headers={"content-type": "application/json"})
+    path = tmp_path / "odd.har"
+    from conformance.har import write_har
+
+    write_har(path, [{"exchanges": [bad_url, surrogate]}], [], run={"started": 0})
+    entries = load_har(path)["log"]["entries"]
+    assert entries[0]["response"]["status"] == 0 and entries[0]["request"]["queryString"] == []
+    assert entries[1]["response"]["content"]["text"] == '{"x": "\udcff"}'
+    ReplayTransport(load_har(path))
