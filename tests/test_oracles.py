@@ -42,3 +42,19 @@ def test_off_greedy_names_a_token_clearly_below_the_best_listed() -> None:
     assert off_greedy(ok) is None
     assert off_greedy(near) is None  # within the near-tie margin
     assert off_greedy(far) is not None and "' sat'" in off_greedy(far)  # type: ignore[operator]
+
+
+def test_a_penalty_explains_a_near_tie_flip_on_a_token_already_generated() -> None:
+    from conformance.checks.test_penalties import _penalty_explains
+
+    top = (("],", -1.58), ("o", -2.05))
+    want = Answer("x],at],", tokens=(TokenLogprob("x", -1.0), TokenLogprob("],", -1.5),
+                                     TokenLogprob("at", -1.9), TokenLogprob("],", -1.58, top)))
+    got = Answer("x],ato", tokens=(*(want.tokens or ())[:3], TokenLogprob("o", -2.05)))
+    assert _penalty_explains(want, got, 3, "frequency_penalty", 1.9)
+    assert _penalty_explains(want, got, 3, "presence_penalty", 1.9)
+    assert not _penalty_explains(want, got, 3, "frequency_penalty", 0.3)  # too weak to flip it
+    assert not _penalty_explains(want, got, 3, "repetition_penalty", 1.9)  # not readable from logprobs
+    fresh_top = (("?", -1.58), ("o", -2.05))
+    fresh = Answer("x],at?", tokens=(*(want.tokens or ())[:3], TokenLogprob("?", -1.58, fresh_top)))
+    assert not _penalty_explains(fresh, got, 3, "frequency_penalty", 1.9)  # '?' was never generated before

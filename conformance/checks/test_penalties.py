@@ -120,6 +120,32 @@ def _penalty_could_not_flip(entries: list[Any] | None, frequency: float, presenc
     return True
 
 
+def _penalty_explains(want: Answer, got: Answer, j: int | None, param: str, value: float) -> bool:
+    """Whether the penalty, applied as OpenAI documents it over the generated tokens, accounts for the first
+    divergence (token ``j``) on its own: the unpenalised answer's token there had already been generated and
+    the penalty on it exceeds its lead over the penalised answer's token, read from the unpenalised
+    answer's top_logprobs. A near-tie flip is then the penalty's doing, not numerics' (a penalty flips a
+    token exactly where the lead is small). frequency/presence only: repetition_penalty scales raw logits,
+    which logprobs do not reveal."""
+    if param not in ("frequency_penalty", "presence_penalty") or j is None:
+        return False
+    if not want.tokens or not got.tokens:
+        return False
+    if j >= len(want.tokens) or j >= len(got.tokens):
+        return False
+    here, theirs = want.tokens[j], got.tokens[j].token
+    alt = here.alternative(theirs)
+    if here.logprob is None or alt is None:
+        return False
+    counts = Counter(t.token for t in want.tokens[:j])
+
+    def pen(tok: str) -> float:
+        n = counts[tok]
+        return n * value if param == "frequency_penalty" else (value if n else 0.0)
+
+    return pen(here.token) - pen(theirs) > (here.logprob - alt) + 1e-3
+
+
 def _ask(client: Any, target: Any, profile: Any, capabilities: Any, logprobs: bool, param: str,
          value: float) -> tuple[Any, Answer]:
     req = _request(target, profile, capabilities, logprobs, **{param: value})
@@ -136,6 +162,8 @@ def _changed(client: Any, target: Any, profile: Any, capabilities: Any, logprobs
     cmp = compare_answers(want, got)
     if cmp.kind == EMPTY:
         raise Inconclusive(f"the answers with and without {param} are both empty: {cmp.detail}")
+    if cmp.kind == NEAR_TIE and _penalty_explains(want, got, cmp.token, param, value):
+        return ex, got, DIVERGED
     if cmp.kind in (NEAR_TIE, UNKNOWN):
         ex2, got2 = _ask(client, target, profile, capabilities, logprobs, param, value)
         again = compare_answers(want, got2)
