@@ -45,33 +45,37 @@ Where the requests come from (issue 6: schemathesis generates, this module only 
   listed requirement. Hand-written, and why: the ``mutations`` table (kinds, requirement ids, and one fixed
   example per kind, the explicit examples every run sends first, so each kind is checked whatever the
   seed draws).
-* ``run_property``: hypothesis (fixed seed, ``max_examples``, explicit examples first, shrinking) with a
-  hard cap on the requests sent, never the same request twice (hypothesis is stopped once the cap is
-  reached: schemathesis draws are too slow to let the shrinker discard candidates for minutes); only the
-  minimal failing request's violations reach the check's judge.
+* ``run_property``: draw first, then send, then judge. ``draw_requests`` draws every request of a property
+  before any is sent (the explicit examples first, then the distinct ones among ``max_examples`` that
+  hypothesis draws with the fixed seed: no database, no shrinking, no constants read from local source
+  files), so the target's answers cannot steer later draws and the same seed sends the same requests
+  (spec/DECISIONS.md#reproducible-draws); ``send_requests`` sends them, each once, in order;
+  each answer is judged on its own, and for each requirement broken the smallest request that showed it
+  is the evidence.
 
 schemathesis is imported lazily (inside ``_operation``): importing conformance.checks does not pay for it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import math
 import re
 import string
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hypothesis import HealthCheck, Phase, Verbosity, example, given, reject, settings
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from conformance.catalog import catalog
-from conformance.errors import BudgetExhausted
 from conformance.evidence import Exchange
 from conformance.schemas import schema_errors
 from conformance.specfiles import openapi
@@ -98,6 +102,9 @@ __all__ = [
     "sampling_request",
     "inside_ranges",
     "run_property",
+    "draw_requests",
+    "send_requests",
+    "Drawn",
     "RunStats",
     "UNANSWERED_IN_A_ROW",
 ]
@@ -435,13 +442,19 @@ def _keep_valid(
     return req
 
 
+def _any_token_id(profile: Any) -> int:
+    """The token id the generated requests put a bias on (any id does: the value is what is judged)."""
+    tid = getattr(profile, "logit_bias_token_id", None)
+    return 100 if tid is None else int(tid)
+
+
 def valid_requests(
     model: str, profile: Any, capabilities: dict[str, dict[str, Any]]
 ) -> st.SearchStrategy[dict[str, Any]]:
     """A request valid under the contract and the profile, with a random subset of optional fields:
     schemathesis's positive-mode body of the narrowed contract, messages drawn by ``_messages``."""
     base = getattr(profile, "base", "seed")
-    doc = target_document(model, base, int(getattr(profile, "logit_bias_token_id", 100)), capabilities)
+    doc = target_document(model, base, _any_token_id(profile), capabilities)
     ranges = inside_ranges(base)
     bodies = _bodies(json.dumps(doc, sort_keys=True), True)
     body_schema = doc["paths"][PATH][METHOD.lower()]["requestBody"]["content"]["application/json"]["schema"]
@@ -477,7 +490,7 @@ def sampling_request(model: str, profile: Any) -> dict[str, Any]:
         fields[name] = int(mid) if b.integer else round(mid, _DECIMALS) + 0.0
     fields["logprobs"] = True
     fields["stop"] = ["###"]
-    fields["logit_bias"] = {str(getattr(profile, "logit_bias_token_id", 100)): 0}
+    fields["logit_bias"] = {str(_any_token_id(profile)): 0}
     fields["context_length_exceeded_behavior"] = "truncate"
     return minimal_request(model, **fields)
 
@@ -778,44 +791,151 @@ def invalid_requests(
     return st.tuples(base, values).map(build).filter(lambda x: x is not None)  # type: ignore[return-value]
 
 
-# ---- the bounded runner ---------------------------------------------------------------------------------
+# ---- the runner: draw every request first, then send them, then judge ---------------------------------
 
 
 @dataclass
 class RunStats:
-    examples: int = 0
+    examples: int = 0  # requests answered and judged
     sent: int = 0
-    cap: int = 0
+    cap: int = 0  # requests drawn: the most a property sends
     seed: int = 0
     unanswered: int = 0  # requests still answered 429/503 after the client's retries: not judged
 
 
-@dataclass
-class _Outcome:
+@dataclass(frozen=True)
+class Drawn:
+    """One request of a property, drawn before anything is sent: the request, what it is (the description
+    its exchange label and findings carry) and whether it is one of the hand-written explicit examples."""
+
     request: dict[str, Any]
     what: str
+    explicit: bool = False
+
+
+@dataclass
+class _Outcome:
+    drawn: Drawn
     exchange: Exchange
     violations: list[Violation]
     judged: set[str]
 
 
-class _Found(Exception):
-    pass
-
-
-class _CapReached(BaseException):  # not an Exception: hypothesis stops at once instead of shrinking it
-    pass
-
-
 UNANSWERED_IN_A_ROW = 3  # the generated phase gives up on a target that answers nothing but 429/503
-
-
-class _Throttled(BaseException):  # as _CapReached: stop at once
-    pass
+# hypothesis's draws touch process-wide state: one property draws at a time (see _isolated_draws)
+_DRAW_LOCK = threading.Lock()
 
 
 def _canonical(req: Any) -> str:
     return json.dumps(req, sort_keys=True, ensure_ascii=False)
+
+
+@contextlib.contextmanager
+def _isolated_draws() -> Iterator[None]:
+    """hypothesis mixes into its draws constants read from the source of every *local* module loaded at the
+    time (not site-packages): the same seed would draw other requests in a process that happens to have
+    imported other modules (a second run in one process, a test harness, a checkout instead of an installed
+    package). That pool is empty while a property draws (hypothesis's own global constants stay), and so
+    nothing is computed into hypothesis's ``constants`` cache (spec/DECISIONS.md#reproducible-draws)."""
+    providers: Any = None
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+    except ImportError:  # another hypothesis layout: no local constants known to neutralise
+        pass
+    real = getattr(providers, "_get_local_constants", None)
+    cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
+    if real is not None:
+        empty = Constants()
+        providers._get_local_constants = lambda: empty
+    if isinstance(cache, dict):
+        cache.clear()  # pools computed with the local constants
+    try:
+        yield
+    finally:
+        if real is not None:
+            providers._get_local_constants = real
+        if isinstance(cache, dict):
+            cache.clear()  # pools computed without them
+
+
+def draw_requests(
+    strategy: st.SearchStrategy[tuple[dict[str, Any], str]],
+    *,
+    count: int,
+    seed: int,
+    valid: bool,
+    explicit: list[tuple[dict[str, Any], str]] = (),  # type: ignore[assignment]
+) -> list[Drawn]:
+    """Every request a property will send, drawn before any is sent, so that the target's answers cannot
+    steer the draws: the explicit examples first, then the distinct requests among ``count`` examples of
+    ``strategy`` (pairs of request and description) that hypothesis draws with ``seed`` (no database,
+    generate phase only, no local constants: see ``_isolated_draws``). A request the strategy
+    got wrong (valid when ``valid`` is false, or the reverse) is left out: never blame a target for our
+    mistake. The same seed, strategy and hypothesis version give the same list, whatever answers."""
+    out: list[Drawn] = []
+    seen: set[str] = set()
+
+    def keep(req: dict[str, Any], what: str, is_explicit: bool) -> bool:
+        if bool(schema_errors(REQUEST_SCHEMA, req)) == valid:
+            return False
+        key = _canonical(req)
+        if key not in seen:
+            seen.add(key)
+            out.append(Drawn(copy.deepcopy(req), what, is_explicit))
+        return True
+
+    for req, what in explicit:
+        keep(req, what, True)
+
+    def collect(pair: tuple[dict[str, Any], str]) -> None:
+        if not keep(pair[0], pair[1], False):
+            reject()
+
+    test = given(pair=strategy)(collect)
+    test = settings(
+        max_examples=max(1, count),
+        database=None,
+        deadline=None,
+        derandomize=False,
+        phases=(Phase.generate,),
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+        verbosity=Verbosity.quiet,
+    )(test)
+    test = hypothesis_seed(seed)(test)
+    with _DRAW_LOCK, _isolated_draws():
+        try:
+            test()
+        except Unsatisfiable:
+            pass
+    return out
+
+
+def send_requests(
+    drawn: list[Drawn], send: Callable[[dict[str, Any], str], Exchange], *, label: str, seed: int
+) -> list[Exchange | Unanswered]:
+    """Send the drawn requests, each once, in order: the one place a property's requests leave. An answer
+    per request sent: its exchange, or the ``Unanswered`` of a "not now" (429/503 after the client's
+    retries); after UNANSWERED_IN_A_ROW of those in a row the rest are not sent (more requests would only
+    feed the limiter). BudgetExhausted propagates."""
+    answers: list[Exchange | Unanswered] = []
+    in_a_row = 0
+    for i, d in enumerate(drawn, 1):
+        try:
+            answers.append(send(d.request, f"{label} #{i}: {d.what} (hypothesis seed {seed})"))
+            in_a_row = 0
+        except Unanswered as exc:
+            answers.append(exc)
+            in_a_row += 1
+            if in_a_row >= UNANSWERED_IN_A_ROW:
+                break
+    return answers
+
+
+def _size(d: Drawn) -> tuple[int, str]:
+    key = _canonical(d.request)
+    return len(key), key
 
 
 def run_property(
@@ -830,97 +950,48 @@ def run_property(
     label: str,
     valid: bool,
 ) -> RunStats:
-    """Run hypothesis over ``strategy`` (pairs of request and a description), sending each new request once
-    (``send``) and judging it with ``evaluate`` on a scratch judge. Explicit examples run first, then
-    ``max_examples`` generated ones; a failure is shrunk. At most ``len(explicit) + 3 * max_examples``
-    requests are sent: past the cap, new requests are discarded (identical requests are never re-sent).
-    The minimal failing request's violations land on ``judge``, with its exchange as evidence."""
-    stats = RunStats(cap=len(explicit) + 3 * max(1, max_examples), seed=seed)
-    explicit_keys = {_canonical(r) for r, _ in explicit}
-    cache: dict[str, _Outcome] = {}
-    unanswered: set[str] = set()
-    judged: set[str] = set()
-    state: dict[str, Any] = {"last": None, "exhausted": None, "unanswered": None, "in_a_row": 0}
-
-    def one(pair: tuple[dict[str, Any], str]) -> None:
-        req, what = pair
-        if state["exhausted"] is not None:
-            raise state["exhausted"]
-        errors = schema_errors(REQUEST_SCHEMA, req)
-        if bool(errors) == valid:  # the generator's own guard: never blame a target for our mistake
-            reject()
-        key = _canonical(req)
-        if key in unanswered:
-            reject()
-        out = cache.get(key)
-        if out is None:
-            if stats.sent >= stats.cap:  # nothing new can be sent: stop (shrinking would only discard)
-                raise _CapReached
-            stats.sent += 1
-            try:
-                ex = send(req, f"{label} #{stats.sent}: {what} (hypothesis seed {seed})")
-            except BudgetExhausted as exc:
-                state["exhausted"] = exc
-                raise
-            except Unanswered as exc:  # a "not now" (429/503 after the retries) says nothing: not judged
-                stats.unanswered += 1
-                unanswered.add(key)
-                state["unanswered"] = exc
-                state["in_a_row"] += 1
-                if state["in_a_row"] >= UNANSWERED_IN_A_ROW:  # more requests would only feed the limiter
-                    raise _Throttled from None
-                reject()
-            state["in_a_row"] = 0
-            scratch = Judge(requirements=judge.requirements, exchanges=[ex])
-            evaluate(scratch, ex, req, what)
-            out = cache[key] = _Outcome(req, what, ex, scratch.violations, scratch.judged)
-        stats.examples += 1
-        judged.update(out.judged)
-        if out.violations:
-            state["last"] = out
-            raise _Found(key)
-
-    test = given(pair=strategy)(lambda pair: one(pair))
-    for ex_pair in reversed(list(explicit)):
-        test = example(pair=ex_pair)(test)
-    test = settings(
-        max_examples=max(1, max_examples),
-        database=None,
-        deadline=None,
-        derandomize=False,
-        phases=(Phase.explicit, Phase.generate, Phase.shrink),
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=False,
-        print_blob=False,
-        verbosity=Verbosity.quiet,
-    )(test)
-    test = hypothesis_seed(seed)(test)
-    try:
-        test()
-    except (_Found, _CapReached, _Throttled):
-        pass
-    except Unsatisfiable:
-        pass
-    except BudgetExhausted:
-        raise
-    if state["exhausted"] is not None:
-        raise state["exhausted"]
-    if state["unanswered"] is not None and not judged and state["last"] is None:
-        raise state["unanswered"]  # no request was answered: nothing is judged
+    """Draw the property's requests (``draw_requests``: the explicit examples, then the distinct ones among
+    ``max_examples`` generated), send them (``send_requests``), judge each answer with ``evaluate`` on a
+    scratch judge. At most ``len(explicit) + max_examples`` requests, never the same one twice, and the
+    same ones for the same seed whatever the target answers (spec/DECISIONS.md#reproducible-draws). For
+    each requirement broken, the violations of the smallest request that showed it land on ``judge``, its
+    exchange being the evidence; a property no request of which was answered raises the Unanswered."""
+    drawn = draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit)
+    answers = send_requests(drawn, send, label=label, seed=seed)
+    stats = RunStats(cap=len(drawn), seed=seed, sent=len(answers))
+    outcomes: list[_Outcome] = []
+    unanswered: Unanswered | None = None
+    for d, answer in zip(drawn, answers, strict=False):  # answers stop early after a flood of 429s
+        if isinstance(answer, Unanswered):  # a "not now" says nothing: not judged
+            stats.unanswered += 1
+            unanswered = answer
+            continue
+        scratch = Judge(requirements=judge.requirements, exchanges=[answer])
+        evaluate(scratch, answer, d.request, d.what)
+        outcomes.append(_Outcome(d, answer, scratch.violations, scratch.judged))
+    stats.examples = len(outcomes)
+    judged = set().union(*(o.judged for o in outcomes))
+    failing = [o for o in outcomes if o.violations]
+    if unanswered is not None and not judged and not failing:
+        raise unanswered  # no request was answered: nothing is judged
     judge.judged.update(judged)
-    last: _Outcome | None = state["last"]
-    if last is not None:
-        index = judge._index(last.exchange)
-        shown = _canonical(last.request)
+    broken = dict.fromkeys(v.requirement for o in failing for v in o.violations)
+    for rid in broken:
+        showing = [o for o in failing if any(v.requirement == rid for v in o.violations)]
+        o = min(showing, key=lambda x: _size(x.drawn))
+        index = judge._index(o.exchange)
+        shown = _canonical(o.drawn.request)
         shown = shown if len(shown) <= 1500 else shown[:1500] + "..."
-        how = "explicit example" if _canonical(last.request) in explicit_keys else "minimal after shrinking"
-        capped = f", request cap {stats.cap} reached" if stats.sent >= stats.cap else ""
-        for v in last.violations:
+        how = "explicit example" if o.drawn.explicit else "generated"
+        for v in o.violations:
+            if v.requirement != rid:
+                continue
             judge.violations.append(
                 Violation(
                     v.requirement,
-                    f"{v.message} [generated request ({last.what}), {how}, hypothesis seed {seed}, "
-                    f"{stats.sent} requests sent{capped}: {shown}]",
+                    f"{v.message} [generated request ({o.drawn.what}), {how}, the smallest of "
+                    f"{len(showing)} of the {stats.sent} requests sent that showed it, hypothesis seed "
+                    f"{seed}: {shown}]",
                     v.path,
                     v.expected,
                     v.received,

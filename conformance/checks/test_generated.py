@@ -11,12 +11,13 @@ hand-written, and why).
   count, or removed when required) and must be rejected with a 4xx in the error shape, never accepted,
   never 5xx.
 
-Cost: the valid phase sends at most 3 + 3 * N requests (N = --conformance-examples, default 15: 3 explicit
-examples, N generated, the rest for shrinking a failure); each field of the invalid phase at most
-k + 3 * ceil(N / 10) (k explicit examples, one per mutation of the field). The hypothesis seed
-(--conformance-hypothesis-seed, default 0) is in every exchange label and every finding, and each finding
-shows the minimal (shrunk) request, its exchange being the evidence. schemathesis is imported on the first
-generated check, not when conformance.checks is imported.
+Cost: the valid phase sends at most 3 + N requests (N = --conformance-examples, default 15: 3 explicit
+examples, then the distinct requests among N generated); each field of the invalid phase at most
+k + ceil(N / 10) (k explicit examples, one per mutation of the field). Every request is drawn before any
+is sent, so the same hypothesis seed (--conformance-hypothesis-seed, default 0) sends the same requests
+whatever the target answers; the seed is in every exchange label and every finding, and each finding
+shows the smallest request that showed it, its exchange being the evidence. schemathesis is imported on
+the first generated check, not when conformance.checks is imported.
 """
 
 from __future__ import annotations
