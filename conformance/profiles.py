@@ -23,6 +23,7 @@ __all__ = ["BUILTIN_PROFILES", "Profile", "load_profile"]
 BUILTIN_PROFILES = ("seed", "openai")
 
 STOP_SEQUENCE_VALUES = ("included", "excluded")
+ANY_TOKEN_ID = 100  # a token id every vocabulary holds (see Profile.any_token_id)
 STREAM_USAGE_VALUES = ("allowed", "forbidden")
 
 # Keys of a built-in profile file (all but the optional ones are required there).
@@ -45,6 +46,8 @@ class Profile:
     ``capabilities`` holds only declared capabilities: a missing key means discover it at run time.
     ``deterministic`` holds request parameters that make sampling deterministic (never temperature 0).
     ``base`` is the built-in profile (seed or openai) whose judgement rules apply.
+    ``logit_bias_token_id`` None: the logit-bias checks find an ordinary word token themselves
+    (spec/DECISIONS.md#logit-bias-token); :attr:`any_token_id` is the id sent where any id does.
     """
 
     name: str
@@ -55,13 +58,19 @@ class Profile:
     deterministic: dict[str, Any] = field(default_factory=dict)
     capabilities: dict[str, bool] = field(default_factory=dict)
     context_length: int | None = None
-    logit_bias_token_id: int = 100
+    logit_bias_token_id: int | None = None
     base: str = "seed"
 
     def __hash__(self) -> int:
         det = tuple(sorted((k, repr(v)) for k, v in self.deterministic.items()))
         caps = tuple(sorted(self.capabilities.items()))
         return hash((self.name, self.base, caps, self.context_length, self.logit_bias_token_id, det))
+
+    @property
+    def any_token_id(self) -> int:
+        """A token id for requests that judge a logit_bias *value* (range checks, generated requests), where
+        any id of the vocabulary does: the profile's logit_bias_token_id, else 100."""
+        return ANY_TOKEN_ID if self.logit_bias_token_id is None else self.logit_bias_token_id
 
     def capability(self, name: str) -> bool | None:
         """True/False when the profile declares the capability, None when it is to be discovered."""
@@ -113,7 +122,7 @@ def _builtin(name: str) -> Profile:
             deterministic=_deterministic(raw, where),
             capabilities=_capabilities(raw, where),
             context_length=_context_length(raw, where),
-            logit_bias_token_id=_token_id(raw, where, default=100),
+            logit_bias_token_id=_token_id(raw, where, default=None),
             base=name,
         )
     except UsageError as exc:  # our own file is broken: a bug of the suite, not the user's mistake
@@ -193,7 +202,7 @@ def _context_length(raw: dict[str, Any], where: str) -> int | None:
     return int(value)
 
 
-def _token_id(raw: dict[str, Any], where: str, default: int) -> int:
+def _token_id(raw: dict[str, Any], where: str, default: int | None) -> int | None:
     if "logit_bias_token_id" not in raw:
         return default
     value = raw["logit_bias_token_id"]

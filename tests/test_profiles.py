@@ -38,7 +38,7 @@ def test_seed_profile() -> None:
     assert p.deterministic == {"temperature": 1.0, "top_p": 1e-06, "seed": 1234}
     assert p.capabilities == {}
     assert p.context_length is None
-    assert p.logit_bias_token_id == 100
+    assert p.logit_bias_token_id is None and p.any_token_id == 100  # None: the checks probe for one
     assert p.description
 
 
@@ -83,7 +83,7 @@ seed = 7
     assert p.stop_sequence == "excluded" and p.inclusive_bounds is True
     assert p.stream_usage_without_option == "forbidden"
     assert p.context_length == 8192
-    assert p.logit_bias_token_id == 1024
+    assert p.logit_bias_token_id == 1024 and p.any_token_id == 1024
     assert p.capabilities == {"tools": True, "reasoning": False}
     assert p.capability("tools") is True and p.capability("reasoning") is False
     assert p.capability("thinking") is None
@@ -96,7 +96,7 @@ def test_user_profile_defaults_to_seed(tmp_path: Path) -> None:
     assert p.name == "mine" and p.description == "my server" and p.base == "seed"
     assert p.stop_sequence == "included"
     assert p.deterministic == load_profile("seed").deterministic
-    assert p.context_length is None and p.logit_bias_token_id == 100
+    assert p.context_length is None and p.logit_bias_token_id is None
 
 
 def test_unknown_profile_name() -> None:

@@ -172,7 +172,7 @@ def test_generated_invalid_request_rejected(
         pytest.skip(f"unsupported: {field_name} needs one of {', '.join(caps)}")
     examples, seed = _options(pytestconfig)
     model = conformance_target.model
-    muts = mutations(model, profile.logit_bias_token_id)[field_name]
+    muts = mutations(model, profile.any_token_id)[field_name]
     requirement_of = {m.what: m.requirement for m in muts}
     base = valid_requests(model, profile, capabilities)
     strategy = invalid_requests(base, field_name, muts).map(lambda rm: (rm[0], rm[1].what))

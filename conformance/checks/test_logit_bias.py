@@ -1,7 +1,8 @@
 """logit_bias: +100 on one token id forces it, -100 keeps it out.
 
-The token id is the profile's ``logit_bias_token_id`` (default 100): it must be an ordinary token of the
-target's vocabulary; a user profile names another one when it is not.
+The token id is the profile's ``logit_bias_token_id`` when it names one; else the suite finds an ordinary word
+token itself (``bias_token``: a few one-token probes with +100 on candidate ids, the text read back from the
+answer; spec/DECISIONS.md#logit-bias-token), once per run, and both checks use it.
 """
 
 from __future__ import annotations
@@ -42,12 +43,72 @@ MAX = 16
 # Penalties spread a deterministic answer over many tokens: a second baseline for the ban, when the plain
 # deterministic answer does not hold the token.
 SPREAD = {"presence_penalty": 1.9, "frequency_penalty": 1.9}
+# The ids probed for an ordinary word token when the profile names none (spec/DECISIONS.md#logit-bias-token),
+# in order: 100 (" the" of the reference vocabulary, but a byte token in byte-level BPE and SentencePiece
+# vocabularies), then " the" of common vocabularies: 279 (Llama-3, Qwen2, cl100k), 262 (GPT-2), 278 (Llama-2,
+# Mistral), then 700 (a merge in any vocabulary of more than 512 tokens).
+CANDIDATES = (100, 279, 262, 278, 700)
+PROBE_KEY = "logit-bias-probe-"
 
 
-def _force(shared: Any, client: Any, target: Any, profile: Any, capabilities: Any) -> Any:
-    """The +100 answer; with room for a reasoning segment where the model reasons unasked, re-asked when it
-    was cut inside the reasoning (spec/DECISIONS.md#reasoning-models)."""
-    tid = str(profile.logit_bias_token_id)
+def word_token(text: Any) -> bool:
+    """An ordinary word token's text: printable, at least two characters (a lone character is a byte or
+    character fallback token), a letter in it, no U+FFFD (a partial UTF-8 byte), not whitespace only, not
+    markup (``<0x41>``, ``<|im_end|>``, ``[PAD]``: special or byte tokens shown by name)."""
+    if not isinstance(text, str) or len(text) < 2 or "\ufffd" in text or not text.isprintable():
+        return False
+    core = text.strip()
+    if not core or not any(c.isalpha() for c in core):
+        return False
+    return (core[0], core[-1]) not in (("<", ">"), ("[", "]"))
+
+
+def _probe_text(ex: Any) -> tuple[str | None, str]:
+    """The text of the one token a probe's answer holds, or None, and what the answer showed."""
+    if ex.status is None or not 200 <= ex.status < 300:
+        return None, f"HTTP {ex.status}" if ex.status is not None else "no answer"
+    data = ex.json()
+    if not isinstance(data, dict):
+        return None, "the 2xx body is not a JSON object"
+    tokens = _tokens(data)
+    if tokens:
+        return tokens[0], ascii(tokens[0])  # ascii: U+FFFD and control characters shown as escapes
+    text = answer_text(data) or reasoning_text(data)
+    if text and usage_of(data) == 1:
+        return text, ascii(text)
+    if not text:
+        return None, f"empty answer (finish_reason {finish_of(data)!r}): an end or special token"
+    return None, f"{ascii(text)}, neither logprobs nor usage tell the token apart"
+
+
+def bias_token(shared: Any, target: Any, profile: Any, capabilities: Any) -> int:
+    """The token id the logit-bias checks put their bias on: the profile's ``logit_bias_token_id``, else the
+    first of :data:`CANDIDATES` whose one-token probe (deterministic parameters, logit_bias +100, logprobs)
+    answers an ordinary word token (:func:`word_token`). The probes go through ``shared``: sent once per run,
+    every check that asks replays the same answers and so keeps the same id; each check's evidence holds them.
+    Inconclusive, naming the fix, when no candidate gives one."""
+    if profile.logit_bias_token_id is not None:
+        return int(profile.logit_bias_token_id)
+    quiet = thinking_off(capabilities)
+    seen = []
+    for tid in CANDIDATES:
+        req = deterministic_body(target, profile, max_tokens=1, logprobs=True, logit_bias={str(tid): 100},
+                                 **quiet)
+        label = f"logit-bias token probe: deterministic, 1 token, logit_bias {{{tid}: 100}}, logprobs"
+        ex = shared(PROBE_KEY + str(tid), req, label=label)
+        text, shown = _probe_text(ex)
+        if word_token(text):
+            return tid
+        seen.append(f"{tid}: {shown}")
+    raise Inconclusive(f"no ordinary word token among the ids probed with logit_bias +100 "
+                       f"({'; '.join(seen)}): set logit_bias_token_id in a profile (--profile) to the id "
+                       "of a word token of the target's vocabulary (README, 'The logit-bias token')")
+
+
+def _force(shared: Any, client: Any, target: Any, capabilities: Any, token_id: int) -> Any:
+    """The +100 answer on ``token_id``; with room for a reasoning segment where the model reasons unasked,
+    re-asked when it was cut inside the reasoning (spec/DECISIONS.md#reasoning-models)."""
+    tid = str(token_id)
     req = body(target, temperature=HOT, seed=FORCE_SEED, max_tokens=room(capabilities, FORCE_MAX),
                logprobs=True, logit_bias={tid: 100}, **thinking_off(capabilities))
     ex = ask(client, req, shared=shared, key="logit-bias-force",
@@ -87,8 +148,8 @@ def _forced_token(data: dict[str, Any], tid: int) -> str:
 
 @pytest.mark.requirement("LOGIT-BIAS-FORCE")
 def test_logit_bias_forces_token(shared, client, judge, conformance_target, profile, capabilities):
-    tid = profile.logit_bias_token_id
-    ex = _force(shared, client, conformance_target, profile, capabilities)
+    tid = bias_token(shared, conformance_target, profile, capabilities)
+    ex = _force(shared, client, conformance_target, capabilities, tid)
     data = ok_json(ex, "request with logit_bias +100")
     unit = _forced_token(data, tid)
     content, ct, fr = answer_text(data), usage_of(data), finish_of(data)
@@ -118,8 +179,8 @@ def test_logit_bias_forces_token(shared, client, judge, conformance_target, prof
 def test_logit_bias_bans_token(shared, client, judge, conformance_target, profile, capabilities):
     # The ban only shows when the token would otherwise be generated: find a deterministic answer that holds
     # it (the plain one, else one spread by penalties), then send the same request with -100 on the token.
-    tid = profile.logit_bias_token_id
-    forced = ok_json(_force(shared, client, conformance_target, profile, capabilities),
+    tid = bias_token(shared, conformance_target, profile, capabilities)
+    forced = ok_json(_force(shared, client, conformance_target, capabilities, tid),
                      "request with logit_bias +100")
     banned = _forced_token(forced, tid)
     if len(set(_tokens(forced, answer=True) or [banned])) != 1:

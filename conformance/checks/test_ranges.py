@@ -72,7 +72,7 @@ def _fields(param: str, value: Any, profile: Any) -> dict[str, Any]:
     if param == "top_logprobs":
         return {"logprobs": True, "top_logprobs": value}
     if param == "logit_bias":
-        return {"logit_bias": {str(profile.logit_bias_token_id): value}}
+        return {"logit_bias": {str(profile.any_token_id): value}}
     if param == "stop":
         return {"stop": STOPS[:value]}
     return {param: value}
@@ -82,7 +82,7 @@ def _what(param: str, value: Any, profile: Any) -> str:
     if param == "stop":
         return f"stop with {value} sequence{'s' if value != 1 else ''}"
     if param == "logit_bias":
-        return f"logit_bias {{\"{profile.logit_bias_token_id}\": {value}}}"
+        return f"logit_bias {{\"{profile.any_token_id}\": {value}}}"
     return f"{param} {value}"
 
 

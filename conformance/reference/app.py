@@ -79,6 +79,10 @@ _SAMPLING_FIELDS = frozenset(
 )
 
 
+# The "byte-level-vocab" variant numbers token id i as (i + shift) % size: the byte tokens (the last ids of
+# VOCAB) come first, so that 100 is one of them, and " the" is 279 (as in Llama-3 and Qwen2).
+_BYTES_FIRST_SHIFT = 279 - VOCAB.id_of(" the")
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -585,7 +589,10 @@ class _Server:
                     v = min(max(v, -100), 100)
                 elif -100 < v < 100 and v != 0 and self.f("logit-bias-rejected-inside"):
                     raise _bad("logit_bias values must be -100, 0 or 100", "logit_bias")
-                bias[int(k)] = float(v)
+                tid = int(k)
+                if self.v("byte-level-vocab"):  # ids numbered with the byte tokens first (variants.py)
+                    tid = (tid - _BYTES_FIRST_SHIFT) % VOCAB.size
+                bias[tid] = float(v)
 
         stop_raw = body.get("stop")
         stops: list[str] = []

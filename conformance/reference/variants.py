@@ -117,6 +117,13 @@ _TABLE: list[Variant] = [
         "differ where two tokens nearly tie (about one position in five here), never at a confident one "
         "(the seed calls seed determinism best effort).",
     ),
+    Variant(
+        "byte-level-vocab",
+        "legit",
+        "Token ids numbered as byte-level BPE vocabularies number them (GPT-2, Llama-3, Qwen2): the byte "
+        "tokens come first, so logit_bias id 100 is a partial UTF-8 byte, and ' the' is id 279 (its id in "
+        "Llama-3 and Qwen2); logit_bias keys are read in that numbering.",
+    ),
     # --- transport
     Variant(
         "rate-limit-429",
