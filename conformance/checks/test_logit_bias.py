@@ -19,6 +19,7 @@ from conformance.checks._support import (
     content_of,
     deterministic_body,
     deterministic_logprobs,
+    exchange_cut_in_reasoning,
     finish_of,
     logprob_entries,
     not_cut,
@@ -64,38 +65,44 @@ def word_token(text: Any) -> bool:
 
 
 def _probe_text(ex: Any) -> tuple[str | None, str]:
-    """The text of the one token a probe's answer holds, or None, and what the answer showed."""
+    """The text of the token a probe's answer repeats (its answer part: an inline reasoning segment is the
+    template's), or None, and what the answer showed."""
     if ex.status is None or not 200 <= ex.status < 300:
         return None, f"HTTP {ex.status}" if ex.status is not None else "no answer"
     data = ex.json()
     if not isinstance(data, dict):
         return None, "the 2xx body is not a JSON object"
-    tokens = _tokens(data)
+    if exchange_cut_in_reasoning(ex):
+        return None, "cut inside the reasoning"
+    tokens = _tokens(data, answer=True)
     if tokens:
         return tokens[0], ascii(tokens[0])  # ascii: U+FFFD and control characters shown as escapes
-    text = answer_text(data) or reasoning_text(data)
-    if text and usage_of(data) == 1:
-        return text, ascii(text)
-    if not text:
+    content, ct = answer_text(data), usage_of(data)
+    if not content:
         return None, f"empty answer (finish_reason {finish_of(data)!r}): an end or special token"
-    return None, f"{ascii(text)}, neither logprobs nor usage tell the token apart"
+    unit = content[:len(content) // ct] if ct and len(content) % ct == 0 else ""
+    if unit and ct and not reasoning_text(data) and content == unit * ct:
+        return unit, ascii(unit)
+    return None, f"{ascii(content)}: neither logprobs nor usage tell the token apart"
 
 
 def bias_token(shared: Any, target: Any, profile: Any, capabilities: Any) -> int:
     """The token id the logit-bias checks put their bias on: the profile's ``logit_bias_token_id``, else the
-    first of :data:`CANDIDATES` whose one-token probe (deterministic parameters, logit_bias +100, logprobs)
-    answers an ordinary word token (:func:`word_token`). The probes go through ``shared``: sent once per run,
-    every check that asks replays the same answers and so keeps the same id; each check's evidence holds them.
-    Inconclusive, naming the fix, when no candidate gives one."""
+    first of :data:`CANDIDATES` whose probe (one token, deterministic parameters, logit_bias +100, logprobs;
+    with room for a reasoning segment where the model reasons unasked, as :func:`_force`) answers an ordinary
+    word token (:func:`word_token`). The probes go through ``shared``: sent once per run, every check that
+    asks replays the same answers and so keeps the same id; each check's evidence holds them. Inconclusive,
+    naming the fix, when no candidate gives one."""
     if profile.logit_bias_token_id is not None:
         return int(profile.logit_bias_token_id)
-    quiet = thinking_off(capabilities)
     seen = []
     for tid in CANDIDATES:
-        req = deterministic_body(target, profile, max_tokens=1, logprobs=True, logit_bias={str(tid): 100},
-                                 **quiet)
-        label = f"logit-bias token probe: deterministic, 1 token, logit_bias {{{tid}: 100}}, logprobs"
-        ex = shared(PROBE_KEY + str(tid), req, label=label)
+        mt = room(capabilities, 1)
+        req = deterministic_body(target, profile, max_tokens=mt, logprobs=True, logit_bias={str(tid): 100},
+                                 **thinking_off(capabilities))
+        label = (f"logit-bias token probe: deterministic, {mt} token{'s' if mt > 1 else ''}, "
+                 f"logit_bias {{{tid}: 100}}, logprobs")
+        ex = ask(None, req, shared=shared, key=PROBE_KEY + str(tid), label=label)
         text, shown = _probe_text(ex)
         if word_token(text):
             return tid
