@@ -114,14 +114,18 @@ def drift(results: dict[str, Any]) -> list[str]:
     return out
 
 
-def assert_verdicts_pinned(target: Path, base_url: str, model: str, report: Path, *extra: str) -> None:
-    """Run the whole suite against a real target with its profile and waivers (--strict-waivers) and assert
-    the gate holds; on failure, list what drifted from ``target/expectations.toml``."""
+def run_suite(target: Path, base_url: str, model: str, report: Path, *extra: str) -> int:
+    """Run the whole suite against a real target with its profile and waivers (--strict-waivers); the exit
+    code (the results are in ``report``)."""
     from conformance.cli import main
 
-    code = main(["run", "--base-url", base_url, "--model", model, "--profile", str(target / "profile.toml"),
+    return main(["run", "--base-url", base_url, "--model", model, "--profile", str(target / "profile.toml"),
                  "--expectations", str(target / "expectations.toml"), "--strict-waivers",
                  "--report-dir", str(report), *extra])
+
+
+def check_pinned(target: Path, report: Path, code: int) -> None:
+    """Assert a run's gate held; on failure, list what drifted from ``target/expectations.toml``."""
     results_file = report / "results.json"
     results = json.loads(results_file.read_text(encoding="utf-8")) if results_file.is_file() else {}
     drifted = drift(results)
@@ -129,6 +133,43 @@ def assert_verdicts_pinned(target: Path, base_url: str, model: str, report: Path
     assert code == 0, (f"chat-conformance run against {target.name} exited {code} (0 expected); requirements "
                        f"that drifted from {target.name}/expectations.toml:\n{detail}")
     assert not drifted, "\n".join(drifted)
+
+
+def assert_verdicts_pinned(target: Path, base_url: str, model: str, report: Path, *extra: str) -> None:
+    """Run the whole suite against a real target (``run_suite``); assert the gate holds (``check_pinned``)."""
+    check_pinned(target, report, run_suite(target, base_url, model, report, *extra))
+
+
+def logit_bias_probe_run(
+    target: Path, base_url: str, model: str, tmp_path: Path, *extra: str
+) -> dict[str, Any]:
+    """LOGIT-BIAS-FORCE and -BAN against a real target with its profile minus ``logit_bias_token_id``: the
+    suite probes for the token itself (spec/DECISIONS.md#logit-bias-token). Asserts what every target must
+    give: FORCE passes on the token the probe kept, BAN does not fail, at most 5 probes. The results."""
+    from conformance.cli import main
+
+    text = (target / "profile.toml").read_text(encoding="utf-8")
+    profile = tmp_path / "profile.toml"
+    profile.write_text("\n".join(ln for ln in text.splitlines() if not ln.startswith("logit_bias_token_id")),
+                       encoding="utf-8")
+    report = tmp_path / "probe"
+    main(["run", "--base-url", base_url, "--model", model, "--profile", str(profile), "--only",
+          "LOGIT-BIAS-FORCE", "--only", "LOGIT-BIAS-BAN", "--report-dir", str(report), *extra])
+    results: dict[str, Any] = json.loads((report / "results.json").read_text(encoding="utf-8"))
+    force = results["requirements"]["LOGIT-BIAS-FORCE"]
+    assert force["verdict"] == "pass", force
+    assert results["requirements"]["LOGIT-BIAS-BAN"]["verdict"] in ("pass", "inconclusive")
+    check = next(c for c in results["checks"] if c["nodeid"].endswith("test_logit_bias_forces_token"))
+    probes = [e for e in check["exchanges"] if e["label"].startswith("logit-bias token probe")]
+    assert 1 <= len(probes) <= 5
+    return results
+
+
+def generated_requests(results: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """The generated phase's requests of a run, check by check: (exchange label, request body)."""
+    checks = sorted(results.get("checks", []), key=lambda c: str(c.get("nodeid")))  # xdist: any order
+    return [(e["label"], e.get("request_body")) for c in checks
+            if "test_generated.py" in c.get("nodeid", "") for e in c.get("exchanges", [])]
 
 
 @pytest.fixture(scope="session")
