@@ -498,17 +498,6 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     run.base_url, run.model = info["base_url"], info["model"]
     run.examples, run.hypothesis_seed = info.get("examples"), info.get("hypothesis_seed")
     run.replay = args.recording
-    # hypothesis draws constants from every loaded local module: load the suite's modules the recorded run
-    # had (the embedded server's, say), so the property-based checks generate the recorded requests
-    import importlib
-
-    for name in info.get("modules") or []:
-        if (isinstance(name, str) and name.startswith("conformance.") and name not in sys.modules
-                and not name.startswith(("conformance.checks", "conformance.plugin"))):  # pytest's to import
-            try:
-                importlib.import_module(name)
-            except ImportError:  # a module of another suite version: its requests may be "not recorded"
-                pass
     if info.get("auth", True):  # the checks that need a key see one; it is sent nowhere
         os.environ[REPLAY_KEY_ENV] = "replay-placeholder-key"
         run.api_key_env = REPLAY_KEY_ENV

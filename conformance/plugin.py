@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import sys
 import tempfile
 import time
 import traceback
@@ -340,8 +339,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     from conformance.catalog import catalog, level_rank
 
     state = config.stash[_state]
-    # the suite's modules loaded when the checks start: a replay loads the same (hypothesis draws on them)
-    state["modules"] = sorted(m for m in sys.modules if m.startswith("conformance."))
     profile = state["profile"].base  # the catalog speaks of the built-in profile a user profile extends
     level = level_rank(config.getoption("conformance_level"))
     only = set(config.getoption("conformance_only"))
@@ -620,8 +617,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         run = {**results["target"], "level": config.getoption("conformance_level"),
                "started": state["started"], "examples": config.getoption("conformance_examples"),
-               "hypothesis_seed": config.getoption("conformance_hypothesis_seed"), "auth": bool(t.api_key),
-               "modules": state.get("modules", [])}
+               "hypothesis_seed": config.getoption("conformance_hypothesis_seed"), "auth": bool(t.api_key)}
         written.append(write_har(config.getoption("conformance_record"), stored,
                                  state.get("discovery_exchanges", []), run=run))
         state["written"] = written

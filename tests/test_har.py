@@ -45,8 +45,7 @@ def _verdicts(report: Path) -> dict[str, str]:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-# the replay in its own process with every way out refused: no connection, no server (importing the
-# reference server's modules to patch them would change what hypothesis generates: see _cli)
+# the replay in its own process with every way out refused: no connection, no server
 _OFFLINE_REPLAY = """
 import socket, sys
 def refuse(*a, **k):
@@ -59,8 +58,7 @@ sys.exit(main(["replay", *sys.argv[1:]]))
 
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    # each run in a fresh process, as a user runs them: hypothesis draws constants from the modules loaded in
-    # the process, so two runs in one long-lived process can generate different requests
+    # each run in a fresh process, as a user runs them
     env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=900,
                           check=False)
