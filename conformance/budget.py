@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,21 +60,29 @@ class Budget:
         # every request a locked read and rewrite of the state file
         self.shared = any(x is not None for x in (max_requests, max_tokens_total, rate_limit))
         self._memory: dict[str, Any] = {"requests": 0, "tokens": 0, "retries": 0, "next_slot": 0.0}
+        # the threads of one process (--concurrency) take this lock before the file lock of all processes
+        self._thread_lock = threading.RLock()
 
     # ---- shared state -----------------------------------------------------------------------------
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        if not self.shared:
-            yield self._memory
-            return
-        with open(self._lock_path, "a+") as lock:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-            try:
+        with self._thread_lock:
+            if not self.shared:
+                yield self._memory
+                return
+            with self._file_lock():
                 state = self._read()
                 before = dict(state)
                 yield state
                 if state != before:
                     self._write(state)
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        with open(self._lock_path, "a+") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
@@ -88,7 +97,7 @@ class Budget:
         return state
 
     def _write(self, state: dict[str, Any]) -> None:
-        tmp = self._state_path.with_name(f"{_STATE}.{os.getpid()}.tmp")
+        tmp = self._state_path.with_name(f"{_STATE}.{os.getpid()}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self._state_path)
 
@@ -120,7 +129,7 @@ class Budget:
         if not create and not self._pace_path.exists():
             yield None
             return
-        with open(self._lock_path, "a+") as lock:
+        with self._thread_lock, open(self._lock_path, "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 state: dict[str, Any] = {"interval": 0.0, "next_slot": 0.0, "hold_until": 0.0, "throttled": 0}
@@ -133,7 +142,7 @@ class Budget:
                 before = dict(state)
                 yield state
                 if state != before or not self._pace_path.exists():
-                    tmp = self._pace_path.with_name(f"{_PACE}.{os.getpid()}.tmp")
+                    tmp = self._pace_path.with_name(f"{_PACE}.{os.getpid()}.{threading.get_ident()}.tmp")
                     tmp.write_text(json.dumps(state))
                     os.replace(tmp, self._pace_path)
             finally:

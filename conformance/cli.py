@@ -92,7 +92,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="make an optional capability mandatory",
     )
     r.add_argument(
-        "-n", "--workers", default="0", metavar="N", help="parallel workers (pytest-xdist), or auto"
+        "--concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight at once from one process (default 16; 1 sends one request at a time)",
+    )
+    r.add_argument(
+        "-n", "--workers", default="0", metavar="N",
+        help="parallel worker processes (pytest-xdist), or auto; not needed: --concurrency is faster",
     )
     r.add_argument("--max-requests", type=int, metavar="N", help="request budget")
     r.add_argument("--max-tokens-total", type=int, metavar="N", help="token budget")
@@ -121,6 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="embedded reference server only: a legitimate variant (see `serve --list-variants`)",
     )
+    _latency_options(r, "embedded reference server only: ")
     r.add_argument(
         "--examples", type=int, metavar="N", help="property-based checks: generated examples (default 15)"
     )
@@ -201,6 +210,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="enable a legitimate variant (default: none)",
     )
     s.add_argument("--list-variants", action="store_true", help="list the legitimate variants and exit")
+    _latency_options(s, "")
 
     q = sub.add_parser("requirements", help="list the requirements catalog")
     q.add_argument("--level", choices=("must", "should", "may"), help="only this level")
@@ -279,6 +289,10 @@ def _validate_run(args: argparse.Namespace) -> None:
             raise UsageError(
                 "--variant applies to the embedded reference server only: drop --base-url or --variant"
             )
+        if args.ttft or args.tps is not None:
+            raise UsageError(
+                "--ttft/--tps apply to the embedded reference server only: drop --base-url or --ttft/--tps"
+            )
         if args.api_key_env != "CONFORMANCE_API_KEY" and not os.environ.get(args.api_key_env):
             raise UsageError(
                 f"environment variable {args.api_key_env} is not set: export it with the API key"
@@ -296,6 +310,29 @@ def _validate_run(args: argparse.Namespace) -> None:
         raise UsageError(f"--record {args.record} is a folder: give a file name, e.g. {args.record}/run.har")
     if args.workers != "auto" and not args.workers.isdigit():
         raise UsageError(f"-n {args.workers!r} is not a number of workers: give e.g. -n 2 or -n auto")
+    if not 1 <= args.concurrency <= 256:
+        raise UsageError(
+            f"--concurrency {args.concurrency} is out of range: give 1 to 256 requests in flight (default 16)"
+        )
+    _check_latency(args)
+
+
+def _latency_options(p: argparse.ArgumentParser, prefix: str) -> None:
+    p.add_argument(
+        "--ttft", type=float, default=0.0, metavar="SECONDS",
+        help=f"{prefix}answer like a real model: each completion's first token after SECONDS (default 0)",
+    )
+    p.add_argument(
+        "--tps", type=float, default=None, metavar="TOKENS_PER_S",
+        help=f"{prefix}answer like a real model: generate TOKENS_PER_S tokens per second (default: at once)",
+    )
+
+
+def _check_latency(args: argparse.Namespace) -> None:
+    if args.ttft < 0:
+        raise UsageError(f"--ttft {args.ttft:g} is negative: give seconds to the first token, e.g. --ttft 1")
+    if args.tps is not None and args.tps <= 0:
+        raise UsageError(f"--tps {args.tps:g} is not positive: give tokens per second, e.g. --tps 40")
 
 
 def _check_variants(names: list[str]) -> None:
@@ -375,6 +412,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             profile=load_profile(args.profile).base,
             variants=tuple(args.variant),
             **({"model_name": model} if model else {}),  # serve the model asked for (a fleet's each)
+            ttft_s=args.ttft,
+            tps=args.tps,
         )
         base_url, model = server.base_url, model or server.model
         print(
@@ -436,6 +475,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             ("--conformance-hypothesis-seed", args.hypothesis_seed),
             ("--conformance-record", args.record),
             ("--conformance-replay", replay),
+            ("--conformance-concurrency", args.concurrency),
         ):
             if value is not None:
                 pargs += [flag, str(value)]
@@ -687,6 +727,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if f not in FAULTS:
             raise UsageError(f"unknown fault {f!r}: list them with `chat-conformance serve --list-faults`")
     _check_variants(args.variant)
+    _check_latency(args)
     if args.context_length < _MIN_CONTEXT:
         raise UsageError(
             f"--context-length {args.context_length} is too small: give at least {_MIN_CONTEXT} tokens"
@@ -741,6 +782,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             tuple(args.variant),
             context_length=args.context_length,
             sock=sock,
+            ttft_s=args.ttft,
+            tps=args.tps,
         )
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: the normal way to stop
         pass

@@ -13,13 +13,23 @@ every request of every worker is held until then and a 429 slows the shared pace
 
 Secrets never enter an exchange: request and response headers are masked, and the target's API key is
 scrubbed from every recorded string (URL, bodies, events, error texts).
+
+Concurrency (spec/DECISIONS.md#concurrency): one ``Client`` is safe to share between threads; at most
+``concurrency`` requests are in flight at once, on one pool of keep-alive connections. ``handle()`` gives each
+check its own view of it (its own ``on_exchange``, so every exchange lands in the check that sent it) over the
+same pool, budget and ``ReplayStore``: the engine runs every check once ahead, many at a time, on handles that
+``record``; the judged run then gets, on handles that ``replay``, each request's recorded exchange instead of
+sending it again (keyed by the check, the request and how often the check sent that request before; a
+request the first pass never sent is sent then).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
@@ -35,7 +45,7 @@ from .sse import SocketWatchdog, parse_event_data, read_body, read_stream
 from .target import Target
 from .violations import Unanswered
 
-__all__ = ["Client", "retry_after_seconds", "retry_delay", "usage_tokens", "USER_AGENT"]
+__all__ = ["Client", "ReplayStore", "retry_after_seconds", "retry_delay", "usage_tokens", "USER_AGENT"]
 
 USER_AGENT = "chat-conformance/0.1"
 _RETRY_STATUSES = frozenset({429, 503})
@@ -147,15 +157,63 @@ def _safe_url(url: httpx.URL) -> str:
     return str(url)
 
 
+RequestKey = tuple[str, str, str, tuple[tuple[str, str], ...], bool]
+
+
+class ReplayStore:
+    """Exchanges the engine's first pass sent, kept for the judged run (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stored: dict[tuple[str, RequestKey, int], tuple[Exchange, bool]] = {}
+        self._taken: set[str] = set()
+
+    def put(self, scope: str, key: RequestKey, n: int, ex: Exchange, waited: bool) -> None:
+        with self._lock:
+            self._stored[(scope, key, n)] = (ex, waited)
+
+    def take(self, scope: str, key: RequestKey, n: int) -> tuple[Exchange, bool] | None:
+        """The exchange stored for the ``n``-th sending of request ``key`` by check ``scope`` (and whether
+        its Retry-After was waited for), or None."""
+        with self._lock:
+            got = self._stored.get((scope, key, n))
+            if got is not None:
+                self._taken.add(got[0].xid)
+            return got
+
+    def unused(self, judged: set[str] = frozenset()) -> list[Exchange]:  # type: ignore[assignment]
+        """Exchanges sent ahead that the judged run never asked for (they cost tokens all the same).
+        ``judged``: ids of exchanges the judged run holds by other ways (the shared ones)."""
+        with self._lock:
+            seen: set[str] = set(judged)
+            out: list[Exchange] = []
+            for ex, _ in self._stored.values():
+                if ex.xid not in self._taken and ex.xid not in seen:
+                    seen.add(ex.xid)
+                    out.append(ex)
+            return out
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._stored)
+
+
 class Client:
     """Recording client for one target, on one ``httpx.Client`` (connections are reused)."""
 
     def __init__(self, target: Target, *, budget: Budget | None = None,
                  transport: httpx.BaseTransport | None = None,
                  on_exchange: Callable[[Exchange], None] | None = None,
-                 raise_unanswered: bool = False) -> None:
+                 raise_unanswered: bool = False, concurrency: int = 1) -> None:
         self.target = target
         self.raise_unanswered = raise_unanswered
+        self.concurrency = max(1, concurrency)
+        self._in_flight = threading.BoundedSemaphore(self.concurrency)
+        self.scope: str | None = None
+        self.store: ReplayStore | None = None
+        self.mode: str | None = None  # "record" or "replay" on a handle with a store
+        self._sent: dict[RequestKey, int] = {}
+        self._root = True
         # the key, and any credential passed as an extra header, are scrubbed from every exchange
         self._secrets = [v for v in (target.api_key, *(
             val.split(" ", 1)[-1] if val.lower().startswith("bearer ") else val
@@ -179,18 +237,34 @@ class Client:
             follow_redirects=False,
             timeout=self._timeout(),
             headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
+            limits=httpx.Limits(max_connections=max(10, self.concurrency),
+                                max_keepalive_connections=max(5, self.concurrency)),
         )
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
-        self._http.close()
+        if self._root:  # a handle shares its parent's connections: only the parent closes them
+            self._http.close()
 
     def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def handle(self, *, on_exchange: Callable[[Exchange], None] | None, scope: str | None = None,
+               store: ReplayStore | None = None, mode: str | None = None) -> Client:
+        """A view of this client for one check: its own ``on_exchange``, the same connections, budget and
+        in-flight limit. With a ``store``, ``mode`` "record" keeps every exchange under ``scope``, "replay"
+        answers a request from the store when the first pass sent it (never closing the shared pool)."""
+        if mode not in (None, "record", "replay"):
+            raise ValueError(f"unknown mode {mode!r}")
+        h = copy.copy(self)
+        h.on_exchange = on_exchange
+        h.scope, h.store, h.mode = scope, store, mode
+        h._sent = {}
+        h._root = False
+        return h
 
     # ---- requests ---------------------------------------------------------------------------------
     def chat(self, body: dict[str, Any], *, label: str = "", auth: bool | str = True,
@@ -263,12 +337,28 @@ class Client:
                   stream: bool) -> Exchange:
         url = self.target.url(path)
         req_headers = self._headers(auth, headers, content_type)
+        key: RequestKey = (method, url, body_text or "", tuple(sorted(req_headers.items())), stream)
+        n = self._sent.get(key, 0)
+        self._sent[key] = n + 1
+        replayed = None
+        if self.store is not None and self.mode == "replay" and self.scope is not None:
+            replayed = self.store.take(self.scope, key, n)
+        if replayed is not None:
+            return self._finish(replayed[0], waited=replayed[1])
+        ex, waited = self._send(method, url, req_headers, content, body_text, label, stream)
+        if self.store is not None and self.mode == "record" and self.scope is not None:
+            self.store.put(self.scope, key, n, ex, waited)
+        return self._finish(ex, waited=waited)
+
+    def _send(self, method: str, url: str, req_headers: dict[str, str], content: bytes | None,
+              body_text: str | None, label: str, stream: bool) -> tuple[Exchange, bool]:
         retries = 0
         waited = True
         while True:
             if self.budget is not None:
                 self.budget.acquire(retry=retries > 0)
-            ex = self._attempt(method, url, req_headers, content, body_text, label, stream)
+            with self._in_flight:
+                ex = self._attempt(method, url, req_headers, content, body_text, label, stream)
             ex.retries = retries
             if ex.status not in _RETRY_STATUSES:
                 if self.budget is not None and ex.status is not None:
@@ -291,6 +381,9 @@ class Client:
             self.budget.add_tokens(usage_tokens(ex))
         for secret in self._secrets:
             _scrub(ex, secret)
+        return ex, waited
+
+    def _finish(self, ex: Exchange, *, waited: bool) -> Exchange:
         if self.on_exchange is not None:
             self.on_exchange(ex)
         if self.raise_unanswered and ex.status in _RETRY_STATUSES:

@@ -66,6 +66,14 @@ def discover(
     out: dict[str, dict[str, Any]] = {}
     declared = dict(getattr(profile, "capabilities", {}) or {})
     effects = _EffectProbes(client, profile)
+    probed = [c for c in OPTIONAL_CAPABILITIES if c not in required and c not in declared and not skip]
+    # the probes that do not depend on another's answer go out together (client.concurrency at a time)
+    effects.prefetch([(cap, _probe_body(client, cap)) for cap in probed if cap not in EFFECT_PROBES]
+                     + [effects.request(*next(iter(EFFECT_PROBES[c].items()))) for c in probed
+                        if c in EFFECT_PROBES])
+    effects.prefetch([effects.request(label, fields) for c in probed if c in EFFECT_PROBES
+                      and _answered(effects.exchanges.get(next(iter(EFFECT_PROBES[c]))))
+                      for label, fields in {PLAIN: {}, **EFFECT_PROBES[c]}.items()])
     for cap in OPTIONAL_CAPABILITIES:
         if cap in required:
             out[cap] = {"supported": True, "source": "required", "reason": "made mandatory with --require"}
@@ -80,19 +88,21 @@ def discover(
         elif cap in EFFECT_PROBES:
             out[cap] = _probe_effect(effects, cap, out)
         else:
-            out[cap] = _probe(client, cap, profile)
+            out[cap] = _by_status(effects.send(cap, _probe_body(client, cap)))
     return out
 
 
-def _probe(client: Any, cap: str, profile: Any) -> dict[str, Any]:
-    body = {
+def _answered(ex: Any) -> bool:
+    return ex is not None and not ex.transport_error and ex.status is not None and 200 <= ex.status < 300
+
+
+def _probe_body(client: Any, cap: str) -> dict[str, Any]:
+    return {
         "model": client.target.model,
         "max_tokens": 4,
         "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
         **PROBES[cap],
     }
-    ex = client.chat(body, label=f"discovery: {cap}")
-    return _by_status(ex)
 
 
 def _by_status(ex: Any) -> dict[str, Any]:
@@ -164,17 +174,38 @@ class _EffectProbes:
         self.profile = profile
         self.exchanges: dict[str, Any] = {}
 
-    def get(self, label: str, fields: dict[str, Any]) -> Any:
+    def request(self, label: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(label, body) of the effect probe ``label``."""
+        return label, {
+            "model": self.client.target.model,
+            "messages": [{"role": "user", "content": "What is 2 + 3? Answer briefly."}],
+            **dict(getattr(self.profile, "deterministic", {}) or {}),
+            "max_tokens": EFFECT_MAX_TOKENS,
+            **fields,
+        }
+
+    def send(self, label: str, body: dict[str, Any]) -> Any:
         if label not in self.exchanges:
-            body = {
-                "model": self.client.target.model,
-                "messages": [{"role": "user", "content": "What is 2 + 3? Answer briefly."}],
-                **dict(getattr(self.profile, "deterministic", {}) or {}),
-                "max_tokens": EFFECT_MAX_TOKENS,
-                **fields,
-            }
             self.exchanges[label] = self.client.chat(body, label=f"discovery: {label}")
         return self.exchanges[label]
+
+    def prefetch(self, requests: list[tuple[str, dict[str, Any]]]) -> None:
+        """Send the probes not sent yet, up to the client's concurrency at a time."""
+        todo = {label: body for label, body in requests if label not in self.exchanges}
+        if len(todo) <= 1 or getattr(self.client, "concurrency", 1) <= 1:
+            for label, body in todo.items():
+                self.send(label, body)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(todo), self.client.concurrency)) as pool:
+            sent = {label: pool.submit(self.client.chat, body, label=f"discovery: {label}")
+                    for label, body in todo.items()}
+        for label, fut in sent.items():
+            self.exchanges.setdefault(label, fut.result())
+
+    def get(self, label: str, fields: dict[str, Any]) -> Any:
+        return self.send(*self.request(label, fields))
 
     def seen(self, label: str, fields: dict[str, Any]) -> str | None:
         ex = self.get(label, fields)

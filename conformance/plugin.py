@@ -13,7 +13,6 @@ import re
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +144,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="FILE",
         default=None,
         help="answer every request from the HAR recording FILE instead of the network",
+    )
+    g.addoption(
+        "--conformance-concurrency",
+        type=int,
+        default=16,
+        metavar="N",
+        help="requests in flight at once from one process (default 16; 1: one at a time)",
     )
     g.addoption(
         "--conformance-hypothesis-seed",
@@ -294,7 +300,8 @@ def _capabilities(config: pytest.Config) -> dict[str, dict[str, Any]]:
         from conformance.discovery import discover
 
         probes: list[Any] = state.setdefault("discovery_exchanges", [])
-        with _make_client(config, probes.append) as client:
+        concurrency = config.getoption("conformance_concurrency")
+        with _make_client(config, probes.append, concurrency=concurrency) as client:
             state["capabilities"] = discover(
                 client,
                 state["profile"],
@@ -304,7 +311,8 @@ def _capabilities(config: pytest.Config) -> dict[str, dict[str, Any]]:
     return state["capabilities"]
 
 
-def _make_client(config: pytest.Config, on_exchange: Any = None, *, checks: bool = False) -> Client:
+def _make_client(config: pytest.Config, on_exchange: Any = None, *, checks: bool = False,
+                 concurrency: int = 1) -> Client:
     """A client on the run's shared budget. ``checks``: the checks' client, on which a 429/503 that survives
     the retries raises ``Unanswered`` (the check is inconclusive: it never judges a "not now")."""
     from conformance.budget import Budget
@@ -319,8 +327,20 @@ def _make_client(config: pytest.Config, on_exchange: Any = None, *, checks: bool
             max_tokens_total=t.limits.max_tokens_total,
             rate_limit=t.limits.rate_limit,
         )
-    return Client(t, budget=state["budget"], on_exchange=on_exchange, raise_unanswered=checks,
-                  transport=state.get("transport"))
+    return Client(
+        t, budget=state["budget"], on_exchange=on_exchange, raise_unanswered=checks, concurrency=concurrency,
+        transport=state.get("transport"),
+    )
+
+
+def _checks_client(config: pytest.Config) -> Client:
+    """The one client every check's handle shares (its connections, in-flight limit and budget)."""
+    state = config.stash[_state]
+    if "checks_client" not in state:
+        state["checks_client"] = _make_client(
+            config, checks=True, concurrency=config.getoption("conformance_concurrency")
+        )
+    return state["checks_client"]
 
 
 # ---- selection ---------------------------------------------------------------------------------------------
@@ -377,57 +397,60 @@ def capabilities(pytestconfig: pytest.Config, conformance_target: Target) -> dic
 
 @pytest.fixture(scope="session")
 def _session_client(pytestconfig: pytest.Config, conformance_target: Target) -> Any:
-    sink: dict[str, Any] = {"judge": None}
-
-    def on_exchange(ex: Any) -> None:
-        if sink["judge"] is not None:
-            sink["judge"].exchanges.append(ex)
-
-    client = _make_client(pytestconfig, on_exchange, checks=True)
-    client.sink = sink  # type: ignore[attr-defined]
+    client = _checks_client(pytestconfig)
     yield client
     client.close()
 
 
-@pytest.fixture
-def judge(
-    request: pytest.FixtureRequest, _session_client: Any, capabilities: dict[str, dict[str, Any]]
-) -> Iterator[Judge]:
-    """Collects this check's violations and exchanges; skips checks of unsupported optional capabilities."""
+def _new_judge(item: pytest.Item, capabilities: dict[str, dict[str, Any]]) -> Judge:
+    """A check's judge; skips checks of unsupported optional capabilities."""
     from conformance.catalog import catalog
     from conformance.violations import Judge
 
-    reqs = _item_requirements(request.node)
+    reqs = _item_requirements(item)
     if not reqs:
-        raise RuntimeError(f"{request.node.nodeid} has no @pytest.mark.requirement(...)")
+        raise RuntimeError(f"{item.nodeid} has no @pytest.mark.requirement(...)")
     for rid in reqs:
         cap = catalog()[rid].capability
         info = capabilities.get(cap)
         if info is not None and not info.get("supported", True):
             pytest.skip(f"unsupported: {cap}: {info.get('reason', 'declared unsupported')}")
-    j = Judge(requirements=reqs)
-    request.node.stash[_judge_key] = j
-    _session_client.sink["judge"] = j
-    yield j
-    _session_client.sink["judge"] = None
+    return Judge(requirements=reqs)
 
 
 @pytest.fixture
-def client(judge: Judge, _session_client: Client) -> Client:
+def judge(request: pytest.FixtureRequest, capabilities: dict[str, dict[str, Any]]) -> Judge:
+    """Collects this check's violations and exchanges; skips checks of unsupported optional capabilities."""
+    j = _new_judge(request.node, capabilities)
+    request.node.stash[_judge_key] = j
+    return j
+
+
+def _handle(config: pytest.Config, root: Client, judge: Judge, scope: str) -> Client:
+    """A check's view of the shared client: its exchanges land in its judge; requests the first pass sent
+    are answered from the replay store."""
+    store = config.stash[_state].get("replay")
+    return root.handle(on_exchange=judge.exchanges.append, scope=scope, store=store,
+                       mode="replay" if store is not None else None)
+
+
+@pytest.fixture
+def client(request: pytest.FixtureRequest, judge: Judge, _session_client: Client) -> Client:
     """The recording client; every exchange lands in this check's evidence."""
-    return _session_client
+    return _handle(request.config, _session_client, judge, request.node.nodeid)
 
 
 _judge_key = pytest.StashKey[Any]()
 
 
 @pytest.fixture(scope="session")
-def _shared_cache() -> dict[str, Any]:
-    return {}
+def _shared_cache(pytestconfig: pytest.Config) -> dict[str, Any]:
+    return dict(pytestconfig.stash[_state].get("shared_done", {})) if _state in pytestconfig.stash else {}
 
 
 @pytest.fixture
-def shared(judge: Judge, _session_client: Any, _shared_cache: dict[str, Any]) -> Any:
+def shared(request: pytest.FixtureRequest, judge: Judge, _session_client: Any,
+           _shared_cache: dict[str, Any]) -> Any:
     """``shared(key, body, **kw)``: one exchange sent once per worker and judged by every check that asks
     for it (each check's evidence gets it). Use only for requests whose answer several checks judge."""
 
@@ -436,11 +459,140 @@ def shared(judge: Judge, _session_client: Any, _shared_cache: dict[str, Any]) ->
             ex = _shared_cache[key]
             judge.exchanges.append(ex)
             return ex
-        ex = _session_client.chat(body, label=kw.pop("label", key), **kw)
+        h = _handle(request.config, _session_client, judge, f"shared:{key}")
+        ex = h.chat(body, label=kw.pop("label", key), **kw)
         _shared_cache[key] = ex
         return ex
 
     return get
+
+
+# ---- the first pass: every check run ahead, many at a time ---------------------------------------------
+
+
+class _NotAhead(Exception):
+    """A check the first pass cannot run (a fixture it does not know): it runs in the judged pass only."""
+
+
+def _first_pass_order(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The longest chains of dependent requests first (the generated phases), then pytest's order."""
+    return sorted(items, key=lambda it: 0 if "generated" in it.nodeid else 1)
+
+
+def _first_pass(session: pytest.Session) -> None:
+    """Run every check once ahead, ``--conformance-concurrency`` at a time, on handles that record each
+    exchange in the replay store; the judged pass (pytest's own loop) then answers the same requests from
+    the store. Nothing is judged here: outcomes, violations and errors of this pass are dropped, the judged
+    pass gives them again (spec/DECISIONS.md#concurrency)."""
+    import threading
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from conformance.client import ReplayStore
+    from conformance.errors import BudgetExhausted
+
+    config = session.config
+    state = config.stash[_state]
+    concurrency = config.getoption("conformance_concurrency")
+    items = [it for it in session.items if isinstance(it, pytest.Function)]
+    if concurrency <= 1 or not items:
+        return
+    capabilities = _capabilities(config)
+    root = _checks_client(config)
+    store = ReplayStore()
+    lock = threading.Lock()
+    pending: dict[str, Future[Any]] = {}
+    stop = threading.Event()
+
+    def shared_for(judge: Any) -> Any:
+        def get(key: str, body: dict[str, Any], **kw: Any) -> Any:
+            with lock:
+                fut = pending.get(key)
+                owner = fut is None
+                if owner:
+                    fut = pending[key] = Future()
+            assert fut is not None
+            if not owner:
+                ex = fut.result()
+                judge.exchanges.append(ex)
+                return ex
+            h = root.handle(on_exchange=judge.exchanges.append, scope=f"shared:{key}", store=store,
+                            mode="record")
+            try:
+                ex = h.chat(body, label=kw.pop("label", key), **kw)
+            except BaseException as exc:
+                fut.set_exception(exc)
+                raise
+            fut.set_result(ex)
+            return ex
+
+        return get
+
+    def args_for(item: pytest.Function) -> dict[str, Any]:
+        judge = _new_judge(item, capabilities)
+        known: dict[str, Any] = {
+            "conformance_target": state["target"],
+            "profile": state["profile"],
+            "capabilities": capabilities,
+            "pytestconfig": config,
+            "judge": judge,
+            "client": root.handle(on_exchange=judge.exchanges.append, scope=item.nodeid, store=store,
+                                  mode="record"),
+            "shared": shared_for(judge),
+        }
+        params = dict(getattr(item, "callspec", None).params) if hasattr(item, "callspec") else {}
+        out: dict[str, Any] = {}
+        for name in item._fixtureinfo.argnames:
+            if name in params:
+                out[name] = params[name]
+            elif name in known:
+                out[name] = known[name]
+            else:
+                raise _NotAhead(name)
+        return out
+
+    def run(item: pytest.Function) -> None:
+        if stop.is_set():
+            return
+        try:
+            item.obj(**args_for(item))
+        except (KeyboardInterrupt, SystemExit):
+            stop.set()
+            raise
+        except BudgetExhausted:
+            stop.set()  # the judged pass meets the same end, in the right place
+        except BaseException:  # noqa: BLE001 - judged (or reported as the suite's error) in the judged pass
+            pass
+
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="conformance-ahead") as pool:
+        futures = [pool.submit(run, it) for it in _first_pass_order(items)]  # type: ignore[arg-type]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
+    state["replay"] = store
+    state["shared_done"] = {
+        k: f.result() for k, f in pending.items() if f.done() and not f.cancelled() and f.exception() is None
+    }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Before pytest's own loop (which judges, one check after another), the first pass sends every check's
+    requests, many in flight at once. Not under pytest-xdist (each worker then sends one at a time)."""
+    config = session.config
+    if _state not in config.stash or config.option.collectonly or session.testscollected == 0:
+        return
+    if hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None):
+        return
+    t0 = time.monotonic()
+    _first_pass(session)
+    config.stash[_state]["first_pass_s"] = round(time.monotonic() - t0, 3)
+    if os.environ.get("CONFORMANCE_DEBUG_TIMING"):
+        print(f"first pass {time.monotonic() - t0:.2f}s", flush=True)
 
 
 # ---- outcome ----------------------------------------------------------------------------------------------
@@ -580,6 +732,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     state = config.stash[_state]
     t: Target = state["target"]
+    if os.environ.get("CONFORMANCE_DEBUG_TIMING") and state.get("replay") is not None:
+        st = state["replay"]
+        print(f"replay: stored {len(st)}, unused {len(st.unused())}", flush=True)
+        for ex in st.unused():
+            print("  unused:", ex.label, (ex.request_body or "")[:150], flush=True)
     stored: list[Any] = config.stash[_records]
     records = list(stored)
     records += _run_wide(records, getattr(state["profile"], "stop_sequence", None))

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import math
 import random
 import re
 import time
@@ -189,6 +190,9 @@ def _content_text(content: Any, where: str, *, allow_parts: bool) -> str:
     raise _type_error(f"{where}.content", "a string or an array of text parts")
 
 
+_FIRST_CHOICE = re.compile(r'"index":\s*0[,}]')
+
+
 class _Server:
     def __init__(
         self,
@@ -199,6 +203,9 @@ class _Server:
         context_length: int,
         latency_s: float,
         variants: frozenset[str] = frozenset(),
+        *,
+        ttft_s: float = 0.0,
+        tps: float | None = None,
     ) -> None:
         self.api_key = api_key
         self.faults = faults
@@ -207,6 +214,8 @@ class _Server:
         self.model_name = model_name
         self.context_length = context_length
         self.latency_s = latency_s
+        self.ttft_s = ttft_s  # --ttft: seconds to the first token of every completion (a model's latency)
+        self.token_s = 1.0 / tps if tps else 0.0  # --tps: seconds per generated token after the first
         self.traffic = Traffic(variants)  # rate-limit-429, overloaded-503, slow-first-token
         self._seen_json_schema: dict[str, int] = {}  # variant refusal-json-schema: times each body was asked
 
@@ -1383,22 +1392,27 @@ class _Server:
         created = int(time.time())
         if not req.stream:
             delay = self.traffic.answer_delay()
+            answer = self.body(req, choices, completion_id, created)
+            delay += self.generation_time(answer.get("usage"), len(choices))
             if delay > 0:
                 await asyncio.sleep(delay)
             media = "text/plain" if self.f("content-type-text") else self.json_media()
             status = 201 if self.f("completion-status-201") else 200
-            return Response(
-                json.dumps(self.body(req, choices, completion_id, created)),
-                status_code=status,
-                media_type=media,
-            )
+            return Response(json.dumps(answer), status_code=status, media_type=media)
         events = self.sse(self.stream_chunks(req, choices, completion_id, created))
-        first_delay = self.traffic.first_token_delay()
+        first_delay = self.traffic.first_token_delay() + self.ttft_s
+        token_s = self.token_s
 
         async def gen() -> AsyncIterator[str]:
             if first_delay > 0:  # the headers are out already: the first event comes late
                 await asyncio.sleep(first_delay)
+            tokens = 0
             for ev in events:
+                # --tps: one generated token per chunk of the first choice (the others come in the same step)
+                if token_s and '"delta"' in ev and _FIRST_CHOICE.search(ev):
+                    tokens += 1
+                    if tokens > 1:
+                        await asyncio.sleep(token_s)
                 yield ev
 
         media = "application/x-ndjson" if self.f("stream-wrong-content-type") else "text/event-stream"
@@ -1407,6 +1421,15 @@ class _Server:
         return StreamingResponse(
             gen(), media_type=media, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
+
+    def generation_time(self, usage: Any, choices: int) -> float:
+        """Seconds a model at --ttft / --tps takes for a non-stream answer of ``usage``'s completion tokens
+        (the ``choices`` of one request are generated side by side, as a batch)."""
+        if not (self.ttft_s or self.token_s):
+            return 0.0
+        n = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+        return self.ttft_s + max(0, math.ceil(n / max(1, choices)) - 1) * self.token_s
 
     async def models(self, request: Request) -> Response:
         refused = self.traffic.refuse()
@@ -1601,9 +1624,15 @@ def create_app(
     context_length: int = 256,
     latency_s: float = 0.0,
     variants: Iterable[str] = (),
+    ttft_s: float = 0.0,
+    tps: float | None = None,
 ) -> Starlette:
     """The reference server as an ASGI app; ``faults`` names entries of :data:`FAULTS` to switch on,
-    ``variants`` entries of :data:`VARIANTS` (legitimate behaviours of real servers)."""
+    ``variants`` entries of :data:`VARIANTS` (legitimate behaviours of real servers). ``ttft_s`` and ``tps``
+    make every completion as slow as a real model: the first token after ``ttft_s`` seconds, then ``tps``
+    tokens per second (error answers stay immediate, as a server validates before it generates)."""
+    if ttft_s < 0 or (tps is not None and tps <= 0):
+        raise ValueError("ttft must be >= 0 seconds and tps > 0 tokens per second")
     chosen = frozenset(faults)
     unknown = sorted(chosen - set(FAULTS))
     if unknown:
@@ -1614,7 +1643,10 @@ def create_app(
         raise ValueError(f"unknown variant(s): {', '.join(unknown)}")
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})")
-    server = _Server(api_key, chosen, profile, model_name, context_length, latency_s, chosen_variants)
+    server = _Server(
+        api_key, chosen, profile, model_name, context_length, latency_s, chosen_variants,
+        ttft_s=ttft_s, tps=tps,
+    )
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),

@@ -58,6 +58,8 @@ def start_in_thread(
     context_length: int = 256,
     startup_timeout: float = 10.0,
     variants: Iterable[str] = (),
+    ttft_s: float = 0.0,
+    tps: float | None = None,
 ) -> RunningServer:
     """Start uvicorn in a daemon thread on a free port (``port=0``) and wait until it accepts connections."""
     app = create_app(
@@ -68,6 +70,8 @@ def start_in_thread(
         context_length=context_length,
         latency_s=latency_s,
         variants=variants,
+        ttft_s=ttft_s,
+        tps=tps,
     )
     if port == 0:
         port = _free_port(host)
@@ -118,6 +122,8 @@ def serve_forever(
     context_length: int = 256,
     model_name: str = DEFAULT_MODEL,
     sock: socket.socket | None = None,
+    ttft_s: float = 0.0,
+    tps: float | None = None,
 ) -> None:
     """Serve in the foreground until interrupted (the CLI's ``serve`` command), on ``sock`` when given
     (see :func:`listen_socket`), else on ``host:port``."""
@@ -128,6 +134,8 @@ def serve_forever(
         variants=variants,
         context_length=context_length,
         model_name=model_name,
+        ttft_s=ttft_s,
+        tps=tps,
     )
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
