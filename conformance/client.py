@@ -45,11 +45,16 @@ from .sse import SocketWatchdog, parse_event_data, read_body, read_stream
 from .target import Target
 from .violations import Unanswered
 
-__all__ = ["Client", "ReplayStore", "retry_after_seconds", "retry_delay", "usage_tokens", "USER_AGENT"]
+__all__ = [
+    "Client", "ReplayStore", "RunAborted", "retry_after_seconds", "retry_delay", "usage_tokens", "USER_AGENT"
+]
 
 USER_AGENT = "chat-conformance/0.1"
 _RETRY_STATUSES = frozenset({429, 503})
 _NO_DEFAULT_MAX_TOKENS = "_no_default_max_tokens"
+_STALE = "stale keep-alive connection"
+# idle pooled connections are dropped before common servers' keep-alive timeouts (uvicorn and Node 5 s)
+KEEPALIVE_EXPIRY = 2.0
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
@@ -160,6 +165,10 @@ def _safe_url(url: httpx.URL) -> str:
 RequestKey = tuple[str, str, str, tuple[tuple[str, str], ...], bool]
 
 
+class RunAborted(BaseException):
+    """The run was stopped (Ctrl-C) while this request waited or was in flight (not a check's outcome)."""
+
+
 class ReplayStore:
     """Exchanges the engine's first pass sent, kept for the judged run (thread-safe)."""
 
@@ -214,6 +223,9 @@ class Client:
         self.mode: str | None = None  # "record" or "replay" on a handle with a store
         self._sent: dict[RequestKey, int] = {}
         self._root = True
+        self._aborted = threading.Event()
+        self._live: set[SocketWatchdog] = set()  # the watchdogs of the requests in flight
+        self._live_lock = threading.Lock()
         # the key, and any credential passed as an extra header, are scrubbed from every exchange
         self._secrets = [v for v in (target.api_key, *(
             val.split(" ", 1)[-1] if val.lower().startswith("bearer ") else val
@@ -238,7 +250,8 @@ class Client:
             timeout=self._timeout(),
             headers={"User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=max(10, self.concurrency),
-                                max_keepalive_connections=max(5, self.concurrency)),
+                                max_keepalive_connections=max(5, self.concurrency),
+                                keepalive_expiry=KEEPALIVE_EXPIRY),
         )
 
     # ---- lifecycle --------------------------------------------------------------------------------
@@ -251,6 +264,15 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def abort(self) -> None:
+        """Stop the run now: every request in flight ends at once (its socket is shut down), and every later
+        one raises ``RunAborted`` (a Ctrl-C while many requests are in flight)."""
+        self._aborted.set()
+        with self._live_lock:
+            live = list(self._live)
+        for w in live:
+            w.fire_now()
 
     def handle(self, *, on_exchange: Callable[[Exchange], None] | None, scope: str | None = None,
                store: ReplayStore | None = None, mode: str | None = None) -> Client:
@@ -355,10 +377,17 @@ class Client:
         retries = 0
         waited = True
         while True:
+            if self._aborted.is_set():
+                raise RunAborted()
             if self.budget is not None:
                 self.budget.acquire(retry=retries > 0)
             with self._in_flight:
                 ex = self._attempt(method, url, req_headers, content, body_text, label, stream)
+                if ex.transport_error == _STALE:
+                    # a pooled keep-alive connection the server had closed: not the target's answer to this
+                    # request; sent again once, on a new connection (whose failure stands)
+                    ex = self._attempt(method, url, req_headers, content, body_text, label, stream,
+                                       fresh=True)
             ex.retries = retries
             if ex.status not in _RETRY_STATUSES:
                 if self.budget is not None and ex.status is not None:
@@ -394,7 +423,7 @@ class Client:
         return ex
 
     def _attempt(self, method: str, url: str, headers: dict[str, str], content: bytes | None,
-                 body_text: str | None, label: str, stream: bool) -> Exchange:
+                 body_text: str | None, label: str, stream: bool, *, fresh: bool = False) -> Exchange:
         lim = self.limits
         ex = Exchange(label=label, method=method, url=url, request_headers=mask_headers(dict(headers)),
                       request_body=body_text, stream=stream)
@@ -409,6 +438,17 @@ class Client:
         ex.request_headers = mask_headers(dict(request.headers.items()))
         start = time.monotonic()
         watchdog.arm(start + lim.total_timeout)
+        with self._live_lock:
+            self._live.add(watchdog)
+        try:
+            return self._attempt_on(ex, request, watchdog, start, stream, fresh)
+        finally:
+            with self._live_lock:
+                self._live.discard(watchdog)
+
+    def _attempt_on(self, ex: Exchange, request: httpx.Request, watchdog: SocketWatchdog, start: float,
+                    stream: bool, fresh: bool) -> Exchange:
+        lim = self.limits
         try:
             response = self._http.send(request, stream=True)
         except httpx.ConnectTimeout:
@@ -434,6 +474,9 @@ class Client:
         watchdog.disarm()
         if ex.transport_error is not None and watchdog.fired:
             ex.transport_error = f"total deadline {lim.total_timeout}s exceeded (no response headers)"
+        elif (not fresh and ex.transport_error is not None and not watchdog.has_socket
+              and ex.transport_error.startswith("connection closed before response headers")):
+            ex.transport_error = _STALE  # the request went out on a reused connection, closed under it
         if ex.transport_error is not None:
             ex.elapsed = round(time.monotonic() - start, 6)
             return ex

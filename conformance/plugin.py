@@ -452,7 +452,8 @@ def _shared_cache(pytestconfig: pytest.Config) -> dict[str, Any]:
 def shared(request: pytest.FixtureRequest, judge: Judge, _session_client: Any,
            _shared_cache: dict[str, Any]) -> Any:
     """``shared(key, body, **kw)``: one exchange sent once per worker and judged by every check that asks
-    for it (each check's evidence gets it). Use only for requests whose answer several checks judge."""
+    for it (each check's evidence gets it). Use only for requests whose answer several checks judge.
+    ``shared(key, None, path="/models")`` shares a GET the same way."""
 
     def get(key: str, body: dict[str, Any], **kw: Any) -> Any:
         if key in _shared_cache:
@@ -460,11 +461,18 @@ def shared(request: pytest.FixtureRequest, judge: Judge, _session_client: Any,
             judge.exchanges.append(ex)
             return ex
         h = _handle(request.config, _session_client, judge, f"shared:{key}")
-        ex = h.chat(body, label=kw.pop("label", key), **kw)
+        ex = _send_shared(h, key, body, kw)
         _shared_cache[key] = ex
         return ex
 
     return get
+
+
+def _send_shared(h: Client, key: str, body: dict[str, Any] | None, kw: dict[str, Any]) -> Any:
+    label = kw.pop("label", key)
+    if body is None:
+        return h.get(kw.pop("path"), label=label, **kw)
+    return h.chat(body, label=label, **kw)
 
 
 # ---- the first pass: every check run ahead, many at a time ---------------------------------------------
@@ -484,10 +492,11 @@ def _first_pass(session: pytest.Session) -> None:
     exchange in the replay store; the judged pass (pytest's own loop) then answers the same requests from
     the store. Nothing is judged here: outcomes, violations and errors of this pass are dropped, the judged
     pass gives them again (spec/DECISIONS.md#concurrency)."""
+    import queue
     import threading
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future
 
-    from conformance.client import ReplayStore
+    from conformance.client import ReplayStore, RunAborted
     from conformance.errors import BudgetExhausted
 
     config = session.config
@@ -518,7 +527,7 @@ def _first_pass(session: pytest.Session) -> None:
             h = root.handle(on_exchange=judge.exchanges.append, scope=f"shared:{key}", store=store,
                             mode="record")
             try:
-                ex = h.chat(body, label=kw.pop("label", key), **kw)
+                ex = _send_shared(h, key, body, kw)
             except BaseException as exc:
                 fut.set_exception(exc)
                 raise
@@ -551,28 +560,40 @@ def _first_pass(session: pytest.Session) -> None:
         return out
 
     def run(item: pytest.Function) -> None:
-        if stop.is_set():
-            return
         try:
             item.obj(**args_for(item))
-        except (KeyboardInterrupt, SystemExit):
+        except RunAborted:
             stop.set()
-            raise
         except BudgetExhausted:
             stop.set()  # the judged pass meets the same end, in the right place
         except BaseException:  # noqa: BLE001 - judged (or reported as the suite's error) in the judged pass
             pass
 
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="conformance-ahead") as pool:
-        futures = [pool.submit(run, it) for it in _first_pass_order(items)]  # type: ignore[arg-type]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:
-            stop.set()
-            for f in futures:
-                f.cancel()
-            raise
+    todo = queue.SimpleQueue[pytest.Function]()
+    for it in _first_pass_order(items):
+        todo.put(it)  # type: ignore[arg-type]
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                item = todo.get_nowait()
+            except queue.Empty:
+                return
+            run(item)
+
+    # daemon threads: a Ctrl-C leaves the ones still waiting on the target behind, never waits for them
+    threads = [threading.Thread(target=worker, name=f"conformance-ahead-{i}", daemon=True)
+               for i in range(min(concurrency, len(items)))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except BaseException:
+        stop.set()
+        root.abort()  # in-flight requests end now, later ones raise RunAborted
+        raise
     state["replay"] = store
     state["shared_done"] = {
         k: f.result() for k, f in pending.items() if f.done() and not f.cancelled() and f.exception() is None

@@ -79,6 +79,12 @@ class SocketWatchdog:
                 sock = None
         return cls(sock if isinstance(sock, socket.socket) else None)
 
+    @property
+    def has_socket(self) -> bool:
+        """Was a socket learnt (a new connection opened for this request)?"""
+        with self._lock:
+            return self._sock is not None
+
     def set_socket(self, sock: socket.socket) -> None:
         with self._lock:
             self._sock = sock
@@ -102,6 +108,12 @@ class SocketWatchdog:
                 socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def fire_now(self) -> None:
+        """Shut the socket down now (the run is being stopped); the reader sees the connection end."""
+        with self._lock:
+            gen = self._generation
+        self._fire(gen)
 
     def disarm(self) -> None:
         with self._lock:

@@ -24,15 +24,12 @@ from conformance.checks._support import (
 from conformance.violations import Inconclusive
 
 WORD = "hello"
-_cache: dict[str, int] = {}
 
 
-def _context_length(client: Any, target: Any, profile: Any) -> int:
+def _context_length(shared: Any, target: Any, profile: Any) -> int:
     if profile.context_length:
         return int(profile.context_length)
-    if target.model in _cache:
-        return _cache[target.model]
-    ex = client.get("/models", label="list models (context length)")
+    ex = shared("models-list", None, path="/models", label="list models (context length)")
     items = obj(ex.json()).get("data")
     mine = next((m for m in items if isinstance(m, dict) and m.get("id") == target.model), {}) \
         if isinstance(items, list) else {}
@@ -40,7 +37,6 @@ def _context_length(client: Any, target: Any, profile: Any) -> int:
     if ctx is None:
         raise Inconclusive("context length unknown: GET /models publishes no context_size, max_model_len or "
                            "meta.n_ctx for the model; declare context_length in a profile")
-    _cache[target.model] = ctx
     return ctx
 
 
@@ -77,7 +73,7 @@ def _overflow(shared: Any, target: Any, ctx: int, **extra: Any) -> tuple[dict[st
 
 @pytest.mark.requirement("CONTEXT-TRUNCATE-DEFAULT")
 def test_context_truncate_by_default(shared, client, judge, conformance_target, profile):
-    ctx = _context_length(client, conformance_target, profile)
+    ctx = _context_length(shared, conformance_target, profile)
     req, max_tokens = _overflow(shared, conformance_target, ctx)
     ex = client.chat(req, label=f"prompt + max_tokens {max_tokens} beyond the context ({ctx})")
     if ex.status is None and ex.transport_error and ("timeout" in ex.transport_error
@@ -124,7 +120,7 @@ def _prompt_tokens(shared: Any, target: Any, messages: list[dict[str, Any]]) -> 
 
 @pytest.mark.requirement("CONTEXT-ERROR-BEHAVIOR")
 def test_context_error_behavior(shared, client, judge, conformance_target, profile):
-    ctx = _context_length(client, conformance_target, profile)
+    ctx = _context_length(shared, conformance_target, profile)
     req, max_tokens = _overflow(shared, conformance_target, ctx, context_length_exceeded_behavior="error")
     ex = client.chat(req, label=f"behavior error, prompt + max_tokens {max_tokens} beyond context {ctx}")
     # Judge only a request that really crossed the context: its prompt measured by the answer's usage (when it
@@ -149,7 +145,7 @@ def test_context_error_behavior(shared, client, judge, conformance_target, profi
 
 @pytest.mark.requirement("CONTEXT-PROMPT-TOO-LONG")
 def test_prompt_longer_than_context(shared, client, judge, conformance_target, profile):
-    ctx = _context_length(client, conformance_target, profile)
+    ctx = _context_length(shared, conformance_target, profile)
     per_word, rest = _prompt_cost(shared, conformance_target)
     n = math.ceil((1.2 * ctx - rest) / per_word) + 1  # about 1.2 x the context length in tokens
     ex = client.chat(body(conformance_target, messages=_words(n), max_tokens=1),
