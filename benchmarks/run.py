@@ -61,10 +61,27 @@ TMP = Path(tempfile.mkdtemp(prefix="conformance-bench-"))
 _SERVER = """
 import sys
 from conformance.reference.server import start_in_thread
-s = start_in_thread(api_key=sys.argv[1], latency_s=float(sys.argv[2]))
+tps = float(sys.argv[4]) if sys.argv[4] != "none" else None
+s = start_in_thread(api_key=sys.argv[1], latency_s=float(sys.argv[2]), ttft_s=float(sys.argv[3]), tps=tps)
 print(s.base_url, s.model, flush=True)
 sys.stdin.read()
 """
+# the suite in a process that reports its own CPU seconds and peak memory (the target runs in another one)
+_MEASURED = """
+import json, os, resource, sys
+from conformance.cli import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    with open(os.environ["BENCH_RUSAGE"], "w") as f:
+        json.dump({"cpu_s": u.ru_utime + u.ru_stime, "peak_mib": u.ru_maxrss / 1024}, f)
+sys.exit(code)
+"""
+# issue 15: a conformant server 1 s to the first token, 40 tokens/s (a mid-size model under load)
+TTFT_S = 1.0
+TPS = 40.0
+LATENCY_CONCURRENCY = (1, 4, 16, 64)
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -83,11 +100,13 @@ def _say(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def reference_server(latency_s: float = 0.0) -> Iterator[dict[str, str]]:
+def reference_server(
+    latency_s: float = 0.0, ttft_s: float = 0.0, tps: float | None = None
+) -> Iterator[dict[str, str]]:
     """A reference server in its own process (so it never shares a GIL with what is measured)."""
     key = secrets.token_urlsafe(16)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, key, str(latency_s)],
+        [sys.executable, "-c", _SERVER, key, str(latency_s), str(ttft_s), str(tps or "none")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -113,8 +132,9 @@ def suite(
 ) -> dict[str, Any]:
     """Run ``chat-conformance run ARGS`` in a fresh process; wall time and its results.json."""
     report = TMP / name
-    cmd = [sys.executable, "-m", "conformance.cli", "run", "--report-dir", str(report), *args]
-    env = _env()
+    rusage = TMP / f"{name}.rusage.json"
+    cmd = [sys.executable, "-c", _MEASURED, "run", "--report-dir", str(report), *args]
+    env = _env({"BENCH_RUSAGE": str(rusage)})
     if server is not None:
         cmd += ["--base-url", server["base_url"], "--model", server["model"]]
         env["CONFORMANCE_API_KEY"] = server["key"]
@@ -125,12 +145,15 @@ def suite(
     if not path.exists():
         raise RuntimeError(f"{name}: no results.json (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     results = json.loads(path.read_text(encoding="utf-8"))
+    usage = json.loads(rusage.read_text()) if rusage.exists() else {}
     return {
         "name": name,
         "args": list(args),
         "exit_code": proc.returncode,
         "wall_s": round(wall, 3),
         "session_s": results["duration_s"],
+        "cpu_s": round(usage.get("cpu_s", float("nan")), 2),
+        "peak_mib": round(usage.get("peak_mib", float("nan")), 1),
         "results": results,
     }
 
@@ -160,22 +183,25 @@ def cost_of(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def bench_wall() -> dict[str, Any]:
-    serial = suite("wall-serial")
-    n2 = suite("wall-n2", "-n", "2")
+    default = suite("wall-default")
+    serial = suite("wall-serial", "--concurrency", "1")
+    n2 = suite("wall-n2", "-n", "2", "--concurrency", "1")
     out = {
+        "default_s": default["wall_s"],
+        "default_session_s": default["session_s"],
         "serial_s": serial["wall_s"],
         "serial_session_s": serial["session_s"],
         "n2_s": n2["wall_s"],
         "n2_session_s": n2["session_s"],
+        "default_over_serial": round(default["wall_s"] / serial["wall_s"], 2),
         "n2_over_serial": round(n2["wall_s"] / serial["wall_s"], 2),
-        "exit_codes": [serial["exit_code"], n2["exit_code"]],
-        "n2_requests": n2["results"]["cost"]["requests"],
-        "serial_requests": serial["results"]["cost"]["requests"],
+        "exit_codes": [default["exit_code"], serial["exit_code"], n2["exit_code"]],
+        "requests": [r["results"]["cost"]["requests"] for r in (default, serial, n2)],
     }
     _say(
-        f"1. wall, full default suite, embedded server: serial {out['serial_s']:.2f}s,"
-        f" -n 2 {out['n2_s']:.2f}s;"
-        f" -n 2 / serial = {out['n2_over_serial']:.2f}"
+        f"1. wall, full default suite, embedded server: default (--concurrency 16) {out['default_s']:.2f}s,"
+        f" --concurrency 1 {out['serial_s']:.2f}s, -n 2 {out['n2_s']:.2f}s;"
+        f" default / serial = {out['default_over_serial']:.2f}"
     )
     return {"figure": out, "_serial": serial}
 
@@ -236,6 +262,125 @@ def bench_overhead() -> dict[str, Any]:
         f" replay of its {n} requests {out['replay_s']:.3f}s: suite/replay = {out['suite_over_replay']}"
         f" (session/replay = {out['session_over_replay']})"
     )
+    return {"figure": out}
+
+
+# ---- 6. a full run against a slow endpoint (issue 15) ---------------------------------------------------
+
+
+def _bare_requests(exchanges: list[dict[str, Any]], key: str) -> list[tuple[str, str, dict[str, str], Any]]:
+    reqs = []
+    for ex in exchanges:
+        headers = {}
+        for k, v in ex["request_headers"].items():
+            if k.lower() in ("host", "content-length"):
+                continue
+            if "***" in v:
+                v = v.replace("***", "wrong-" + key if ex.get("status") in (401, 403) else key)
+            headers[k] = v
+        body = ex["request_body"]
+        reqs.append((ex["method"], ex["url"], headers, None if body is None else body.encode("utf-8")))
+    return reqs
+
+
+def _chains(results: dict[str, Any]) -> list[list[list[dict[str, Any]]]]:
+    """Each check's requests as a chain of steps (a step: requests that do not depend on each other). A
+    check's requests depend on the ones before (its code reads each answer before it sends the next), except
+    the generated phases' drawn requests, drawn before any is sent: one step."""
+    chains = []
+    for c in results["checks"]:
+        steps: list[list[dict[str, Any]]] = []
+        for ex in c["exchanges"]:
+            if "generated" in c["nodeid"] and steps and ex["label"].startswith("generated"):
+                steps[-1].append(ex)
+            else:
+                steps.append([ex])
+        if steps:
+            chains.append(steps)
+    return chains
+
+
+def floor(results: dict[str, Any], server: dict[str, str]) -> dict[str, Any]:
+    """The floor: the run's requests replayed with bare httpx, every check's chain at once (unbounded
+    requests in flight), after the two rounds of discovery probes: no engine can be faster than this."""
+    import httpx
+
+    from conformance.discovery import EFFECT_PROBES, PROBES
+
+    model = server["model"]
+    key = server["key"]
+    base = server["base_url"]
+
+    def probe(fields: dict[str, Any], max_tokens: int) -> dict[str, Any]:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+                **fields}
+        return {"method": "POST", "url": f"{base}/chat/completions", "request_body": json.dumps(body),
+                "request_headers": {"Authorization": "Bearer ***", "Content-Type": "application/json"}}
+
+    round1 = [probe(f, 4) for f in PROBES.values()] + [probe(next(iter(e.values())), 16)
+                                                       for e in EFFECT_PROBES.values()]
+    round2 = [probe({}, 16)] + [probe(f, 16) for e in EFFECT_PROBES.values() for f in list(e.values())[1:]]
+    chains = _chains(results)
+    failures = 0
+
+    with httpx.Client(timeout=120.0, limits=httpx.Limits(max_connections=1000)) as client:
+
+        def send(ex: dict[str, Any]) -> None:
+            nonlocal failures
+            ((method, url, headers, content),) = _bare_requests([ex], key)
+            try:
+                with client.stream(method, url, headers=headers, content=content) as r:
+                    for _ in r.iter_bytes():
+                        pass
+            except httpx.HTTPError:
+                failures += 1
+
+        def step(pool: ThreadPoolExecutor, exs: list[dict[str, Any]]) -> None:
+            list(pool.map(send, exs))
+
+        def chain(steps: list[list[dict[str, Any]]]) -> None:
+            with ThreadPoolExecutor(max_workers=max(len(s) for s in steps)) as inner:
+                for s in steps:
+                    step(inner, s)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=len(round1) + len(round2)) as pool:
+            step(pool, round1)
+            step(pool, round2)
+        discovery = time.perf_counter() - t0
+        with ThreadPoolExecutor(max_workers=len(chains)) as pool:
+            list(pool.map(chain, chains))
+        total = time.perf_counter() - t0
+    longest = max(chains, key=lambda c: sum(max((e.get("elapsed") or 0) for e in s) for s in c))
+    return {"floor_s": round(total, 3), "discovery_s": round(discovery, 3), "chains": len(chains),
+            "longest_chain_steps": len(longest), "failures": failures}
+
+
+def bench_latency(levels: tuple[int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"ttft_s": TTFT_S, "tps": TPS, "runs": {}}
+    with reference_server(ttft_s=TTFT_S, tps=TPS) as srv:
+        runs = {c: suite(f"latency-c{c}", "--concurrency", str(c), server=srv) for c in levels}
+        ref = runs[16] if 16 in runs else next(iter(runs.values()))
+        fl = floor(ref["results"], srv)
+    out["floor"] = fl
+    for c, r in runs.items():
+        out["runs"][str(c)] = {
+            "wall_s": r["wall_s"],
+            "wall_over_floor": round(r["wall_s"] / fl["floor_s"], 2),
+            "requests": r["results"]["cost"]["requests"],
+            "completion_tokens": r["results"]["cost"]["completion_tokens"],
+            "cpu_s": r["cpu_s"],
+            "peak_mib": r["peak_mib"],
+            "exit_code": r["exit_code"],
+            "verdict": r["results"]["verdict"],
+        }
+        _say(
+            f"6. latency {TTFT_S:g} s + {TPS:g} tokens/s, --concurrency {c}: wall {r['wall_s']:.1f}s, "
+            f"wall/floor {r['wall_s'] / fl['floor_s']:.2f}, {r['results']['cost']['requests']} requests, "
+            f"CPU {r['cpu_s']:.1f}s, peak {r['peak_mib']:.0f} MiB"
+        )
+    _say(f"   floor (bare httpx, every chain at once): {fl['floor_s']:.1f}s ({fl['chains']} chains, "
+         f"discovery {fl['discovery_s']:.1f}s)")
     return {"figure": out}
 
 
@@ -511,7 +656,15 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=("wall", "overhead", "scaling", "cost", "detection", "profile"),
+        choices=("wall", "overhead", "scaling", "cost", "detection", "profile", "latency"),
+    )
+    ap.add_argument(
+        "--latency-concurrency",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="the --concurrency levels of the latency runs (default 1, 4, 16, 64; 1 takes about 4 minutes)",
     )
     ap.add_argument("--quick", action="store_true", help="detection on 1 fault mode in 5")
     ap.add_argument(
@@ -551,6 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         figures["detection"] = bench_detection(full, args.quick, args.detection_scope)["figure"]
     if "profile" not in args.skip:
         figures["profile"] = bench_profile()["figure"]
+    if "latency" not in args.skip:
+        figures["latency"] = bench_latency(tuple(args.latency_concurrency) or LATENCY_CONCURRENCY)["figure"]
     total = time.perf_counter() - started
     _say(f"total {total:.0f}s; wrote {args.out}")
     Path(args.out).write_text(

@@ -222,6 +222,7 @@ class Client:
         self.store: ReplayStore | None = None
         self.mode: str | None = None  # "record" or "replay" on a handle with a store
         self._sent: dict[RequestKey, int] = {}
+        self._sent_lock = threading.Lock()
         self._root = True
         self._aborted = threading.Event()
         self._live: set[SocketWatchdog] = set()  # the watchdogs of the requests in flight
@@ -285,6 +286,7 @@ class Client:
         h.on_exchange = on_exchange
         h.scope, h.store, h.mode = scope, store, mode
         h._sent = {}
+        h._sent_lock = threading.Lock()
         h._root = False
         return h
 
@@ -321,6 +323,32 @@ class Client:
         """GET {base}/{path} (e.g. ``models`` for discovery)."""
         return self._exchange("GET", path, content=None, body_text=None, label=label, auth=auth,
                               headers=headers, content_type=None, stream=False)
+
+    def chat_many(self, requests: list[tuple[dict[str, Any], str]]) -> list[Exchange | Unanswered]:
+        """Send requests that do not depend on each other (``(body, label)`` pairs), up to the concurrency at
+        a time; the answers, and this handle's ``on_exchange`` calls, in the order of ``requests``. A 429/503
+        that survives the retries is its ``Unanswered`` in the list (raised only where the client raises
+        them); ``BudgetExhausted`` and ``RunAborted`` propagate."""
+        if self.concurrency <= 1 or len(requests) <= 1 or self.mode == "replay":
+            return [self._one(body, label, self) for body, label in requests]
+        from concurrent.futures import ThreadPoolExecutor
+
+        quiet = copy.copy(self)  # the same request counts and recording, the evidence added in order below
+        quiet.on_exchange = None
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests))) as pool:
+            futures = [pool.submit(self._one, body, label, quiet) for body, label in requests]
+            answers = [f.result() for f in futures]
+        if self.on_exchange is not None:
+            for a in answers:
+                self.on_exchange(a if isinstance(a, Exchange) else a.exchange)  # type: ignore[attr-defined]
+        return answers
+
+    @staticmethod
+    def _one(body: dict[str, Any], label: str, via: Client) -> Exchange | Unanswered:
+        try:
+            return via.chat(body, label=label)
+        except Unanswered as exc:
+            return exc
 
     # ---- internals --------------------------------------------------------------------------------
     def _timeout(self) -> httpx.Timeout:
@@ -360,8 +388,9 @@ class Client:
         url = self.target.url(path)
         req_headers = self._headers(auth, headers, content_type)
         key: RequestKey = (method, url, body_text or "", tuple(sorted(req_headers.items())), stream)
-        n = self._sent.get(key, 0)
-        self._sent[key] = n + 1
+        with self._sent_lock:
+            n = self._sent.get(key, 0)
+            self._sent[key] = n + 1
         replayed = None
         if self.store is not None and self.mode == "replay" and self.scope is not None:
             replayed = self.store.take(self.scope, key, n)
@@ -419,7 +448,9 @@ class Client:
             retry_after = _header(ex.response_headers, "retry-after")
             if retry_after is None and _header(ex.response_headers, "retry-after-ms") is not None:
                 retry_after = f"{_header(ex.response_headers, 'retry-after-ms')} ms"
-            raise Unanswered(ex.status, ex.retries, retry_after, waited=waited)
+            exc = Unanswered(ex.status, ex.retries, retry_after, waited=waited)
+            exc.exchange = ex  # type: ignore[attr-defined]
+            raise exc
         return ex
 
     def _attempt(self, method: str, url: str, headers: dict[str, str], content: bytes | None,

@@ -612,8 +612,6 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     t0 = time.monotonic()
     _first_pass(session)
     config.stash[_state]["first_pass_s"] = round(time.monotonic() - t0, 3)
-    if os.environ.get("CONFORMANCE_DEBUG_TIMING"):
-        print(f"first pass {time.monotonic() - t0:.2f}s", flush=True)
 
 
 # ---- outcome ----------------------------------------------------------------------------------------------
@@ -753,21 +751,26 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     state = config.stash[_state]
     t: Target = state["target"]
-    if os.environ.get("CONFORMANCE_DEBUG_TIMING") and state.get("replay") is not None:
-        st = state["replay"]
-        print(f"replay: stored {len(st)}, unused {len(st.unused())}", flush=True)
-        for ex in st.unused():
-            print("  unused:", ex.label, (ex.request_body or "")[:150], flush=True)
     stored: list[Any] = config.stash[_records]
     records = list(stored)
     records += _run_wide(records, getattr(state["profile"], "stop_sequence", None))
     probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
+    unused: list[Any] = []
+    if state.get("replay") is not None:  # sent by the first pass, never asked for by the judged pass
+        judged = {ex.get("xid") for r in records for ex in r.get("exchanges", [])}
+        unused = state["replay"].unused({x for x in judged if x})
+        probes.append({"exchanges": [ex.to_dict() for ex in unused]})
     cost = cost_of([*records, *probes])
     if "budget" in state and state["budget"].shared:  # counted across workers only when a limit is set
         cost["budget"] = state["budget"].snapshot()
     notes = []
     if session.shouldstop:
         notes.append(str(session.shouldstop))
+    if unused:
+        notes.append(
+            f"{len(unused)} request(s) sent ahead were not asked for again by their checks (in the cost): "
+            + ", ".join(sorted({ex.label for ex in unused})[:5])
+        )
     results = build_results(
         records,
         target={

@@ -159,3 +159,32 @@ def test_a_stale_keep_alive_connection_is_sent_again_once() -> None:
     assert ex.transport_error == (
         "connection closed before response headers: Server disconnected without sending a response."
     )
+
+
+def test_chat_many_sends_together_and_keeps_the_order() -> None:
+    target = Counting(delay=0.05)
+    seen: list[Exchange] = []
+    bodies = [({"model": "m", "messages": [{"role": "user", "content": str(i)}]}, f"#{i}") for i in range(8)]
+    with _client(target, concurrency=8) as root:
+        h = root.handle(on_exchange=seen.append)
+        answers = h.chat_many(bodies)
+    assert target.most_in_flight >= 2  # together
+    assert [a.label for a in answers] == [f"#{i}" for i in range(8)]  # type: ignore[union-attr]
+    assert seen == answers  # the evidence in the order of the requests, whatever order they came back in
+
+
+def test_chat_many_gives_a_not_now_as_its_unanswered() -> None:
+    from conformance.violations import Unanswered
+
+    def limited(request: httpx.Request) -> httpx.Response:
+        if b'"1"' in request.content:
+            return httpx.Response(429, headers={"Retry-After": "1000"}, json={"error": {"message": "slow"}})
+        return httpx.Response(200, json={"id": "x"})
+
+    seen: list[Exchange] = []
+    with Client(TARGET, transport=httpx.MockTransport(limited), concurrency=4, raise_unanswered=True) as c:
+        answers = c.handle(on_exchange=seen.append).chat_many(
+            [({"model": "m", "messages": [{"role": "user", "content": str(i)}]}, f"#{i}") for i in range(3)]
+        )
+    assert isinstance(answers[1], Unanswered) and answers[1].exchange.status == 429  # type: ignore[attr-defined]
+    assert [e.status for e in seen] == [200, 429, 200]
