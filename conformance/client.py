@@ -413,8 +413,9 @@ class Client:
             with self._in_flight:
                 ex = self._attempt(method, url, req_headers, content, body_text, label, stream)
                 if ex.transport_error == _STALE:
-                    # a pooled keep-alive connection the server had closed: not the target's answer to this
-                    # request; sent again once, on a new connection (whose failure stands)
+                    # a pooled keep-alive connection lost under the request before any event was read: not
+                    # the target's answer to this request (SDKs retry it too); sent again once, and the
+                    # second attempt's failure stands
                     ex = self._attempt(method, url, req_headers, content, body_text, label, stream,
                                        fresh=True)
             ex.retries = retries
@@ -505,8 +506,7 @@ class Client:
         watchdog.disarm()
         if ex.transport_error is not None and watchdog.fired:
             ex.transport_error = f"total deadline {lim.total_timeout}s exceeded (no response headers)"
-        elif (not fresh and ex.transport_error is not None and not watchdog.has_socket
-              and ex.transport_error.startswith("connection closed before response headers")):
+        elif not fresh and not watchdog.has_socket and _connection_lost(ex.transport_error):
             ex.transport_error = _STALE  # the request went out on a reused connection, closed under it
         if ex.transport_error is not None:
             ex.elapsed = round(time.monotonic() - start, 6)
@@ -530,7 +530,16 @@ class Client:
         finally:
             response.close()
         ex.elapsed = round(time.monotonic() - start, 6)
+        if not fresh and not watchdog.has_socket and not ex.events and _connection_lost(ex.transport_error):
+            ex.transport_error = _STALE  # the same, with the answer's first bytes in: no event was read yet
         return ex
+
+
+def _connection_lost(error: str | None) -> bool:
+    """A connection that ended under the request (closed or reset; not a timeout, not a size limit)."""
+    return error is not None and error.startswith(
+        ("connection closed before response headers", "connection closed mid-stream")
+    )
 
 
 def _learn_socket(watchdog: SocketWatchdog) -> Callable[[str, dict[str, Any]], None]:
