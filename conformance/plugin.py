@@ -491,7 +491,7 @@ class _NotAhead(Exception):
     """A check the first pass cannot run (a fixture it does not know): it runs in the judged pass only."""
 
 
-def _first_pass_order(items: list[pytest.Item]) -> list[pytest.Item]:
+def _first_pass_order(items: list[pytest.Function]) -> list[pytest.Function]:
     """The longest chains of dependent requests first (the generated phases), then pytest's order."""
     return sorted(items, key=lambda it: 0 if "generated" in it.nodeid else 1)
 
@@ -563,7 +563,8 @@ def _first_pass(session: pytest.Session) -> None:
                                   mode="record"),
             "shared": shared_for(judge),
         }
-        params = dict(getattr(item, "callspec", None).params) if hasattr(item, "callspec") else {}
+        callspec = getattr(item, "callspec", None)
+        params: dict[str, Any] = dict(callspec.params) if callspec is not None else {}
         out: dict[str, Any] = {}
         for name in item._fixtureinfo.argnames:
             if name in params:
@@ -586,7 +587,7 @@ def _first_pass(session: pytest.Session) -> None:
 
     todo = queue.SimpleQueue[pytest.Function]()
     for it in _first_pass_order(items):
-        todo.put(it)  # type: ignore[arg-type]
+        todo.put(it)
 
     def worker() -> None:
         while not stop.is_set():
