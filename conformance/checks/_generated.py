@@ -912,24 +912,39 @@ def draw_requests(
     return out
 
 
+SEND_BATCH = 8  # drawn requests sent together (a fixed size: the same requests at any --concurrency)
+
+
 def send_requests(
     drawn: list[Drawn], send: Callable[[dict[str, Any], str], Exchange], *, label: str, seed: int
 ) -> list[Exchange | Unanswered]:
-    """Send the drawn requests, each once, in order: the one place a property's requests leave. An answer
-    per request sent: its exchange, or the ``Unanswered`` of a "not now" (429/503 after the client's
-    retries); after UNANSWERED_IN_A_ROW of those in a row the rest are not sent (more requests would only
+    """Send the drawn requests, each once: the one place a property's requests leave. They depend on no
+    answer, so they go in batches (UNANSWERED_IN_A_ROW, then SEND_BATCH at a time), together where ``send``
+    has a ``many`` (the checks' client: up to its concurrency at a time). An answer per request sent, in
+    order: its exchange, or the ``Unanswered`` of a "not now" (429/503 after the client's retries); once a
+    batch ends with UNANSWERED_IN_A_ROW of those in a row, the rest are not sent (more requests would only
     feed the limiter). BudgetExhausted propagates."""
     answers: list[Exchange | Unanswered] = []
-    in_a_row = 0
-    for i, d in enumerate(drawn, 1):
-        try:
-            answers.append(send(d.request, f"{label} #{i}: {d.what} (hypothesis seed {seed})"))
-            in_a_row = 0
-        except Unanswered as exc:
-            answers.append(exc)
-            in_a_row += 1
-            if in_a_row >= UNANSWERED_IN_A_ROW:
-                break
+    labels = [f"{label} #{i}: {d.what} (hypothesis seed {seed})" for i, d in enumerate(drawn, 1)]
+    many = getattr(send, "many", None)
+    start = 0
+    while start < len(drawn):
+        # a first batch of UNANSWERED_IN_A_ROW: a target that answers nothing but 429/503 gets no more
+        size = UNANSWERED_IN_A_ROW if start == 0 else SEND_BATCH
+        batch = [(d.request, lab) for d, lab in zip(drawn[start:start + size], labels[start:start + size],
+                                                    strict=True)]
+        start += size
+        if many is not None:
+            answers.extend(many(batch))
+        else:
+            for req, lab in batch:
+                try:
+                    answers.append(send(req, lab))
+                except Unanswered as exc:
+                    answers.append(exc)
+        tail = answers[-UNANSWERED_IN_A_ROW:]
+        if len(tail) >= UNANSWERED_IN_A_ROW and all(isinstance(a, Unanswered) for a in tail):
+            break
     return answers
 
 
@@ -949,14 +964,24 @@ def run_property(
     explicit: list[tuple[dict[str, Any], str]] = (),  # type: ignore[assignment]
     label: str,
     valid: bool,
+    memo: dict[Any, list[Drawn]] | None = None,
 ) -> RunStats:
     """Draw the property's requests (``draw_requests``: the explicit examples, then the distinct ones among
     ``max_examples`` generated), send them (``send_requests``), judge each answer with ``evaluate`` on a
     scratch judge. At most ``len(explicit) + max_examples`` requests, never the same one twice, and the
     same ones for the same seed whatever the target answers (spec/DECISIONS.md#reproducible-draws). For
     each requirement broken, the violations of the smallest request that showed it land on ``judge``, its
-    exchange being the evidence; a property no request of which was answered raises the Unanswered."""
-    drawn = draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit)
+    exchange being the evidence; a property no request of which was answered raises the Unanswered.
+    ``memo``: the run's drawn lists (the same draws serve the first pass and the judged pass: drawing is pure,
+    and its CPU is the generated phase's main cost)."""
+    key = (label, seed, max_examples, valid, _canonical([list(e) for e in explicit]))
+    with _DRAW_LOCK:
+        drawn = None if memo is None else memo.get(key)
+    if drawn is None:
+        drawn = draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit)
+        if memo is not None:
+            with _DRAW_LOCK:
+                memo[key] = drawn
     answers = send_requests(drawn, send, label=label, seed=seed)
     stats = RunStats(cap=len(drawn), seed=seed, sent=len(answers))
     outcomes: list[_Outcome] = []

@@ -54,7 +54,17 @@ def _send(client: Any):
     def send(req: dict[str, Any], label: str) -> Exchange:
         return client.chat(req, label=label)
 
+    send.many = client.chat_many  # type: ignore[attr-defined]  # drawn requests go together
     return send
+
+
+_DRAWS = pytest.StashKey[dict[Any, Any]]()
+
+
+def _draws(config: Any) -> dict[Any, Any]:
+    """This run's drawn requests (a property's draws depend on its label, seed, examples and the run's
+    target, profile and capabilities, which one run never changes)."""
+    return config.stash.setdefault(_DRAWS, {})
 
 
 def _judge_valid(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -> None:
@@ -137,6 +147,7 @@ def test_generated_valid_requests_accepted(
         seed=seed,
         explicit=explicit,
         label="generated valid request",
+        memo=_draws(pytestconfig),
         valid=True,
     )
 
@@ -186,5 +197,6 @@ def test_generated_invalid_request_rejected(
         seed=seed,
         explicit=explicit,
         label=f"generated invalid request ({field_name})",
+        memo=_draws(pytestconfig),
         valid=False,
     )
