@@ -32,9 +32,6 @@ COMPONENT = ROOT / "templates" / "chat-conformance.yml"
 # inputs that configure the CI job itself, not the run: each is used by the file outside the run's arguments
 ACTION_ONLY = {"extra-args", "artifact-name", "python-version"}
 COMPONENT_ONLY = {"extra-args", "job-name", "stage", "image", "package"}
-# run options that the CLI may not have yet (the engine's issue 15 adds `run --concurrency`): an input mapped
-# to one of these is accepted while the option is missing, and checked like every other input once it exists
-KNOWN_PENDING = {"--concurrency"}
 
 CANARY_KEY = "sk-action-canary-7f3a"
 
@@ -81,7 +78,7 @@ def _check_mapping(inputs: set[str], mapped: dict[str, str], job_only: set[str],
     for name in sorted(inputs - job_only):
         assert name in mapped, f"{where}: input {name!r} reaches no `chat-conformance run` option"
         option = mapped[name]
-        assert option in known or option in KNOWN_PENDING, (
+        assert option in known, (
             f"{where}: input {name!r} maps to {option}, which `chat-conformance run` does not have"
         )
     assert job_only <= inputs, (
@@ -183,7 +180,11 @@ def _shim(tmp: Path) -> Path:
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
     shim = bin_dir / "chat-conformance"
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m conformance.cli "$@"\n', encoding="utf-8")
+    argv_log = tmp / "argv.log"  # what the job passed, one line per call
+    shim.write_text(
+        f'#!/bin/sh\necho "$*" >> "{argv_log}"\nexec "{sys.executable}" -m conformance.cli "$@"\n',
+        encoding="utf-8",
+    )
     shim.chmod(0o755)
     return bin_dir
 
@@ -289,8 +290,10 @@ def _inputs(server: Any, **more: str) -> dict[str, str]:
 
 
 def test_action_steps_pass_a_conformant_target(tmp_path: Path, clean_server: Any) -> None:
-    job = _run_action(tmp_path, _inputs(clean_server), {"STAGING_KEY": CANARY_KEY})
+    job = _run_action(tmp_path, _inputs(clean_server, concurrency="2"), {"STAGING_KEY": CANARY_KEY})
     assert job.outputs["run"]["exit-code"] == "0", job.log
+    argv = (tmp_path / "argv.log").read_text(encoding="utf-8")
+    assert "--concurrency 2" in argv and "--api-key-env STAGING_KEY" in argv and CANARY_KEY not in argv
     assert not job.failed and job.exit_code == 0, job.log
     report = tmp_path / "workspace" / "out" / "conformance"
     assert job.summary == (report / "summary.md").read_text(encoding="utf-8")
