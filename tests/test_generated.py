@@ -359,8 +359,8 @@ def test_clean_reference_server_has_no_generated_findings(tmp_path: Path) -> Non
     assert code == 0
     labels = [e["label"] for c in checks for e in c["exchanges"]]
     assert labels and all("hypothesis seed 3" in lb for lb in labels)
-    # cost bound: valid phase <= 3 + N, each field <= its mutations + ceil(N / 10)
-    bound = 3 + 5 + sum(len(m) + 1 for m in mutations(MODEL).values())
+    # cost bound: valid phase <= 4 + N (explicit examples), each field <= its mutations + ceil(N / 10)
+    bound = 4 + 5 + sum(len(m) + 1 for m in mutations(MODEL).values())
     assert sum(len(c["exchanges"]) for c in checks) <= bound
 
 

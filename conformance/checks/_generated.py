@@ -100,6 +100,7 @@ __all__ = [
     "invalid_requests",
     "minimal_request",
     "sampling_request",
+    "combined_request",
     "inside_ranges",
     "run_property",
     "draw_requests",
@@ -470,6 +471,16 @@ def minimal_request(model: str, **fields: Any) -> dict[str, Any]:
         "max_tokens": MAX_TOKENS,
         **fields,
     }
+
+
+def combined_request(model: str, capabilities: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A streamed request with logprobs (top_logprobs 2) and a tool offered, when the target supports tools:
+    an explicit example, so that a refused combination of optional fields (llama.cpp: "logprobs is not
+    supported with tools + stream") is caught whatever the seed draws (the draws no longer follow a failure,
+    spec/DECISIONS.md#reproducible-draws). None without tools."""
+    if not _supported(capabilities, "tools"):
+        return None
+    return minimal_request(model, stream=True, logprobs=True, top_logprobs=2, tools=[_tool(TOOL_NAMES[0])])
 
 
 def sampling_request(model: str, profile: Any) -> dict[str, Any]:

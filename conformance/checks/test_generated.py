@@ -11,7 +11,7 @@ hand-written, and why).
   count, or removed when required) and must be rejected with a 4xx in the error shape, never accepted,
   never 5xx.
 
-Cost: the valid phase sends at most 3 + N requests (N = --conformance-examples, default 15: 3 explicit
+Cost: the valid phase sends at most 4 + N requests (N = --conformance-examples, default 15: 4 explicit
 examples, then the distinct requests among N generated); each field of the invalid phase at most
 k + ceil(N / 10) (k explicit examples, one per mutation of the field). Every request is drawn before any
 is sent, so the same hypothesis seed (--conformance-hypothesis-seed, default 0) sends the same requests
@@ -29,6 +29,7 @@ import pytest
 from conformance.checks._generated import (
     CAPABILITY_FIELDS,
     apply_mutation,
+    combined_request,
     examples_per_field,
     invalid_requests,
     minimal_request,
@@ -138,6 +139,9 @@ def test_generated_valid_requests_accepted(
         ),
         (sampling_request(model, profile), "valid request (every sampling field)"),
     ]
+    combined = combined_request(model, capabilities)
+    if combined is not None:
+        explicit.append((combined, "valid streaming request (logprobs and a tool together)"))
     run_property(
         judge,
         _send(client),
