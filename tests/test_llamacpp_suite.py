@@ -3,16 +3,27 @@
 Runs ``chat-conformance run`` (in process, two workers) against the session's llama.cpp server with the
 target's profile and waivers and ``--strict-waivers``: exit code 0 means every failure is a known, waived
 deviation and no waived requirement passes. On any other exit code the assertion lists the requirements
-that drifted (verdict fail, or a waiver that now passes) with their reasons.
+that drifted (verdict fail, or a waiver that now passes) with their reasons. A second run (same seed) must
+give every requirement the same verdict and send the same generated requests (issue 14); a third, of the
+logit-bias checks only, with the profile's logit_bias_token_id removed, shows the suite finds a word token.
 
 Skipped only when xllamacpp (or the model-building packages) is missing and CI is not "true"; in CI it runs.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
-from conftest import LLAMACPP_TARGET, assert_verdicts_pinned, in_ci, missing_llamacpp_modules
+from conftest import (
+    LLAMACPP_TARGET,
+    check_pinned,
+    generated_requests,
+    in_ci,
+    logit_bias_probe_run,
+    missing_llamacpp_modules,
+    run_suite,
+)
 
 if missing_llamacpp_modules() and not in_ci():
     pytest.skip(f"{', '.join(missing_llamacpp_modules())} not installed (pip install -e '.[test]')",
@@ -21,7 +32,46 @@ if missing_llamacpp_modules() and not in_ci():
 # A non-streamed answer's headers come only when its generation ends: on a CPU-starved runner that once
 # passed the default 20 s idle timeout.
 IDLE_TIMEOUT_S = "120"
-def test_suite_verdicts_match_the_waivers(llamacpp_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+ARGS = ("-n", "2", "--idle-timeout", IDLE_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def first_run(llamacpp_server, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """The pinned run (report folder, exit code), shared by the waiver test and the twice-run test."""
+    report = tmp_path_factory.mktemp("llamacpp-first")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CONFORMANCE_API_KEY", llamacpp_server.key)
+        code = run_suite(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model, report, *ARGS)
+    return report, code
+
+
+def test_suite_verdicts_match_the_waivers(first_run: tuple[Path, int]):
+    check_pinned(LLAMACPP_TARGET, *first_run)
+
+
+def test_two_runs_give_identical_verdicts_and_send_identical_generated_requests(
+    llamacpp_server, first_run: tuple[Path, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A CI gate gives the same verdict twice (issue 14): the same target, the same seed, a second run; every
+    requirement's verdict and every generated request (label and body, in order) are the same."""
     monkeypatch.setenv("CONFORMANCE_API_KEY", llamacpp_server.key)
-    assert_verdicts_pinned(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model,
-                           tmp_path / "llamacpp", "-n", "2", "--idle-timeout", IDLE_TIMEOUT_S)
+    second = tmp_path / "second"
+    run_suite(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model, second, *ARGS)
+    a, b = (json.loads((r / "results.json").read_text(encoding="utf-8")) for r in (first_run[0], second))
+    verdicts = [{k: v["verdict"] for k, v in r["requirements"].items()} for r in (a, b)]
+    flipped = {k: (v, verdicts[1].get(k)) for k, v in verdicts[0].items() if verdicts[1].get(k) != v}
+    reasons = {k: (a["requirements"][k]["reason"], b["requirements"].get(k, {}).get("reason"))
+               for k in flipped}
+    assert flipped == {}, f"verdicts differ between two runs: {flipped}\n{reasons}"
+    drawn = [generated_requests(r) for r in (a, b)]
+    assert len(drawn[0]) > 50
+    assert drawn[0] == drawn[1], next((x, y) for x, y in zip(*drawn, strict=False) if x != y)
+
+
+def test_the_logit_bias_probe_finds_a_word_token(llamacpp_server, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch):
+    """Without the profile's logit_bias_token_id the suite probes for an ordinary word token itself: on this
+    byte-level BPE vocabulary id 100 is "~", so the probe moves on (spec/DECISIONS.md#logit-bias-token)."""
+    monkeypatch.setenv("CONFORMANCE_API_KEY", llamacpp_server.key)
+    logit_bias_probe_run(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model, tmp_path,
+                         "--idle-timeout", IDLE_TIMEOUT_S)
