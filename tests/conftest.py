@@ -144,9 +144,8 @@ def logit_bias_probe_run(
     target: Path, base_url: str, model: str, tmp_path: Path, *extra: str
 ) -> dict[str, Any]:
     """LOGIT-BIAS-FORCE and -BAN against a real target with its profile minus ``logit_bias_token_id``: the
-    suite probes for the token itself (spec/DECISIONS.md#logit-bias-token). Asserts what every target must
-    give: FORCE passes on the token the probe kept, BAN passes or is inconclusive (the word kept may appear in
-    no deterministic answer), at most 5 probes. The results."""
+    suite probes for the token itself (spec/DECISIONS.md#logit-bias-token). The results, and the probes
+    (at most 5) as ``results["probes"]``: (label, status) of the force check's probe exchanges."""
     from conformance.cli import main
 
     text = (target / "profile.toml").read_text(encoding="utf-8")
@@ -157,13 +156,10 @@ def logit_bias_probe_run(
     main(["run", "--base-url", base_url, "--model", model, "--profile", str(profile), "--only",
           "LOGIT-BIAS-FORCE", "--only", "LOGIT-BIAS-BAN", "--report-dir", str(report), *extra])
     results: dict[str, Any] = json.loads((report / "results.json").read_text(encoding="utf-8"))
-    force = results["requirements"]["LOGIT-BIAS-FORCE"]
-    assert force["verdict"] == "pass", force
-    ban = results["requirements"]["LOGIT-BIAS-BAN"]  # the word may be absent from the model's answers
-    assert ban["verdict"] == "pass" or ban["reason"].startswith("inconclusive"), ban
     check = next(c for c in results["checks"] if c["nodeid"].endswith("test_logit_bias_forces_token"))
-    probes = [e for e in check["exchanges"] if e["label"].startswith("logit-bias token probe")]
-    assert 1 <= len(probes) <= 5
+    results["probes"] = [(e["label"], e["status"]) for e in check["exchanges"]
+                         if e["label"].startswith("logit-bias token probe")]
+    assert 1 <= len(results["probes"]) <= 5
     return results
 
 

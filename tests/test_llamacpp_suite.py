@@ -73,5 +73,9 @@ def test_the_logit_bias_probe_finds_a_word_token(llamacpp_server, tmp_path: Path
     """Without the profile's logit_bias_token_id the suite probes for an ordinary word token itself: on this
     byte-level BPE vocabulary id 100 is "~", so the probe moves on (spec/DECISIONS.md#logit-bias-token)."""
     monkeypatch.setenv("CONFORMANCE_API_KEY", llamacpp_server.key)
-    logit_bias_probe_run(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model, tmp_path,
-                         "--idle-timeout", IDLE_TIMEOUT_S)
+    results = logit_bias_probe_run(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model, tmp_path,
+                                   "--idle-timeout", IDLE_TIMEOUT_S)
+    force, ban = (results["requirements"][r] for r in ("LOGIT-BIAS-FORCE", "LOGIT-BIAS-BAN"))
+    assert force["verdict"] == "pass", force  # judged on the token the probe kept ("an", 278)
+    # the word kept is in none of the model's deterministic answers: the ban shows nothing (the profile's id)
+    assert ban["verdict"] == "pass" or ban["reason"].startswith("inconclusive"), ban

@@ -22,7 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, _free_port, _stop, assert_verdicts_pinned, in_ci, wait_ready
+from conftest import (
+    ROOT,
+    _free_port,
+    _stop,
+    assert_verdicts_pinned,
+    in_ci,
+    logit_bias_probe_run,
+    wait_ready,
+)
 
 TARGET = ROOT / "targets" / "transformers"
 MODULES = ("torch", "transformers", "tokenizers", "fastapi", "uvicorn", "openai", "pydantic")
@@ -71,3 +79,18 @@ def test_suite_verdicts_match_the_waivers(transformers_server: TransformersServe
     monkeypatch.setenv("CONFORMANCE_API_KEY", "sk-canary-transformers-2b9d")
     assert_verdicts_pinned(TARGET, transformers_server.base_url, transformers_server.model,
                            tmp_path / "transformers", "--idle-timeout", IDLE_TIMEOUT_S)
+
+
+def test_the_logit_bias_probe_names_what_it_got(transformers_server: TransformersServer, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch):
+    """Without the profile's logit_bias_token_id the suite probes for a word token itself
+    (spec/DECISIONS.md#logit-bias-token). transformers serve answers every integer logit_bias value with 500
+    (NOTES.md: it wants floats), so no probe is answered: both checks are inconclusive, and the reason lists
+    what each probe got and names the fix, never a failure."""
+    monkeypatch.setenv("CONFORMANCE_API_KEY", "sk-canary-transformers-2b9d")
+    results = logit_bias_probe_run(TARGET, transformers_server.base_url, transformers_server.model, tmp_path,
+                                   "--idle-timeout", IDLE_TIMEOUT_S)
+    for rid in ("LOGIT-BIAS-FORCE", "LOGIT-BIAS-BAN"):
+        r = results["requirements"][rid]
+        assert r["verdict"] == "not-run" and r["reason"].startswith("inconclusive: no ordinary word token"), r
+        assert "100: HTTP 500" in r["reason"] and "set logit_bias_token_id in a profile" in r["reason"]
