@@ -176,6 +176,24 @@ class ReplayStore:
         self._lock = threading.Lock()
         self._stored: dict[tuple[str, RequestKey, int], tuple[Exchange, bool]] = {}
         self._taken: set[str] = set()
+        self._running: dict[str, threading.Event] = {}
+
+    def expect(self, scope: str) -> None:
+        """The first pass will record ``scope``: a replay of it waits until ``done(scope)``."""
+        with self._lock:
+            self._running.setdefault(scope, threading.Event())
+
+    def done(self, scope: str) -> None:
+        with self._lock:
+            ev = self._running.setdefault(scope, threading.Event())
+        ev.set()
+
+    def wait(self, scope: str) -> None:
+        """Wait until the first pass has finished ``scope`` (at once when it never expected it)."""
+        with self._lock:
+            ev = self._running.get(scope)
+        if ev is not None:
+            ev.wait()
 
     def put(self, scope: str, key: RequestKey, n: int, ex: Exchange, waited: bool) -> None:
         with self._lock:
@@ -393,6 +411,7 @@ class Client:
             self._sent[key] = n + 1
         replayed = None
         if self.store is not None and self.mode == "replay" and self.scope is not None:
+            self.store.wait(self.scope)  # the first pass may still be running this check
             replayed = self.store.take(self.scope, key, n)
         if replayed is not None:
             return self._finish(replayed[0], waited=replayed[1])

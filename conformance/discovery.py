@@ -71,9 +71,13 @@ def discover(
     effects.prefetch([(cap, _probe_body(client, cap)) for cap in probed if cap not in EFFECT_PROBES]
                      + [effects.request(*next(iter(EFFECT_PROBES[c].items()))) for c in probed
                         if c in EFFECT_PROBES])
-    effects.prefetch([effects.request(label, fields) for c in probed if c in EFFECT_PROBES
-                      and _answered(effects.exchanges.get(next(iter(EFFECT_PROBES[c]))))
-                      for label, fields in {PLAIN: {}, **EFFECT_PROBES[c]}.items()])
+    second = [effects.request(label, fields) for c in probed if c in EFFECT_PROBES
+              and _answered(effects.exchanges.get(next(iter(EFFECT_PROBES[c]))))
+              for label, fields in {PLAIN: {}, **EFFECT_PROBES[c]}.items()]
+    sr = effects.exchanges.get(next(iter(EFFECT_PROBES["reasoning"])))
+    if "thinking" in probed and sr is not None and _answered(sr) and placement(sr.json()) == "separate":
+        second += [effects.request(label, fields) for label, fields in _THINKING_SEPARATE.items()]
+    effects.prefetch(second)
     for cap in OPTIONAL_CAPABILITIES:
         if cap in required:
             out[cap] = {"supported": True, "source": "required", "reason": "made mandatory with --require"}

@@ -445,7 +445,7 @@ _judge_key = pytest.StashKey[Any]()
 
 @pytest.fixture(scope="session")
 def _shared_cache(pytestconfig: pytest.Config) -> dict[str, Any]:
-    return dict(pytestconfig.stash[_state].get("shared_done", {})) if _state in pytestconfig.stash else {}
+    return {}
 
 
 @pytest.fixture
@@ -458,6 +458,11 @@ def shared(request: pytest.FixtureRequest, judge: Judge, _session_client: Any,
     def get(key: str, body: dict[str, Any], **kw: Any) -> Any:
         if key in _shared_cache:
             ex = _shared_cache[key]
+            judge.exchanges.append(ex)
+            return ex
+        ahead = request.config.stash[_state].get("shared_ahead", {}).get(key)
+        if ahead is not None and ahead.exception() is None:  # sent by the first pass (waits for it)
+            ex = _shared_cache[key] = ahead.result()
             judge.exchanges.append(ex)
             return ex
         h = _handle(request.config, _session_client, judge, f"shared:{key}")
@@ -585,49 +590,58 @@ def _first_pass(session: pytest.Session) -> None:
         except BaseException:  # noqa: BLE001 - judged (or reported as the suite's error) in the judged pass
             pass
 
+    order = _first_pass_order(items)
     todo = queue.SimpleQueue[pytest.Function]()
-    for it in _first_pass_order(items):
+    for it in order:
+        store.expect(it.nodeid)
         todo.put(it)
 
     def worker() -> None:
-        while not stop.is_set():
+        while True:
             try:
                 item = todo.get_nowait()
             except queue.Empty:
                 return
-            run(item)
+            try:
+                if not stop.is_set():
+                    run(item)
+            finally:
+                store.done(item.nodeid)  # its judged pass may go on (a stopped one sends what is missing)
 
-    # daemon threads: a Ctrl-C leaves the ones still waiting on the target behind, never waits for them
+    state["replay"] = store
+    state["shared_ahead"] = pending
+    state["first_pass_stop"] = stop
+    # more threads than requests in flight (the client's semaphore holds those to --concurrency): a check
+    # waiting for a shared exchange another check is fetching must not hold a sending slot. Daemon threads:
+    # a Ctrl-C never waits for the ones still waiting on the target.
     threads = [threading.Thread(target=worker, name=f"conformance-ahead-{i}", daemon=True)
-               for i in range(min(concurrency, len(items)))]
+               for i in range(min(len(items), max(4 * concurrency, 32), 256))]
     for t in threads:
         t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
-    except BaseException:
-        stop.set()
-        root.abort()  # in-flight requests end now, later ones raise RunAborted
-        raise
-    state["replay"] = store
-    state["shared_done"] = {
-        k: f.result() for k, f in pending.items() if f.done() and not f.cancelled() and f.exception() is None
-    }
+    state["first_pass_threads"] = threads
+
+
+def _stop_first_pass(config: pytest.Config) -> None:
+    """Ctrl-C: the first pass stops taking checks and the requests in flight end now."""
+    state = config.stash.get(_state, None)
+    if state is None or "first_pass_stop" not in state:
+        return
+    state["first_pass_stop"].set()
+    if "checks_client" in state:
+        state["checks_client"].abort()
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
-    """Before pytest's own loop (which judges, one check after another), the first pass sends every check's
-    requests, many in flight at once. Not under pytest-xdist (each worker then sends one at a time)."""
+    """As pytest's own loop starts (it judges, one check after another), the first pass starts sending every
+    check's requests, many in flight at once; the judged pass of a check waits for its recording. Not under
+    pytest-xdist (each worker then sends one at a time)."""
     config = session.config
     if _state not in config.stash or config.option.collectonly or session.testscollected == 0:
         return
     if hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None):
         return
-    t0 = time.monotonic()
-    _first_pass(session)
-    config.stash[_state]["first_pass_s"] = round(time.monotonic() - t0, 3)
+    _first_pass(session)  # runs in the background: pytest's loop judges each check once it is recorded
 
 
 # ---- outcome ----------------------------------------------------------------------------------------------
@@ -742,6 +756,7 @@ class _Recorder:
 
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
         # pytest's own stop (session.Interrupted, e.g. our budget stop) is a KeyboardInterrupt subclass too
+        _stop_first_pass(self.config)
         if excinfo.type is KeyboardInterrupt:
             self.config.stash[_state]["interrupted"] = True
 
