@@ -203,7 +203,7 @@ class ReplayStore:
         """The exchange stored for the ``n``-th sending of request ``key`` by check ``scope`` (and whether
         its Retry-After was waited for), or None."""
         with self._lock:
-            got = self._stored.get((scope, key, n))
+            got = self._stored.pop((scope, key, n), None)  # taken once: the store holds no answer judged
             if got is not None:
                 self._taken.add(got[0].xid)
             return got
@@ -243,6 +243,8 @@ class Client:
         self._sent_lock = threading.Lock()
         self._root = True
         self._aborted = threading.Event()
+        # one response at a time grows past sse.BIG_BODY: memory stays near one byte cap, whatever in flight
+        self._big = threading.Lock() if self.concurrency > 1 else None
         self._live: set[SocketWatchdog] = set()  # the watchdogs of the requests in flight
         self._live_lock = threading.Lock()
         # the key, and any credential passed as an extra header, are scrubbed from every exchange
@@ -537,14 +539,15 @@ class Client:
             if stream and 200 <= response.status_code < 300:
                 is_sse = ex.content_type == "text/event-stream"
                 raw: list[str] | None = None if is_sse else []
-                ex.events, ex.comments, ex.transport_error = read_stream(response, start=start, limits=lim,
-                                                                         raw_text=raw)
+                ex.events, ex.comments, ex.transport_error = read_stream(
+                    response, start=start, limits=lim, big=self._big, raw_text=raw
+                )
                 if raw is not None:
                     ex.body_text = "".join(raw)
                     error = ex.transport_error or ""
                     ex.body_truncated = error.startswith("response larger than")
             else:
-                text, truncated, error_ = read_body(response, start=start, limits=lim)
+                text, truncated, error_ = read_body(response, start=start, limits=lim, big=self._big)
                 ex.body_text, ex.body_truncated, ex.transport_error = text, truncated, error_
         finally:
             response.close()

@@ -38,6 +38,9 @@ from .target import Limits
 __all__ = ["read_stream", "read_body", "parse_event_data", "ChunkReader", "DONE_GRACE"]
 
 DONE_GRACE = 1.0  # seconds to keep reading after [DONE], bounded by the time left
+# past this many bytes a response is read only while holding the client's ``big`` lock: with many requests
+# in flight, at most one body grows towards the byte cap at a time (memory stays bounded by one cap)
+BIG_BODY = 512 * 1024
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
@@ -136,8 +139,11 @@ class ChunkReader:
     The caller closes the response.
     """
 
-    def __init__(self, response: httpx.Response, *, start: float, limits: Limits) -> None:
+    def __init__(self, response: httpx.Response, *, start: float, limits: Limits,
+                 big: threading.Lock | None = None) -> None:
         self.response = response
+        self.big = big
+        self._holds_big = False
         self.limits = limits
         self.deadline = start + limits.total_timeout
         self._stop_at = self.deadline
@@ -214,14 +220,34 @@ class ChunkReader:
                         yield chunk[:room]
                     return
                 self.nbytes += len(chunk)
+                if self.big is not None and not self._holds_big and self.nbytes > BIG_BODY:
+                    self._take_big()
                 yield chunk
         finally:
             self._watchdog.disarm()
+            if self._holds_big and self.big is not None:
+                self._holds_big = False
+                self.big.release()
+
+    def _take_big(self) -> None:
+        """Wait for the client's big-body lock; the wait is the suite's, not the target's: the deadline
+        moves by it."""
+        assert self.big is not None
+        waited = time.monotonic()
+        self._watchdog.disarm()
+        self.big.acquire()
+        self._holds_big = True
+        waited = time.monotonic() - waited
+        self.deadline += waited
+        self._stop_at += waited
+        self._watchdog = SocketWatchdog.for_response(self.response)
+        self._watchdog.arm(self._stop_at)
 
 
-def read_body(response: httpx.Response, *, start: float, limits: Limits) -> tuple[str, bool, str | None]:
+def read_body(response: httpx.Response, *, start: float, limits: Limits,
+              big: threading.Lock | None = None) -> tuple[str, bool, str | None]:
     """Read a non-stream body incrementally: (text decoded UTF-8 with replacement, truncated, error)."""
-    reader = ChunkReader(response, start=start, limits=limits)
+    reader = ChunkReader(response, start=start, limits=limits, big=big)
     parts = list(reader)
     return b"".join(parts).decode("utf-8", errors="replace"), reader.truncated, reader.error
 
@@ -303,7 +329,8 @@ class _EventParser:
 
 
 def read_stream(
-    response: httpx.Response, *, start: float, limits: Limits, raw_text: list[str] | None = None
+    response: httpx.Response, *, start: float, limits: Limits, raw_text: list[str] | None = None,
+    big: threading.Lock | None = None,
 ) -> tuple[list[SSEEvent], int, str | None]:
     """Read an event stream incrementally: (events, comment lines, transport error or None).
 
@@ -314,7 +341,7 @@ def read_stream(
     events: list[SSEEvent] = []
     parser = _EventParser(limits.max_event_bytes)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    reader = ChunkReader(response, start=start, limits=limits)
+    reader = ChunkReader(response, start=start, limits=limits, big=big)
     error: str | None = None
 
     def take(dispatched: list[tuple[str, str, str | None]]) -> None:

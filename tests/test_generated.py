@@ -224,22 +224,26 @@ def test_runner_shows_the_smallest_failing_request() -> None:
 
 def test_runner_cap_holds_when_everything_fails() -> None:
     judge, sent, stats = _run(lambda req: True, 4)
-    assert len(sent) == stats.cap <= 1 + 4
+    assert stats.cap <= 1 + 4
+    # no batch after one that showed a violation: the first batch (UNANSWERED_IN_A_ROW requests) only
+    assert len(sent) == stats.sent == UNANSWERED_IN_A_ROW < stats.cap
     assert len(judge.violations) == 1
-    assert "the smallest of 5 of the 5 requests sent that showed it" in judge.violations[0].message
+    assert "the smallest of 3 of the 3 requests sent that showed it" in judge.violations[0].message
 
 
 def test_runner_each_requirement_broken_gets_its_smallest_request() -> None:
     send, sent = _fake_send(lambda req: False)
 
     def evaluate(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -> None:
-        scratch.check("temperature" not in req, "CORE-SCHEMA-VALID", "t", exchange=ex)
-        scratch.check("stop" not in req, "GEN-VALID-ACCEPTED", "s", exchange=ex)
+        second = " #2:" in ex.label
+        scratch.check(second, "CORE-SCHEMA-VALID", "t", exchange=ex)  # broken by the 1st and 3rd
+        scratch.check(not second, "GEN-VALID-ACCEPTED", "s", exchange=ex)  # broken by the 2nd
 
     judge = Judge(requirements=("GEN-VALID-ACCEPTED", "CORE-SCHEMA-VALID"))
     strategy = valid_requests(MODEL, load_profile("seed"), ALL_CAPS).map(lambda r: (r, "valid request"))
     run_property(judge, send, strategy, evaluate, max_examples=25, seed=7, label="t", valid=True)
     assert sorted(v.requirement for v in judge.violations) == ["CORE-SCHEMA-VALID", "GEN-VALID-ACCEPTED"]
+    assert len(sent) == 3  # no batch after the first, which showed violations
 
 
 # ---- reproducible: the requests are drawn before any is sent -----------------------------------------------

@@ -927,35 +927,25 @@ SEND_BATCH = 8  # drawn requests sent together (a fixed size: the same requests 
 
 
 def send_requests(
-    drawn: list[Drawn], send: Callable[[dict[str, Any], str], Exchange], *, label: str, seed: int
+    drawn: list[Drawn], send: Callable[[dict[str, Any], str], Exchange], *, label: str, seed: int,
+    first: int = 1,
 ) -> list[Exchange | Unanswered]:
-    """Send the drawn requests, each once: the one place a property's requests leave. They depend on no
-    answer, so they go in batches (UNANSWERED_IN_A_ROW, then SEND_BATCH at a time), together where ``send``
-    has a ``many`` (the checks' client: up to its concurrency at a time). An answer per request sent, in
-    order: its exchange, or the ``Unanswered`` of a "not now" (429/503 after the client's retries); once a
-    batch ends with UNANSWERED_IN_A_ROW of those in a row, the rest are not sent (more requests would only
-    feed the limiter). BudgetExhausted propagates."""
-    answers: list[Exchange | Unanswered] = []
-    labels = [f"{label} #{i}: {d.what} (hypothesis seed {seed})" for i, d in enumerate(drawn, 1)]
+    """Send drawn requests, each once: the one place a property's requests leave (``run_property`` hands
+    them over in batches). They depend on no answer, so they go together where ``send`` has a ``many`` (the
+    checks' client: up to its concurrency at a time). An answer per request, in order: its exchange, or the
+    ``Unanswered`` of a "not now" (429/503 after the client's retries). ``first``: the number of the first
+    one in the labels. BudgetExhausted propagates."""
+    batch = [(d.request, f"{label} #{i}: {d.what} (hypothesis seed {seed})")
+             for i, d in enumerate(drawn, first)]
     many = getattr(send, "many", None)
-    start = 0
-    while start < len(drawn):
-        # a first batch of UNANSWERED_IN_A_ROW: a target that answers nothing but 429/503 gets no more
-        size = UNANSWERED_IN_A_ROW if start == 0 else SEND_BATCH
-        batch = [(d.request, lab) for d, lab in zip(drawn[start:start + size], labels[start:start + size],
-                                                    strict=True)]
-        start += size
-        if many is not None:
-            answers.extend(many(batch))
-        else:
-            for req, lab in batch:
-                try:
-                    answers.append(send(req, lab))
-                except Unanswered as exc:
-                    answers.append(exc)
-        tail = answers[-UNANSWERED_IN_A_ROW:]
-        if len(tail) >= UNANSWERED_IN_A_ROW and all(isinstance(a, Unanswered) for a in tail):
-            break
+    if many is not None:
+        return list(many(batch))
+    answers: list[Exchange | Unanswered] = []
+    for req, lab in batch:
+        try:
+            answers.append(send(req, lab))
+        except Unanswered as exc:
+            answers.append(exc)
     return answers
 
 
@@ -993,18 +983,34 @@ def run_property(
         if memo is not None:
             with _DRAW_LOCK:
                 memo[key] = drawn
-    answers = send_requests(drawn, send, label=label, seed=seed)
-    stats = RunStats(cap=len(drawn), seed=seed, sent=len(answers))
+    stats = RunStats(cap=len(drawn), seed=seed)
     outcomes: list[_Outcome] = []
     unanswered: Unanswered | None = None
-    for d, answer in zip(drawn, answers, strict=False):  # answers stop early after a flood of 429s
-        if isinstance(answer, Unanswered):  # a "not now" says nothing: not judged
-            stats.unanswered += 1
-            unanswered = answer
-            continue
-        scratch = Judge(requirements=judge.requirements, exchanges=[answer])
-        evaluate(scratch, answer, d.request, d.what)
-        outcomes.append(_Outcome(d, answer, scratch.violations, scratch.judged))
+    answers: list[Exchange | Unanswered] = []
+    start = 0
+    while start < len(drawn):
+        # batches of fixed sizes (the same requests at any --concurrency): a first one of UNANSWERED_IN_A_ROW,
+        # then SEND_BATCH at a time; no batch is sent after one that showed a violation (the evidence is in,
+        # and a failing target is not paid for the whole draw) or that ended in 429/503s only
+        size = UNANSWERED_IN_A_ROW if start == 0 else SEND_BATCH
+        batch = drawn[start:start + size]
+        got = send_requests(batch, send, label=label, seed=seed, first=start + 1)
+        answers.extend(got)
+        found = False
+        for d, answer in zip(batch, got, strict=False):
+            if isinstance(answer, Unanswered):  # a "not now" says nothing: not judged
+                stats.unanswered += 1
+                unanswered = answer
+                continue
+            scratch = Judge(requirements=judge.requirements, exchanges=[answer])
+            evaluate(scratch, answer, d.request, d.what)
+            outcomes.append(_Outcome(d, answer, scratch.violations, scratch.judged))
+            found = found or bool(scratch.violations)
+        start += size
+        tail = answers[-UNANSWERED_IN_A_ROW:]
+        if found or (len(tail) >= UNANSWERED_IN_A_ROW and all(isinstance(a, Unanswered) for a in tail)):
+            break
+    stats.sent = len(answers)
     stats.examples = len(outcomes)
     judged = set().union(*(o.judged for o in outcomes))
     failing = [o for o in outcomes if o.violations]
