@@ -603,8 +603,8 @@ def _first_pass(session: pytest.Session) -> None:
             except queue.Empty:
                 return
             try:
-                if not stop.is_set():
-                    run(item)
+                if not stop.is_set() and not store.flooded.is_set():
+                    run(item)  # after a byte cap was hit, the judged pass sends the rest (bounded memory)
             finally:
                 store.done(item.nodeid)  # its judged pass may go on (a stopped one sends what is missing)
 
