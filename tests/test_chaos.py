@@ -31,9 +31,9 @@ from chaos_server import ChaosServer, RecordingServer  # noqa: E402
 CANARY = "sk-canary-5d1f0e7a-chaos-never-print-me"
 LIMITS = ["--timeout", "3", "--idle-timeout", "1"]
 WALL_BOUND_S = 60.0
-# a clean run of the suite peaks near 300 MB on its own (its imports, the generated phase's draws, a first pass
-# of 16 checks at a time: measured 296 MB serial, 300 MB at --concurrency 16); a hostile target may add no more
-# than a little: a 100 MB body is kept as its 64 KB head (client.KEEP_TRUNCATED)
+# a clean run of the suite peaks near 300 MB on its own (its imports, the generated phase's draws, a first
+# pass of 16 checks at a time: measured 296 MB serial, 300 MB at --concurrency 16); a hostile target may add
+# little: a 100 MB body is kept as its 64 KB head (client.KEEP_TRUNCATED)
 RSS_BOUND_MB = 400.0
 STREAM_ONLY = ["--only", "STREAM-DONE-TERMINATES"]  # the two stream checks that judge [DONE]
 CORE_ONLY = ["--only", "core"]
