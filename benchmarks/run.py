@@ -213,17 +213,7 @@ def replay(exchanges: list[dict[str, Any]], key: str) -> tuple[float, int]:
     """Send the recorded requests again with a bare httpx client; (seconds, failures)."""
     import httpx
 
-    reqs = []
-    for ex in exchanges:
-        headers = {}
-        for k, v in ex["request_headers"].items():
-            if k.lower() in ("host", "content-length"):
-                continue
-            if "***" in v:  # masked credential: the real key, or a wrong one where the target refused it
-                v = v.replace("***", "wrong-" + key if ex.get("status") in (401, 403) else key)
-            headers[k] = v
-        body = ex["request_body"]
-        reqs.append((ex["method"], ex["url"], headers, None if body is None else body.encode("utf-8")))
+    reqs = _bare_requests(exchanges, key)
     failures = 0
     with httpx.Client(timeout=60.0) as client:
         t0 = time.perf_counter()
@@ -269,6 +259,8 @@ def bench_overhead() -> dict[str, Any]:
 
 
 def _bare_requests(exchanges: list[dict[str, Any]], key: str) -> list[tuple[str, str, dict[str, str], Any]]:
+    """The recorded requests as (method, url, headers, body) for a bare httpx client; a masked credential
+    becomes the real key, or a wrong one where the target refused it."""
     reqs = []
     for ex in exchanges:
         headers = {}

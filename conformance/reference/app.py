@@ -1431,7 +1431,8 @@ class _Server:
         n = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
         return self.ttft_s + max(0, math.ceil(n / max(1, choices)) - 1) * self.token_s
 
-    async def models(self, request: Request) -> Response:
+    def _admit(self, request: Request) -> Response | None:
+        """The answer stopping a request at the door (429/503 of the transport variants, 401/403), or None."""
         refused = self.traffic.refuse()
         if refused is not None:
             return refused
@@ -1439,6 +1440,12 @@ class _Server:
             self.check_auth(request)
         except ApiError as err:
             return self.error_response(err)
+        return None
+
+    async def models(self, request: Request) -> Response:
+        stopped = self._admit(request)
+        if stopped is not None:
+            return stopped
         if self.f("models-missing"):
             return self.error_response(ApiError(404, "Not found", None, "not_found"))
         return Response(
@@ -1448,13 +1455,9 @@ class _Server:
     async def model(self, request: Request) -> Response:
         """``GET /v1/models/{model}`` (the SDKs' ``models.retrieve``): the model object, or a 404 with an
         OpenAI error body (code ``model_not_found``) for a model this server does not serve."""
-        refused = self.traffic.refuse()
-        if refused is not None:
-            return refused
-        try:
-            self.check_auth(request)
-        except ApiError as err:
-            return self.error_response(err)
+        stopped = self._admit(request)
+        if stopped is not None:
+            return stopped
         name = request.path_params["model"]
         if name != self.model_name or self.f("models-missing"):
             return self.error_response(
