@@ -217,13 +217,8 @@ def replay(exchanges: list[dict[str, Any]], key: str) -> tuple[float, int]:
     failures = 0
     with httpx.Client(timeout=60.0) as client:
         t0 = time.perf_counter()
-        for method, url, headers, content in reqs:
-            try:
-                with client.stream(method, url, headers=headers, content=content) as r:
-                    for _ in r.iter_bytes():
-                        pass
-            except httpx.HTTPError:
-                failures += 1
+        for req in reqs:
+            failures += not _send_bare(client, req)
         elapsed = time.perf_counter() - t0
     return elapsed, failures
 
@@ -275,6 +270,20 @@ def _bare_requests(exchanges: list[dict[str, Any]], key: str) -> list[tuple[str,
     return reqs
 
 
+def _send_bare(client: Any, req: tuple[str, str, dict[str, str], Any]) -> bool:
+    """Send one request and read its whole answer with a bare httpx client; False on a transport error."""
+    import httpx
+
+    method, url, headers, content = req
+    try:
+        with client.stream(method, url, headers=headers, content=content) as r:
+            for _ in r.iter_bytes():
+                pass
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 def _chains(results: dict[str, Any]) -> list[list[list[dict[str, Any]]]]:
     """Each check's requests as a chain of steps (a step: requests that do not depend on each other). A
     check's requests depend on the ones before (its code reads each answer before it sends the next), except
@@ -319,13 +328,7 @@ def floor(results: dict[str, Any], server: dict[str, str]) -> dict[str, Any]:
 
         def send(ex: dict[str, Any]) -> None:
             nonlocal failures
-            ((method, url, headers, content),) = _bare_requests([ex], key)
-            try:
-                with client.stream(method, url, headers=headers, content=content) as r:
-                    for _ in r.iter_bytes():
-                        pass
-            except httpx.HTTPError:
-                failures += 1
+            failures += not _send_bare(client, _bare_requests([ex], key)[0])
 
         def step(pool: ThreadPoolExecutor, exs: list[dict[str, Any]]) -> None:
             list(pool.map(send, exs))
