@@ -53,6 +53,7 @@ USER_AGENT = "chat-conformance/0.1"
 _RETRY_STATUSES = frozenset({429, 503})
 _NO_DEFAULT_MAX_TOKENS = "_no_default_max_tokens"
 _STALE = "stale keep-alive connection"
+
 KEEP_TRUNCATED = 64 * 1024  # characters of a body cut by the byte cap kept as evidence
 # idle pooled connections are dropped before common servers' keep-alive timeouts (uvicorn and Node 5 s)
 KEEPALIVE_EXPIRY = 2.0

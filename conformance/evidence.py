@@ -8,9 +8,15 @@ from __future__ import annotations
 
 import json
 import shlex
+import threading
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+# CPython 3.11 builds Python AST objects with one interpreter-wide recursion counter: two threads parsing at
+# once fail ("AST constructor recursion depth mismatch"). The first pass's hypothesis draws (which parse
+# lambdas' source) and pytest's traceback formatting (which parses the test's source) take this lock.
+PARSE_LOCK = threading.Lock()
 
 __all__ = ["SSEEvent", "Exchange", "mask_headers", "exchange_key", "SENSITIVE_HEADERS", "MASK"]
 

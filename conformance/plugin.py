@@ -686,7 +686,10 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report = yield
+    from conformance.evidence import PARSE_LOCK
+
+    with PARSE_LOCK:  # the traceback's source is parsed: never while a first-pass thread draws
+        report = yield
     if _state not in item.config.stash:
         return report
     if report.longrepr is not None:  # target text (ANSI escapes, CR, BEL) is shown, never interpreted
@@ -782,6 +785,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     state = config.stash[_state]
     t: Target = state["target"]
+    if "first_pass_stop" in state:  # no first-pass thread outlives the run (a check the judged pass skipped)
+        state["first_pass_stop"].set()
+        for thread in state.get("first_pass_threads", []):
+            thread.join(None if not state["interrupted"] else 5.0)
     stored: list[Any] = config.stash[_records]
     records = list(stored)
     records += _run_wide(records, getattr(state["profile"], "stop_sequence", None))

@@ -65,7 +65,6 @@ import json
 import math
 import re
 import string
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +75,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from conformance.catalog import catalog
-from conformance.evidence import Exchange
+from conformance.evidence import PARSE_LOCK, Exchange
 from conformance.schemas import schema_errors
 from conformance.specfiles import openapi
 from conformance.violations import Judge, Unanswered, Violation
@@ -834,7 +833,7 @@ class _Outcome:
 
 UNANSWERED_IN_A_ROW = 3  # the generated phase gives up on a target that answers nothing but 429/503
 # hypothesis's draws touch process-wide state: one property draws at a time (see _isolated_draws)
-_DRAW_LOCK = threading.Lock()
+_DRAW_LOCK = PARSE_LOCK  # and pytest's traceback formatting (see evidence.PARSE_LOCK)
 
 
 def _canonical(req: Any) -> str:
