@@ -177,7 +177,6 @@ class ReplayStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stored: dict[tuple[str, RequestKey, int], tuple[Exchange, bool]] = {}
-        self._taken: set[str] = set()
         self._running: dict[str, threading.Event] = {}
         self.flooded = threading.Event()
 
@@ -209,10 +208,7 @@ class ReplayStore:
         """The exchange stored for the ``n``-th sending of request ``key`` by check ``scope`` (and whether
         its Retry-After was waited for), or None."""
         with self._lock:
-            got = self._stored.pop((scope, key, n), None)  # taken once: the store holds no answer judged
-            if got is not None:
-                self._taken.add(got[0].xid)
-            return got
+            return self._stored.pop((scope, key, n), None)  # taken once: the store holds no answer judged
 
     def unused(self, judged: set[str] = frozenset()) -> list[Exchange]:  # type: ignore[assignment]
         """Exchanges sent ahead that the judged run never asked for (they cost tokens all the same).
@@ -221,7 +217,7 @@ class ReplayStore:
             seen: set[str] = set(judged)
             out: list[Exchange] = []
             for ex, _ in self._stored.values():
-                if ex.xid not in self._taken and ex.xid not in seen:
+                if ex.xid not in seen:
                     seen.add(ex.xid)
                     out.append(ex)
             return out

@@ -444,7 +444,7 @@ _judge_key = pytest.StashKey[Any]()
 
 
 @pytest.fixture(scope="session")
-def _shared_cache(pytestconfig: pytest.Config) -> dict[str, Any]:
+def _shared_cache() -> dict[str, Any]:
     return {}
 
 
