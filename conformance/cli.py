@@ -94,9 +94,9 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--concurrency",
         type=int,
-        default=16,
+        default=32,
         metavar="N",
-        help="requests in flight at once from one process (default 16; 1 sends one request at a time)",
+        help="requests in flight at once from one process (default 32; 1 sends one request at a time)",
     )
     r.add_argument(
         "-n", "--workers", default="0", metavar="N",
@@ -312,7 +312,7 @@ def _validate_run(args: argparse.Namespace) -> None:
         raise UsageError(f"-n {args.workers!r} is not a number of workers: give e.g. -n 2 or -n auto")
     if not 1 <= args.concurrency <= 256:
         raise UsageError(
-            f"--concurrency {args.concurrency} is out of range: give 1 to 256 requests in flight (default 16)"
+            f"--concurrency {args.concurrency} is out of range: give 1 to 256 requests in flight (default 32)"
         )
     _check_latency(args)
 
@@ -390,6 +390,33 @@ def _preflight(base_url: str, model: str, api_key: str | None, verify: bool | st
         )
 
 
+def _preflight_while_loading(
+    base_url: str, model: str, api_key: str | None, verify: bool | str, timeout: float
+) -> None:
+    """``_preflight``, while this thread imports what the run will import anyway (the plugin, the checks'
+    helpers, hypothesis): against a slow target the first answer takes a second, the imports as long."""
+    import threading
+
+    failure: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            _preflight(base_url, model, api_key, verify, timeout)
+        except BaseException as exc:  # noqa: BLE001  # raised again in the caller's thread
+            failure.append(exc)
+
+    sender = threading.Thread(target=send, name="conformance-preflight", daemon=True)
+    sender.start()
+    import conformance.checks._generated  # noqa: F401
+    import conformance.checks._support  # noqa: F401
+    import conformance.plugin  # noqa: F401
+    import conformance.results  # noqa: F401
+
+    sender.join()
+    if failure:
+        raise failure[0]
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
@@ -426,7 +453,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         verify: bool | str = False if args.insecure else (args.ca_bundle or True)
         try:
             if not replay:
-                _preflight(base_url, model, os.environ.get(env_key) or None, verify, args.timeout)
+                key_value = os.environ.get(env_key) or None
+                _preflight_while_loading(base_url, model, key_value, verify, args.timeout)
         except TargetUnreachable as exc:
             print(f"chat-conformance: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE

@@ -146,11 +146,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="answer every request from the HAR recording FILE instead of the network",
     )
     g.addoption(
+        "--conformance-no-prefetch",
+        action="store_true",
+        default=False,
+        help="no work ahead in a helper process (the generated requests are then drawn as each check runs)",
+    )
+    g.addoption(
         "--conformance-concurrency",
         type=int,
-        default=16,
+        default=32,
         metavar="N",
-        help="requests in flight at once from one process (default 16; 1: one at a time)",
+        help="requests in flight at once from one process (default 32; 1: one at a time)",
     )
     g.addoption(
         "--conformance-hypothesis-seed",
@@ -169,7 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from conformance.errors import UsageError
 
-    _hypothesis_home(config.getoption("conformance_report_dir"))
+    _hypothesis_home()
     config.stash[_records] = []
     try:
         state = _worker_state(config) if hasattr(config, "workerinput") else _controller_state(config)
@@ -186,20 +192,31 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(_Recorder(config), "conformance-recorder")
 
 
-def _hypothesis_home(report_dir: str | None) -> None:
+def hypothesis_cache_dir() -> Path:
+    """Where a run keeps hypothesis's caches (character tables, constants): the user's cache folder
+    (``$XDG_CACHE_HOME`` or ``~/.cache``, then ``chat-conformance/hypothesis``), so that the next run finds
+    them; a temporary folder where that cannot be written. Never the current directory."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    home = Path(base) / "chat-conformance" / "hypothesis"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home.resolve()
+    except OSError:
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"chat-conformance-hypothesis-{user}"
+
+
+def _hypothesis_home() -> None:
     """hypothesis keeps caches (``.hypothesis/``: constants, character tables) in the current directory unless
-    told otherwise; a run keeps them in its report folder (a temporary folder without one), never the user's
-    current directory. ``HYPOTHESIS_STORAGE_DIRECTORY`` set by the user wins."""
+    told otherwise; a run keeps them in ``hypothesis_cache_dir()``. ``HYPOTHESIS_STORAGE_DIRECTORY`` set by
+    the user wins. (No example database is kept: the generated phase draws without one.)"""
     if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
         return
     from hypothesis.configuration import set_hypothesis_home_dir
 
-    if report_dir:
-        home = Path(report_dir).resolve() / ".hypothesis"
-    else:
-        user = os.getuid() if hasattr(os, "getuid") else "user"
-        home = Path(tempfile.gettempdir()) / f"chat-conformance-hypothesis-{user}"
-    set_hypothesis_home_dir(home)
+    set_hypothesis_home_dir(hypothesis_cache_dir())
 
 
 def _target_from_options(config: pytest.Config) -> Target:
@@ -631,6 +648,38 @@ def _stop_first_pass(config: pytest.Config) -> None:
         state["checks_client"].abort()
 
 
+def _prefetch(session: pytest.Session) -> None:
+    """A check module may define ``conformance_prefetch(config, items, target, profile, capabilities)``: it is
+    called once, after discovery and before any check runs, with the module's selected checks, to start pure
+    work ahead (the generated phase draws its requests in a helper process: spec/DECISIONS.md#draw-ahead);
+    it returns whether it did, and then the module's checks run last in pytest's loop. Not under
+    pytest-xdist, nor with ``--conformance-no-prefetch``."""
+    config = session.config
+    if config.getoption("conformance_no_prefetch"):
+        return
+    state = config.stash[_state]
+    items = [it for it in session.items if isinstance(it, pytest.Function)]
+    modules: dict[Any, list[pytest.Function]] = {}
+    for it in items:
+        if callable(getattr(it.module, "conformance_prefetch", None)):
+            modules.setdefault(it.module, []).append(it)
+    if not modules:
+        return
+    capabilities = _capabilities(config)
+    ahead: set[Any] = set()
+    for module, selected in modules.items():
+        if module.conformance_prefetch(
+            config=config,
+            items=selected,
+            target=state["target"],
+            profile=state["profile"],
+            capabilities=capabilities,
+        ):
+            ahead.add(module)
+    if ahead:  # their checks run last: what they wait for is made while the others run
+        session.items.sort(key=lambda it: getattr(it, "module", None) in ahead)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
     """As pytest's own loop starts (it judges, one check after another), the first pass starts sending every
@@ -641,6 +690,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return
     if hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None):
         return
+    _prefetch(session)
     _first_pass(session)  # runs in the background: pytest's loop judges each check once it is recorded
 
 

@@ -100,17 +100,19 @@ def test_a_user_profile_is_judged_by_the_profile_it_extends(tmp_path: Path, base
     assert absent not in results["requirements"]
 
 
-def test_hypothesis_caches_go_to_the_report_folder_never_the_current_directory(
+def test_hypothesis_caches_go_to_the_user_cache_folder_never_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HYPOTHESIS_STORAGE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     code = main(["run", "--only", "GEN-VALID-ACCEPTED", "--examples", "3", "--report-dir", "out"])
     assert code == 0
     assert not (tmp_path / ".hypothesis").exists()
-    # what hypothesis caches during the run goes there (whether it writes anything depends on what this
-    # process cached before: the generated phase reads no local constants; DECISIONS.md#reproducible-draws)
+    assert not (tmp_path / "out" / ".hypothesis").exists()
+    # what hypothesis caches during the run goes there, where the next run finds it (whether it writes
+    # anything depends on what this process cached before; DECISIONS.md#reproducible-draws)
     from hypothesis.configuration import storage_directory
 
     home = storage_directory(intent_to_write=False).home_directory
-    assert home == (tmp_path / "out" / ".hypothesis").resolve()
+    assert home == (tmp_path / "cache" / "chat-conformance" / "hypothesis").resolve()

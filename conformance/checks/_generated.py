@@ -65,8 +65,11 @@ import json
 import math
 import re
 import string
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, settings
@@ -105,6 +108,15 @@ __all__ = [
     "draw_requests",
     "send_requests",
     "Drawn",
+    "drawn_once",
+    "drawn_valid",
+    "drawn_invalid",
+    "draw_ahead",
+    "valid_explicit",
+    "invalid_explicit",
+    "VALID_LABEL",
+    "invalid_label",
+    "property_key",
     "RunStats",
     "UNANSWERED_IN_A_ROW",
 ]
@@ -352,7 +364,26 @@ def field_document(name: str) -> dict[str, Any]:
         "required": [name],
         "properties": {name: copy.deepcopy(_props()[name])},
     }
-    return _document(body)
+    doc = _document(body)
+    _close_objects(doc["components"]["schemas"])
+    return doc
+
+
+def _close_objects(node: Any) -> None:
+    """Every object schema that leaves its other properties open is closed (``additionalProperties: false``),
+    and one open to any properties (``{"type": "object"}``: a tool's parameters, a JSON schema) takes none:
+    the negative phase breaks a field at a listed place (its type, a role, a content, a tool type, ...),
+    and an open object only made hypothesis draw large nested JSON of any shape (most of the draw's CPU)
+    that was then thrown away. A value broken there is still checked against the real schema before it
+    is sent (``invalid_requests``)."""
+    if isinstance(node, dict):
+        if node.get("type") == "object" and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for v in node.values():
+            _close_objects(v)
+    elif isinstance(node, list):
+        for v in node:
+            _close_objects(v)
 
 
 @functools.lru_cache(maxsize=64)
@@ -840,6 +871,32 @@ def _canonical(req: Any) -> str:
     return json.dumps(req, sort_keys=True, ensure_ascii=False)
 
 
+_UTF8_TABLE = b"[[0, 55295], [57344, 1114111]]"  # UTF-8 encodes every code point but the surrogates
+
+
+def _seed_unicode_table() -> None:
+    """hypothesis finds which characters UTF-8 encodes by trying all 1.1 million of them (over a second, and
+    some 180 MB at its peak) unless the answer is in its cache folder; the answer is known, so it is written
+    there when missing, in hypothesis's own format (read back as its own cache). Best effort: another
+    hypothesis layout only loses the shortcut."""
+    try:
+        import gzip
+        import os
+
+        from hypothesis.internal.charmap import charmap_file
+
+        path = Path(charmap_file("codec-utf-8"))
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        with gzip.GzipFile(tmp, "wb", mtime=1) as f:
+            f.write(_UTF8_TABLE)
+        os.replace(tmp, path)
+    except Exception:  # noqa: BLE001  # best effort: hypothesis computes it
+        pass
+
+
 @contextlib.contextmanager
 def _isolated_draws() -> Iterator[None]:
     """hypothesis mixes into its draws constants read from the source of every *local* module loaded at the
@@ -855,6 +912,7 @@ def _isolated_draws() -> Iterator[None]:
         pass
     real = getattr(providers, "_get_local_constants", None)
     cache = getattr(getattr(providers, "CONSTANTS_CACHE", None), "cache", None)
+    _seed_unicode_table()
     if real is not None:
         empty = Constants()
         providers._get_local_constants = lambda: empty
@@ -953,10 +1011,44 @@ def _size(d: Drawn) -> tuple[int, str]:
     return len(key), key
 
 
+def property_key(
+    label: str, seed: int, examples: int, valid: bool, explicit: list[tuple[dict[str, Any], str]]
+) -> tuple[Any, ...]:
+    """A property's key in the run's memo of drawn lists (the strategy is the run's: target, profile and
+    capabilities never change in one run)."""
+    return (label, seed, examples, valid, _canonical([list(e) for e in explicit]))
+
+
+_MEMO_LOCK = threading.RLock()  # held while a memoised draw is made: a draw is made once per run
+
+
+def drawn_once(memo: dict[Any, list[Drawn]] | None, key: Any, draw: Callable[[], list[Drawn]]) -> list[Drawn]:
+    """``draw()``, made once per ``key`` in ``memo`` (the run's drawn lists), whichever thread asks first;
+    without a memo, made each time. A future in ``memo`` (``draw_ahead``) is waited for: its list is the one,
+    unless the helper process failed."""
+    if memo is None:
+        return draw()
+    with _MEMO_LOCK:
+        got = memo.get(key)
+    if isinstance(got, Future):  # drawn ahead in the helper process (``draw_ahead``)
+        try:
+            drawn = got.result()
+        except BaseException:  # noqa: BLE001  # the helper failed or was closed: drawn here (the same list)
+            drawn = None
+        with _MEMO_LOCK:
+            if drawn is not None and memo.get(key) is got:
+                memo[key] = drawn
+    with _MEMO_LOCK:
+        got = memo.get(key)
+        if got is None or isinstance(got, Future):
+            got = memo[key] = draw()
+        return got
+
+
 def run_property(
     judge: Judge,
     send: Callable[[dict[str, Any], str], Exchange],
-    strategy: st.SearchStrategy[tuple[dict[str, Any], str]],
+    strategy: st.SearchStrategy[tuple[dict[str, Any], str]] | None,
     evaluate: Callable[[Judge, Exchange, dict[str, Any], str], None],
     *,
     max_examples: int,
@@ -965,6 +1057,7 @@ def run_property(
     label: str,
     valid: bool,
     memo: dict[Any, list[Drawn]] | None = None,
+    drawn: list[Drawn] | None = None,
 ) -> RunStats:
     """Draw the property's requests (``draw_requests``: the explicit examples, then the distinct ones among
     ``max_examples`` generated), send them (``send_requests``), judge each answer with ``evaluate`` on a
@@ -973,15 +1066,16 @@ def run_property(
     each requirement broken, the violations of the smallest request that showed it land on ``judge``, its
     exchange being the evidence; a property no request of which was answered raises the Unanswered.
     ``memo``: the run's drawn lists (the same draws serve the first pass and the judged pass: drawing is pure,
-    and its CPU is the generated phase's main cost)."""
-    key = (label, seed, max_examples, valid, _canonical([list(e) for e in explicit]))
-    with _DRAW_LOCK:
-        drawn = None if memo is None else memo.get(key)
+    and its CPU is the generated phase's main cost). ``drawn``: the list, drawn already (``drawn_valid``,
+    ``drawn_invalid``): ``strategy``, ``max_examples``, ``explicit`` and ``memo`` are then not used."""
     if drawn is None:
-        drawn = draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit)
-        if memo is not None:
-            with _DRAW_LOCK:
-                memo[key] = drawn
+        if strategy is None:
+            raise ValueError("run_property: neither a strategy nor drawn requests")
+        drawn = drawn_once(
+            memo,
+            property_key(label, seed, max_examples, valid, explicit),
+            lambda: draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit),
+        )
     stats = RunStats(cap=len(drawn), seed=seed)
     outcomes: list[_Outcome] = []
     unanswered: Unanswered | None = None
@@ -1045,3 +1139,180 @@ def run_property(
 def examples_per_field(examples: int) -> int:
     """Generated examples of each negative-phase field (after its explicit ones): a tenth of --examples."""
     return max(1, math.ceil(examples / 10))
+
+
+# ---- the run's properties, drawn once per run (ahead, in a helper process, where it pays) ----------------
+
+VALID_LABEL = "generated valid request"
+
+
+def invalid_label(field: str) -> str:
+    return f"generated invalid request ({field})"
+
+
+def valid_explicit(
+    model: str, profile: Any, capabilities: dict[str, Any]
+) -> list[tuple[dict[str, Any], str]]:
+    """The valid phase's explicit examples (no schemathesis needed: its strategy is built where it draws)."""
+    explicit = [
+        (minimal_request(model), "valid request (simplest)"),
+        (
+            minimal_request(model, stream=True, stream_options={"include_usage": True}),
+            "valid streaming request (simplest)",
+        ),
+        (sampling_request(model, profile), "valid request (every sampling field)"),
+    ]
+    combined = combined_request(model, capabilities)
+    if combined is not None:
+        explicit.append((combined, "valid streaming request (logprobs and a tool together)"))
+    return explicit
+
+
+def invalid_explicit(model: str, profile: Any, field: str) -> list[tuple[dict[str, Any], str]]:
+    """The invalid phase of ``field``: its explicit examples (one per mutation, the simplest request)."""
+    muts = mutations(model, _any_token_id(profile))[field]
+    return [(apply_mutation(minimal_request(model), m, m.example), m.what) for m in muts]
+
+
+def drawn_valid(
+    memo: dict[Any, Any] | None,
+    model: str,
+    profile: Any,
+    capabilities: dict[str, Any],
+    examples: int,
+    seed: int,
+) -> list[Drawn]:
+    """The valid phase's requests, drawn once per run."""
+    explicit = valid_explicit(model, profile, capabilities)
+
+    def draw() -> list[Drawn]:
+        strategy = valid_requests(model, profile, capabilities).map(lambda r: (r, "valid request"))
+        return draw_requests(strategy, count=examples, seed=seed, valid=True, explicit=explicit)
+
+    return drawn_once(memo, property_key(VALID_LABEL, seed, examples, True, explicit), draw)
+
+
+def drawn_invalid(
+    memo: dict[Any, Any] | None,
+    model: str,
+    profile: Any,
+    capabilities: dict[str, Any],
+    field: str,
+    examples: int,
+    seed: int,
+) -> list[Drawn]:
+    """The invalid phase of ``field``, drawn once per run: the field broken by schemathesis in one of the
+    valid phase's requests (drawn once: the base costs no draw of its own)."""
+    explicit = invalid_explicit(model, profile, field)
+    count = examples_per_field(examples)
+
+    def draw() -> list[Drawn]:
+        pool = [d.request for d in drawn_valid(memo, model, profile, capabilities, examples, seed)]
+        muts = mutations(model, _any_token_id(profile))[field]
+        strategy = invalid_requests(st.sampled_from(pool), field, muts).map(lambda rm: (rm[0], rm[1].what))
+        return draw_requests(strategy, count=count, seed=seed, valid=False, explicit=explicit)
+
+    return drawn_once(memo, property_key(invalid_label(field), seed, count, False, explicit), draw)
+
+
+def helper_draws(
+    home: str | None,
+    model: str,
+    profile: Any,
+    capabilities: dict[str, Any],
+    fields: list[str | None],
+    examples: int,
+    seed: int,
+) -> Iterator[list[Drawn]]:
+    """The helper process's work (``conformance/checks/_draw_ahead.py``): each property's drawn list in
+    turn (None: the valid phase; a field: its invalid phase), with the valid pool drawn once."""
+    if home:
+        from hypothesis.configuration import set_hypothesis_home_dir
+
+        set_hypothesis_home_dir(home)
+    memo: dict[Any, Any] = {}
+    for field in fields:
+        if field is None:
+            yield drawn_valid(memo, model, profile, capabilities, examples, seed)
+        else:
+            yield drawn_invalid(memo, model, profile, capabilities, field, examples, seed)
+
+
+def draw_ahead(
+    memo: dict[Any, Any],
+    model: str,
+    profile: Any,
+    capabilities: dict[str, Any],
+    fields: list[str],
+    examples: int,
+    seed: int,
+) -> Callable[[], None] | None:
+    """Start drawing the run's properties (the valid phase, then the invalid phase of each of ``fields``)
+    in one helper process, and put their futures in ``memo``: ``drawn_once`` then waits for them instead
+    of drawing. Drawing is pure CPU work, the same lists in any process
+    (spec/DECISIONS.md#reproducible-draws); in a helper process it runs on another core while this one
+    sends, receives and judges (spec/DECISIONS.md#draw-ahead). A helper that cannot start or fails leaves
+    the drawing to ``drawn_once``, here. Returns the function that ends the helper (None: none started)."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    try:
+        from hypothesis.configuration import storage_directory
+
+        home: str | None = str(storage_directory(intent_to_write=False).home_directory)
+    except Exception:  # another hypothesis layout: the helper keeps hypothesis's default home
+        home = None
+    order: list[str | None] = [None, *fields]
+    keys = [property_key(VALID_LABEL, seed, examples, True, valid_explicit(model, profile, capabilities))]
+    count = examples_per_field(examples)
+    keys += [
+        property_key(invalid_label(f), seed, count, False, invalid_explicit(model, profile, f))
+        for f in fields
+    ]
+    futures: list[Future[list[Drawn]]] = [Future() for _ in keys]
+    env = dict(os.environ)  # the helper imports this very package, wherever it was imported from
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    job = pickle.dumps((home, model, profile, capabilities, order, examples, seed))
+    try:
+        if not sys.executable:
+            raise OSError("no interpreter to start")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "conformance.checks._draw_ahead"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+    except (OSError, ValueError):  # no helper process here: everything is drawn in this one
+        return None
+
+    def feed() -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            with proc.stdin:
+                proc.stdin.write(job)
+            for fut in futures:
+                fut.set_result(pickle.load(proc.stdout))
+        except Exception as exc:  # noqa: BLE001  # the helper ended, or sent what is not a drawn list
+            for fut in futures:
+                if not fut.done():
+                    fut.set_exception(RuntimeError(f"the draw helper process ended: {exc!r}"))
+        finally:
+            proc.stdout.close()
+
+    threading.Thread(target=feed, name="conformance-draw-ahead", daemon=True).start()
+    with _MEMO_LOCK:
+        for key, fut in zip(keys, futures, strict=True):
+            memo.setdefault(key, fut)
+
+    def close() -> None:
+        with contextlib.suppress(Exception):
+            proc.kill()
+        with contextlib.suppress(Exception):
+            proc.wait(5)
+
+    return close

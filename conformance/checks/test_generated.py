@@ -28,17 +28,16 @@ import pytest
 
 from conformance.checks._generated import (
     CAPABILITY_FIELDS,
-    apply_mutation,
-    combined_request,
+    VALID_LABEL,
+    draw_ahead,
+    drawn_invalid,
+    drawn_valid,
     examples_per_field,
-    invalid_requests,
-    minimal_request,
+    invalid_label,
     mutation_fields,
     mutation_requirements,
     mutations,
     run_property,
-    sampling_request,
-    valid_requests,
 )
 from conformance.checks._support import ERROR_SHAPE_REQS, judge_error_response, judge_schema
 from conformance.evidence import Exchange
@@ -124,35 +123,50 @@ def _judge_valid(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -
     judge_schema(scratch, "CORE-SCHEMA-VALID", "ChatCompletion", data, ex)
 
 
+def conformance_prefetch(
+    config: Any, items: list[Any], target: Any, profile: Any, capabilities: dict[str, Any]
+) -> bool:
+    """Called by the plugin once before the checks run (with this module's selected checks): the generated
+    requests of the run are drawn ahead, in a helper process (``_generated.draw_ahead``), while the other
+    checks send theirs. Whether it did."""
+    fields = [
+        it.callspec.params["field_name"]
+        for it in items
+        if it.originalname == "test_generated_invalid_request_rejected" and _supported_field(
+            it.callspec.params["field_name"], capabilities
+        )
+    ]
+    if not fields and not any(it.originalname == "test_generated_valid_requests_accepted" for it in items):
+        return False
+    examples, seed = _options(config)
+    close = draw_ahead(_draws(config), target.model, profile, capabilities, fields, examples, seed)
+    if close is None:
+        return False
+    config.add_cleanup(close)
+    return True
+
+
+def _supported_field(name: str, capabilities: dict[str, Any]) -> bool:
+    caps = CAPABILITY_FIELDS.get(name)
+    return not caps or any((capabilities.get(c) or {}).get("supported", True) for c in caps)
+
+
 @pytest.mark.requirement("GEN-VALID-ACCEPTED", "CORE-SCHEMA-VALID", "STREAM-CHUNK-SCHEMA", "ERROR-NO-5XX")
 def test_generated_valid_requests_accepted(
     client, judge, conformance_target, profile, capabilities, pytestconfig
 ):
     examples, seed = _options(pytestconfig)
     model = conformance_target.model
-    strategy = valid_requests(model, profile, capabilities).map(lambda r: (r, "valid request"))
-    explicit = [
-        (minimal_request(model), "valid request (simplest)"),
-        (
-            minimal_request(model, stream=True, stream_options={"include_usage": True}),
-            "valid streaming request (simplest)",
-        ),
-        (sampling_request(model, profile), "valid request (every sampling field)"),
-    ]
-    combined = combined_request(model, capabilities)
-    if combined is not None:
-        explicit.append((combined, "valid streaming request (logprobs and a tool together)"))
     run_property(
         judge,
         _send(client),
-        strategy,
+        None,  # drawn already
         _judge_valid,
         max_examples=examples,
         seed=seed,
-        explicit=explicit,
-        label="generated valid request",
-        memo=_draws(pytestconfig),
+        label=VALID_LABEL,
         valid=True,
+        drawn=drawn_valid(_draws(pytestconfig), model, profile, capabilities, examples, seed),
     )
 
 
@@ -182,25 +196,21 @@ def _field_params() -> list[Any]:
 def test_generated_invalid_request_rejected(
     client, judge, conformance_target, profile, capabilities, pytestconfig, field_name
 ):
-    caps = CAPABILITY_FIELDS.get(field_name)
-    if caps and not any((capabilities.get(c) or {}).get("supported", True) for c in caps):
+    if not _supported_field(field_name, capabilities):
+        caps = CAPABILITY_FIELDS[field_name]
         pytest.skip(f"unsupported: {field_name} needs one of {', '.join(caps)}")
     examples, seed = _options(pytestconfig)
     model = conformance_target.model
     muts = mutations(model, profile.any_token_id)[field_name]
     requirement_of = {m.what: m.requirement for m in muts}
-    base = valid_requests(model, profile, capabilities)
-    strategy = invalid_requests(base, field_name, muts).map(lambda rm: (rm[0], rm[1].what))
-    explicit = [(apply_mutation(minimal_request(model), m, m.example), m.what) for m in muts]
     run_property(
         judge,
         _send(client),
-        strategy,
+        None,  # drawn already
         _judge_invalid(requirement_of),
         max_examples=examples_per_field(examples),
         seed=seed,
-        explicit=explicit,
-        label=f"generated invalid request ({field_name})",
-        memo=_draws(pytestconfig),
+        label=invalid_label(field_name),
         valid=False,
+        drawn=drawn_invalid(_draws(pytestconfig), model, profile, capabilities, field_name, examples, seed),
     )
