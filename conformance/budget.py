@@ -8,9 +8,11 @@ and sleeps outside the lock.
 The target slows the run down too (spec/DECISIONS.md#rate-limits): a 429 or 503 with a Retry-After the
 client waits for holds every request of the run until then (``throttled``), and a 429 halves the run's
 pace (the interval between two sends doubles, from ``MIN_INTERVAL`` up to ``MAX_INTERVAL``); every answer
-that is not a 429 or 503 (``answered``) shortens the interval by ``RECOVERY`` again, until it falls under
-``FREE_INTERVAL`` and the pace is free. That state lives in its own file, created by the first throttle:
-until then a run pays one ``stat`` per request for it.
+that is not a 429 or 503 (``answered``) shortens the interval by ``RECOVERY`` again, never under
+``LIMIT_MARGIN`` times the interval that drew the last such 429 (the pace known to be too fast: without that
+memory the run sped up into the same wall over and over, each time costing retries) for ``LIMIT_MEMORY_S``
+after it, until it falls under ``FREE_INTERVAL`` and the pace is free. That state lives in its own file,
+created by the first throttle: until then a run pays one ``stat`` per request for it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ MIN_INTERVAL = 0.05  # seconds between two sends after the first 429 (20 request
 MAX_INTERVAL = 2.0  # the slowest pace a run of 429s can bring the run to
 RECOVERY = 0.97  # the interval after each answer that is not a 429/503 (about halved after 23 answers)
 FREE_INTERVAL = 0.01  # below it (100 requests per second) the pace is free again
+LIMIT_MARGIN = 1.25  # answers speed the pace up to this much slower than the pace that drew the last 429...
+LIMIT_MEMORY_S = 30.0  # ...for this long after it (then on to free again)
 
 
 class Budget:
@@ -132,7 +136,8 @@ class Budget:
         with self._thread_lock, open(self._lock_path, "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                state: dict[str, Any] = {"interval": 0.0, "next_slot": 0.0, "hold_until": 0.0, "throttled": 0}
+                state: dict[str, Any] = {"interval": 0.0, "next_slot": 0.0, "hold_until": 0.0, "throttled": 0,
+                                         "limit": 0.0, "limit_at": 0.0}
                 try:
                     loaded = json.loads(self._pace_path.read_text())
                     if isinstance(loaded, dict):
@@ -171,6 +176,8 @@ class Budget:
             state["hold_until"] = max(float(state["hold_until"]), now + max(0.0, wait))
             state["throttled"] += 1
             if status == 429 and not held:
+                state["limit"] = float(state["interval"])  # this pace was too fast
+                state["limit_at"] = now
                 state["interval"] = min(MAX_INTERVAL, max(MIN_INTERVAL, 2.0 * float(state["interval"])))
 
     def answered(self) -> None:
@@ -179,6 +186,8 @@ class Budget:
             if state is None or not state["interval"]:
                 return
             interval = float(state["interval"]) * RECOVERY
+            if time.monotonic() - float(state.get("limit_at", 0.0)) < LIMIT_MEMORY_S:
+                interval = max(interval, LIMIT_MARGIN * float(state.get("limit", 0.0)))
             state["interval"] = interval if interval >= FREE_INTERVAL else 0.0
 
     @property

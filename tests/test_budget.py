@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.budget import FREE_INTERVAL, MAX_INTERVAL, MIN_INTERVAL, RECOVERY, Budget
+from conformance import budget as budget_module
+from conformance.budget import FREE_INTERVAL, LIMIT_MARGIN, MAX_INTERVAL, MIN_INTERVAL, RECOVERY, Budget
 from conformance.errors import BudgetExhausted
 
 
@@ -135,7 +136,7 @@ def test_a_throttle_in_one_worker_holds_every_worker(tmp_path: Path) -> None:
     assert sent_at - throttled_at >= 0.55  # held until the other worker's Retry-After
 
 
-def test_429_slows_the_pace_and_answers_speed_it_up(tmp_path: Path) -> None:
+def test_429_slows_the_pace_and_answers_speed_it_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     budget = Budget(tmp_path)
     assert budget.pace == {"interval": 0.0, "throttled": 0, "hold_left": 0.0}
     assert not (tmp_path / "pace.json").exists()  # no throttle, no pace state: one stat per request
@@ -150,8 +151,30 @@ def test_429_slows_the_pace_and_answers_speed_it_up(tmp_path: Path) -> None:
     assert time.monotonic() - t0 >= 3 * 4 * MIN_INTERVAL - 0.05  # three gaps of the slowed pace
     for _ in range(200):
         budget.answered()
+    # never faster than the pace that drew the last 429 (2 * MIN_INTERVAL), with a margin, while remembered
+    assert budget.pace["interval"] == pytest.approx(LIMIT_MARGIN * 2 * MIN_INTERVAL)
+    monkeypatch.setattr(budget_module, "LIMIT_MEMORY_S", 0.0)  # forgotten: on to free again
+    for _ in range(200):
+        budget.answered()
     assert budget.pace["interval"] == 0.0  # under FREE_INTERVAL: free again
     assert 4 * MIN_INTERVAL * RECOVERY**200 < FREE_INTERVAL
+
+
+def test_the_pace_settles_under_a_rate_limit_instead_of_hitting_it_again(tmp_path: Path) -> None:
+    """A 12 requests/s limiter: the pace that drew a 429 is remembered, so the answers that follow speed the
+    run up to just slower than it, not back into the wall (each time costing retries)."""
+    budget = Budget(tmp_path)
+    limit = 1 / 12
+    walls = 0
+    for _ in range(2000):  # answers, and a 429 whenever the pace is faster than the limiter allows
+        interval = budget.pace["interval"]
+        if interval < limit:
+            walls += 1
+            budget.throttled(429, 0.0)
+        else:
+            budget.answered()
+    assert budget.pace["interval"] >= limit
+    assert walls <= 6  # a few 429s find the limit; then none
 
 
 def test_503_holds_but_keeps_the_pace(tmp_path: Path) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +119,19 @@ def test_hypothesis_caches_go_to_the_user_cache_folder_never_the_current_directo
 
     home = storage_directory(intent_to_write=False).home_directory
     assert home == (tmp_path / "cache" / "chat-conformance" / "hypothesis").resolve()
+
+
+@pytest.mark.requirement("GEN-VALID-ACCEPTED")
+def test_a_run_prints_no_python_warning(tmp_path: Path) -> None:
+    """What a run imports ahead while its preflight request is out (cli._preflight_while_loading) must not
+    make pytest warn that it cannot rewrite a module imported too early (it did for conformance.plugin)."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance.cli", "run", "--only", "GEN-VALID-ACCEPTED", "--examples", "3",
+         "--report-dir", str(tmp_path / "r")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "warning" not in (proc.stdout + proc.stderr).lower()
