@@ -25,6 +25,8 @@ from conftest import (
     run_suite,
 )
 
+from conformance.expectations import load_expectations
+
 if missing_llamacpp_modules() and not in_ci():
     pytest.skip(f"{', '.join(missing_llamacpp_modules())} not installed (pip install -e '.[test]')",
                 allow_module_level=True)
@@ -53,13 +55,19 @@ def test_two_runs_give_identical_verdicts_and_send_identical_generated_requests(
     llamacpp_server, first_run: tuple[Path, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """A CI gate gives the same verdict twice (issue 14): the same target, the same seed, a second run; every
-    requirement's verdict and every generated request (label and body, in order) are the same."""
+    requirement's verdict and every generated request (label and body, in order) are the same. Except where
+    the target's waivers say ``intermittent = true`` (a deviation that shows in some runs only, such as
+    llama.cpp's ``created`` changing when a stream crosses a second boundary): there pass and waived may
+    trade places, nothing else."""
     monkeypatch.setenv("CONFORMANCE_API_KEY", llamacpp_server.key)
     second = tmp_path / "second"
     run_suite(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model, second, *ARGS)
     a, b = (json.loads((r / "results.json").read_text(encoding="utf-8")) for r in (first_run[0], second))
     verdicts = [{k: v["verdict"] for k, v in r["requirements"].items()} for r in (a, b)]
-    flipped = {k: (v, verdicts[1].get(k)) for k, v in verdicts[0].items() if verdicts[1].get(k) != v}
+    waivers = load_expectations(LLAMACPP_TARGET / "expectations.toml")
+    intermittent = {rid for rid, w in waivers.items() if w.get("intermittent")}
+    flipped = {k: (v, verdicts[1].get(k)) for k, v in verdicts[0].items() if verdicts[1].get(k) != v
+               and not (k in intermittent and {v, verdicts[1].get(k)} <= {"pass", "waived"})}
     reasons = {k: (a["requirements"][k]["reason"], b["requirements"].get(k, {}).get("reason"))
                for k in flipped}
     assert flipped == {}, f"verdicts differ between two runs: {flipped}\n{reasons}"
