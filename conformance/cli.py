@@ -393,8 +393,8 @@ def _preflight(base_url: str, model: str, api_key: str | None, verify: bool | st
 def _preflight_while_loading(
     base_url: str, model: str, api_key: str | None, verify: bool | str, timeout: float
 ) -> None:
-    """``_preflight``, while this thread imports what the run will import anyway (the plugin, the checks'
-    helpers, hypothesis): against a slow target the first answer takes a second, the imports as long."""
+    """``_preflight``, while this thread imports what the run will import anyway (the checks' helpers,
+    hypothesis, the results): against a slow target the first answer takes a second, the imports as long."""
     import threading
 
     failure: list[BaseException] = []

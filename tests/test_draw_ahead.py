@@ -41,9 +41,9 @@ def _helpers() -> list[int]:
 def _local() -> dict[str | None, list[G.Drawn]]:
     profile = load_profile("seed")
     memo: dict = {}
-    out: dict[str | None, list[G.Drawn]] = {None: G.drawn_valid(memo, "m", profile, {}, EXAMPLES, 0)}
+    out: dict[str | None, list[G.Drawn]] = {None: G.drawn_property(memo, "m", profile, {}, None, EXAMPLES, 0)}
     for f in FIELDS:
-        out[f] = G.drawn_invalid(memo, "m", profile, {}, f, EXAMPLES, 0)
+        out[f] = G.drawn_property(memo, "m", profile, {}, f, EXAMPLES, 0)
     return out
 
 
@@ -54,9 +54,9 @@ def test_drawn_ahead_are_the_lists_drawn_here() -> None:
     assert close is not None
     try:
         assert all(isinstance(v, Future) for v in memo.values()) and len(memo) == 1 + len(FIELDS)
-        ahead = {None: G.drawn_valid(memo, "m", profile, {}, EXAMPLES, 0)}
+        ahead = {None: G.drawn_property(memo, "m", profile, {}, None, EXAMPLES, 0)}
         for f in FIELDS:
-            ahead[f] = G.drawn_invalid(memo, "m", profile, {}, f, EXAMPLES, 0)
+            ahead[f] = G.drawn_property(memo, "m", profile, {}, f, EXAMPLES, 0)
         assert all(isinstance(v, list) for v in memo.values())  # the futures' lists were taken
     finally:
         close()
@@ -92,7 +92,7 @@ def test_a_helper_that_fails_leaves_the_drawing_here(monkeypatch: pytest.MonkeyP
     close = G.draw_ahead(memo, "m", profile, {}, FIELDS[:1], EXAMPLES, 0)
     assert close is not None
     try:
-        got = G.drawn_invalid(memo, "m", profile, {}, FIELDS[0], EXAMPLES, 0)
+        got = G.drawn_property(memo, "m", profile, {}, FIELDS[0], EXAMPLES, 0)
     finally:
         close()
     assert got == _local()[FIELDS[0]]

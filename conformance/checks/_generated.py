@@ -63,6 +63,7 @@ import copy
 import functools
 import json
 import math
+import os
 import re
 import string
 import threading
@@ -109,8 +110,7 @@ __all__ = [
     "send_requests",
     "Drawn",
     "drawn_once",
-    "drawn_valid",
-    "drawn_invalid",
+    "drawn_property",
     "draw_ahead",
     "valid_explicit",
     "invalid_explicit",
@@ -881,7 +881,6 @@ def _seed_unicode_table() -> None:
     hypothesis layout only loses the shortcut."""
     try:
         import gzip
-        import os
 
         from hypothesis.internal.charmap import charmap_file
 
@@ -1056,7 +1055,6 @@ def run_property(
     explicit: list[tuple[dict[str, Any], str]] = (),  # type: ignore[assignment]
     label: str,
     valid: bool,
-    memo: dict[Any, list[Drawn]] | None = None,
     drawn: list[Drawn] | None = None,
 ) -> RunStats:
     """Draw the property's requests (``draw_requests``: the explicit examples, then the distinct ones among
@@ -1065,17 +1063,12 @@ def run_property(
     same ones for the same seed whatever the target answers (spec/DECISIONS.md#reproducible-draws). For
     each requirement broken, the violations of the smallest request that showed it land on ``judge``, its
     exchange being the evidence; a property no request of which was answered raises the Unanswered.
-    ``memo``: the run's drawn lists (the same draws serve the first pass and the judged pass: drawing is pure,
-    and its CPU is the generated phase's main cost). ``drawn``: the list, drawn already (``drawn_valid``,
-    ``drawn_invalid``): ``strategy``, ``max_examples``, ``explicit`` and ``memo`` are then not used."""
+    ``drawn``: the list, drawn already (``drawn_property``: once per run, for the first pass and the judged
+    pass alike): ``strategy``, ``max_examples`` and ``explicit`` are then not used."""
     if drawn is None:
         if strategy is None:
             raise ValueError("run_property: neither a strategy nor drawn requests")
-        drawn = drawn_once(
-            memo,
-            property_key(label, seed, max_examples, valid, explicit),
-            lambda: draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit),
-        )
+        drawn = draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit)
     stats = RunStats(cap=len(drawn), seed=seed)
     outcomes: list[_Outcome] = []
     unanswered: Unanswered | None = None
@@ -1174,45 +1167,51 @@ def invalid_explicit(model: str, profile: Any, field: str) -> list[tuple[dict[st
     return [(apply_mutation(minimal_request(model), m, m.example), m.what) for m in muts]
 
 
-def drawn_valid(
+def _property(
     memo: dict[Any, Any] | None,
     model: str,
     profile: Any,
     capabilities: dict[str, Any],
+    field: str | None,
     examples: int,
     seed: int,
-) -> list[Drawn]:
-    """The valid phase's requests, drawn once per run."""
-    explicit = valid_explicit(model, profile, capabilities)
+) -> tuple[tuple[Any, ...], Callable[[], list[Drawn]]]:
+    """One property of the run: its key in the memo of drawn lists, and how it is drawn. ``field`` None: the
+    valid phase; a field: its invalid phase, the field broken by schemathesis in one of the valid phase's
+    requests (those drawn once: the base costs no draw of its own)."""
+    if field is None:
+        explicit = valid_explicit(model, profile, capabilities)
 
-    def draw() -> list[Drawn]:
-        strategy = valid_requests(model, profile, capabilities).map(lambda r: (r, "valid request"))
-        return draw_requests(strategy, count=examples, seed=seed, valid=True, explicit=explicit)
+        def draw_valid() -> list[Drawn]:
+            strategy = valid_requests(model, profile, capabilities).map(lambda r: (r, "valid request"))
+            return draw_requests(strategy, count=examples, seed=seed, valid=True, explicit=explicit)
 
-    return drawn_once(memo, property_key(VALID_LABEL, seed, examples, True, explicit), draw)
-
-
-def drawn_invalid(
-    memo: dict[Any, Any] | None,
-    model: str,
-    profile: Any,
-    capabilities: dict[str, Any],
-    field: str,
-    examples: int,
-    seed: int,
-) -> list[Drawn]:
-    """The invalid phase of ``field``, drawn once per run: the field broken by schemathesis in one of the
-    valid phase's requests (drawn once: the base costs no draw of its own)."""
+        return property_key(VALID_LABEL, seed, examples, True, explicit), draw_valid
     explicit = invalid_explicit(model, profile, field)
     count = examples_per_field(examples)
 
-    def draw() -> list[Drawn]:
-        pool = [d.request for d in drawn_valid(memo, model, profile, capabilities, examples, seed)]
+    def draw_invalid() -> list[Drawn]:
+        pool = [d.request for d in drawn_property(memo, model, profile, capabilities, None, examples, seed)]
         muts = mutations(model, _any_token_id(profile))[field]
         strategy = invalid_requests(st.sampled_from(pool), field, muts).map(lambda rm: (rm[0], rm[1].what))
         return draw_requests(strategy, count=count, seed=seed, valid=False, explicit=explicit)
 
-    return drawn_once(memo, property_key(invalid_label(field), seed, count, False, explicit), draw)
+    return property_key(invalid_label(field), seed, count, False, explicit), draw_invalid
+
+
+def drawn_property(
+    memo: dict[Any, Any] | None,
+    model: str,
+    profile: Any,
+    capabilities: dict[str, Any],
+    field: str | None,
+    examples: int,
+    seed: int,
+) -> list[Drawn]:
+    """The requests of one property (``field`` None: the valid phase; a field: its invalid phase), drawn
+    once per run in ``memo`` (or waited for, when drawn ahead: ``draw_ahead``)."""
+    key, draw = _property(memo, model, profile, capabilities, field, examples, seed)
+    return drawn_once(memo, key, draw)
 
 
 def helper_draws(
@@ -1232,10 +1231,7 @@ def helper_draws(
         set_hypothesis_home_dir(home)
     memo: dict[Any, Any] = {}
     for field in fields:
-        if field is None:
-            yield drawn_valid(memo, model, profile, capabilities, examples, seed)
-        else:
-            yield drawn_invalid(memo, model, profile, capabilities, field, examples, seed)
+        yield drawn_property(memo, model, profile, capabilities, field, examples, seed)
 
 
 def draw_ahead(
@@ -1253,11 +1249,9 @@ def draw_ahead(
     (spec/DECISIONS.md#reproducible-draws); in a helper process it runs on another core while this one
     sends, receives and judges (spec/DECISIONS.md#draw-ahead). A helper that cannot start or fails leaves
     the drawing to ``drawn_once``, here. Returns the function that ends the helper (None: none started)."""
-    import os
     import pickle
     import subprocess
     import sys
-    from pathlib import Path
 
     try:
         from hypothesis.configuration import storage_directory
@@ -1266,12 +1260,7 @@ def draw_ahead(
     except Exception:  # another hypothesis layout: the helper keeps hypothesis's default home
         home = None
     order: list[str | None] = [None, *fields]
-    keys = [property_key(VALID_LABEL, seed, examples, True, valid_explicit(model, profile, capabilities))]
-    count = examples_per_field(examples)
-    keys += [
-        property_key(invalid_label(f), seed, count, False, invalid_explicit(model, profile, f))
-        for f in fields
-    ]
+    keys = [_property(None, model, profile, capabilities, f, examples, seed)[0] for f in order]
     futures: list[Future[list[Drawn]]] = [Future() for _ in keys]
     env = dict(os.environ)  # the helper imports this very package, wherever it was imported from
     root = str(Path(__file__).resolve().parents[2])

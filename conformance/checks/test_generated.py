@@ -30,8 +30,7 @@ from conformance.checks._generated import (
     CAPABILITY_FIELDS,
     VALID_LABEL,
     draw_ahead,
-    drawn_invalid,
-    drawn_valid,
+    drawn_property,
     examples_per_field,
     invalid_label,
     mutation_fields,
@@ -166,7 +165,7 @@ def test_generated_valid_requests_accepted(
         seed=seed,
         label=VALID_LABEL,
         valid=True,
-        drawn=drawn_valid(_draws(pytestconfig), model, profile, capabilities, examples, seed),
+        drawn=drawn_property(_draws(pytestconfig), model, profile, capabilities, None, examples, seed),
     )
 
 
@@ -212,5 +211,5 @@ def test_generated_invalid_request_rejected(
         seed=seed,
         label=invalid_label(field_name),
         valid=False,
-        drawn=drawn_invalid(_draws(pytestconfig), model, profile, capabilities, field_name, examples, seed),
+        drawn=drawn_property(_draws(pytestconfig), model, profile, capabilities, field_name, examples, seed),
     )
