@@ -10,9 +10,12 @@ client waits for holds every request of the run until then (``throttled``), and 
 pace (the interval between two sends doubles, from ``MIN_INTERVAL`` up to ``MAX_INTERVAL``); every answer
 that is not a 429 or 503 (``answered``) shortens the interval by ``RECOVERY`` again, never under
 ``LIMIT_MARGIN`` times the interval that drew the last such 429 (the pace known to be too fast: without that
-memory the run sped up into the same wall over and over, each time costing retries) for ``LIMIT_MEMORY_S``
-after it, until it falls under ``FREE_INTERVAL`` and the pace is free. That state lives in its own file,
-created by the first throttle: until then a run pays one ``stat`` per request for it.
+memory the run sped up into the same wall over and over, each time costing retries), nor under
+``MIN_INTERVAL`` (a 429 drawn at a free pace: the run was too fast, by how much is unknown), for
+``LIMIT_MEMORY_S`` after it; then on until it falls under ``FREE_INTERVAL`` and the pace is free. That state
+lives in its own file, created by the first throttle: until then a run pays one ``stat`` per request for it.
+It also counts the run's answers since (``answers``): a request refused again after others were answered lost
+its turn in the run's own crowd (``Client`` does not count that retry against ``max_retries``).
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ class Budget:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
                 state: dict[str, Any] = {"interval": 0.0, "next_slot": 0.0, "hold_until": 0.0, "throttled": 0,
-                                         "limit": 0.0, "limit_at": 0.0}
+                                         "limit": 0.0, "limit_at": 0.0, "answers": 0}
                 try:
                     loaded = json.loads(self._pace_path.read_text())
                     if isinstance(loaded, dict):
@@ -183,12 +186,23 @@ class Budget:
     def answered(self) -> None:
         """An answer that was not a 429/503: the pace speeds up again, a little."""
         with self._pace() as state:
-            if state is None or not state["interval"]:
+            if state is None:
+                return
+            state["answers"] = int(state.get("answers", 0)) + 1
+            if not state["interval"]:
                 return
             interval = float(state["interval"]) * RECOVERY
             if time.monotonic() - float(state.get("limit_at", 0.0)) < LIMIT_MEMORY_S:
-                interval = max(interval, LIMIT_MARGIN * float(state.get("limit", 0.0)))
+                # never free while a 429 is remembered: a 429 drawn at a free pace says the run was too fast,
+                # not how fast it was, so it starts again at MIN_INTERVAL at the fastest
+                interval = max(interval, MIN_INTERVAL, LIMIT_MARGIN * float(state.get("limit", 0.0)))
             state["interval"] = interval if interval >= FREE_INTERVAL else 0.0
+
+    def answers(self) -> int:
+        """Answers (not a 429/503) the run got since its first throttle, in every worker: a request refused
+        again after others were answered lost its turn in the run's own crowd (``Client``'s retries)."""
+        with self._pace() as state:
+            return 0 if state is None else int(state.get("answers", 0))
 
     @property
     def pace(self) -> dict[str, Any]:

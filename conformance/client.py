@@ -9,7 +9,9 @@ A 429 or 503 is retried ``limits.max_retries`` times after its Retry-After (``re
 OpenAI's SDKs read it; without one, an exponential backoff from 0.5 s capped at ``limits.max_retry_after``);
 a Retry-After beyond ``limits.max_retry_after`` is not waited for. With a ``Budget`` the wait is the run's:
 every request of every worker is held until then and a 429 slows the shared pace
-(spec/DECISIONS.md#rate-limits).
+(spec/DECISIONS.md#rate-limits); and a 429 that comes after the run got other answers since this request's
+last 429 is the run's own crowd at the target's limiter, not a refusal of this request: it does not count
+against ``max_retries``, up to ``CROWDED_RETRIES`` more.
 
 Secrets never enter an exchange: request and response headers are masked, and the target's API key is
 scrubbed from every recorded string (URL, bodies, events, error texts).
@@ -51,6 +53,7 @@ __all__ = [
 
 USER_AGENT = "chat-conformance/0.1"
 _RETRY_STATUSES = frozenset({429, 503})
+CROWDED_RETRIES = 8  # 429s after other requests of the run were answered: the run's crowd, not a refusal
 _NO_DEFAULT_MAX_TOKENS = "_no_default_max_tokens"
 _STALE = "stale keep-alive connection"
 
@@ -427,6 +430,8 @@ class Client:
     def _send(self, method: str, url: str, req_headers: dict[str, str], content: bytes | None,
               body_text: str | None, label: str, stream: bool) -> tuple[Exchange, bool]:
         retries = 0
+        crowded = 0  # retries not counted against max_retries (see CROWDED_RETRIES)
+        answers = -1  # the run's answer count at this request's last 429
         waited = True
         while True:
             if self._aborted.is_set():
@@ -454,7 +459,11 @@ class Client:
                 delay = min(0.5 * 2**retries, self.limits.max_retry_after) if asked is None else asked
             if self.budget is not None:
                 self.budget.throttled(ex.status, delay)  # holds (and slows) every request of the run
-            if delay is None or retries >= self.limits.max_retries:
+                now_answers = self.budget.answers()
+                if ex.status == 429 and 0 <= answers < now_answers and crowded < CROWDED_RETRIES:
+                    crowded += 1  # others were answered meanwhile: this request lost its turn, not refused
+                answers = now_answers
+            if delay is None or retries - crowded >= self.limits.max_retries:
                 break
             if self.budget is None:
                 time.sleep(delay)  # with a budget, the next acquire() waits out the hold

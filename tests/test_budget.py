@@ -160,6 +160,22 @@ def test_429_slows_the_pace_and_answers_speed_it_up(tmp_path: Path, monkeypatch:
     assert 4 * MIN_INTERVAL * RECOVERY**200 < FREE_INTERVAL
 
 
+def test_a_429_at_a_free_pace_is_remembered_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first 429 of a run comes at a free pace (interval 0): the run was too fast, by how much is unknown.
+    The answers that follow must not bring the pace back to free while that 429 is remembered: the clean-clone
+    CI did (free, then the next burst of concurrent requests into the wall, 11 times over), and a 12
+    requests/s limiter left 25 checks unanswered after 228 retries."""
+    budget = Budget(tmp_path)
+    budget.throttled(429, 0.0)
+    for _ in range(500):
+        budget.answered()
+    assert budget.pace["interval"] == MIN_INTERVAL  # the fastest pace while remembered, never free
+    monkeypatch.setattr(budget_module, "LIMIT_MEMORY_S", 0.0)
+    for _ in range(100):
+        budget.answered()
+    assert budget.pace["interval"] == 0.0  # forgotten: free again
+
+
 def test_the_pace_settles_under_a_rate_limit_instead_of_hitting_it_again(tmp_path: Path) -> None:
     """A 12 requests/s limiter: the pace that drew a 429 is remembered, so the answers that follow speed the
     run up to just slower than it, not back into the wall (each time costing retries)."""

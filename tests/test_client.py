@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from conformance.budget import Budget
-from conformance.client import Client, retry_after_seconds, retry_delay, usage_tokens
+from conformance.client import CROWDED_RETRIES, Client, retry_after_seconds, retry_delay, usage_tokens
 from conformance.errors import BudgetExhausted, UsageError
 from conformance.evidence import Exchange
 from conformance.target import Limits, Target
@@ -527,8 +527,57 @@ def test_a_throttle_holds_the_whole_run(tmp_path: Path, monkeypatch: pytest.Monk
     assert ex.status == 200 and ex.retries == 1
     assert [who for who, _ in sleeps] == ["budget"] and 0.9 < sleeps[0][1] <= 1.0  # the hold, once
     other = Budget(tmp_path)  # another worker's view of the same run
-    assert other.pace["throttled"] == 1 and 0.04 < other.pace["interval"] < 0.05  # 0.05, one answer later
+    assert other.pace == {"throttled": 1, "interval": 0.05, "hold_left": pytest.approx(0.0, abs=1.0)}
     assert budget.snapshot()["retries"] == 1
+
+
+def _no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("conformance.client.time.sleep", lambda s: None)
+    monkeypatch.setattr("conformance.budget.time", type("T", (), {
+        "sleep": staticmethod(lambda s: None), "monotonic": time.monotonic}))
+
+
+def test_a_429_in_the_runs_own_crowd_is_not_a_refusal(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request refused again after the run got other answers since its last 429 lost its turn at the
+    target's limiter (the run's many requests in flight): that retry does not count against max_retries,
+    up to CROWDED_RETRIES more; a 429 with nobody answered in between does (spec/DECISIONS.md#rate-limits)."""
+    _no_wait(monkeypatch)
+    budget = Budget(tmp_path)
+    other = Budget(tmp_path)  # another request of the run (another worker: the same state)
+
+    def crowded(request: httpx.Request) -> httpx.Response:
+        rec.requests.append(request)
+        if len(rec.requests) <= 6:
+            other.answered()  # while this request waited for its retry, the target answered others
+            return httpx.Response(429, headers={"retry-after": "0"})
+        return httpx.Response(200, json={"usage": {"total_tokens": 4}})
+
+    rec = Recorder()
+    with Client(Target("https://api.example.test/v1/", "m", limits=LIMITS),
+                transport=httpx.MockTransport(crowded), budget=budget, raise_unanswered=True) as c:
+        ex = c.chat({})
+    assert ex.status == 200 and ex.retries == 6  # the first 429 its own, the 5 after it lost in the crowd
+
+    lonely = Recorder([httpx.Response(429, headers={"retry-after": "0"})] * 5)
+    with _mock(lonely, budget=Budget(tmp_path / "alone"), raise_unanswered=True) as c, pytest.raises(
+            Unanswered, match=r"^rate-limited after 2 retries"):
+        c.chat({})  # nobody else answered: refused, after the usual 2 retries
+    assert len(lonely.requests) == 3
+
+    forever = Budget(tmp_path / "forever")
+    sent: list[httpx.Request] = []
+
+    def always(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        forever.answered()
+        return httpx.Response(429, headers={"retry-after": "0"})
+
+    with Client(Target("https://api.example.test/v1/", "m", limits=LIMITS),
+                transport=httpx.MockTransport(always), budget=forever, raise_unanswered=True) as c, \
+            pytest.raises(Unanswered):
+        c.chat({})  # bounded: never more than max_retries + CROWDED_RETRIES retries
+    assert len(sent) == 1 + LIMITS.max_retries + CROWDED_RETRIES
 
 
 def test_mock_transport_errors_become_exchanges() -> None:
