@@ -126,8 +126,9 @@ class Budget:
                 state["next_slot"] = slot + 1.0 / self.rate_limit
                 wait = slot - now
         wait = max(wait, self._pace_slot())
-        if wait > 0:
+        while wait > 0:
             time.sleep(wait)
+            wait = self._held_slot()  # a throttle that came while this request waited holds it too
 
     # ---- the pace the target asks for ------------------------------------------------------------
     @contextmanager
@@ -162,6 +163,20 @@ class Budget:
             if state is None:
                 return 0.0
             now = time.monotonic()
+            slot = max(now, float(state["next_slot"]), float(state["hold_until"]))
+            state["next_slot"] = slot + float(state["interval"])
+            return slot - now
+
+    def _held_slot(self) -> float:
+        """After waiting for a slot: when a throttle has come since and holds the run still, a new slot after
+        the hold (the seconds to wait again); else 0. Without it the requests that reserved their slots
+        before a 429 were all sent into the same wall during its hold."""
+        with self._pace() as state:
+            if state is None:
+                return 0.0
+            now = time.monotonic()
+            if float(state["hold_until"]) <= now:
+                return 0.0
             slot = max(now, float(state["next_slot"]), float(state["hold_until"]))
             state["next_slot"] = slot + float(state["interval"])
             return slot - now
