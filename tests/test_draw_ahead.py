@@ -150,3 +150,38 @@ def test_a_schema_verdict_is_kept_per_json_text() -> None:
     assert schema_errors(G.REQUEST_SCHEMA, dict(ok)) == []  # from the kept verdict
     assert schema_errors(G.REQUEST_SCHEMA, {**ok, "n": 1.5})  # another text: judged again
     assert schema_errors(G.REQUEST_SCHEMA, {**ok, "n": "1"})
+
+
+@pytest.mark.parametrize("flag", [[], ["--conformance-no-prefetch"]], ids=["prefetch", "no-prefetch"])
+def test_no_prefetch_draws_as_each_check_runs(flag: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--conformance-no-prefetch`` (the pytest plugin's option): no helper process, the checks draw their
+    requests themselves, and they still judge."""
+    import pytest as _pytest
+
+    from conformance.checks import test_generated as module
+    from conformance.reference.server import start_in_thread
+
+    started: list[list[str]] = []
+    real = module.draw_ahead
+
+    def spy(*args: object, **kwargs: object) -> object:
+        started.append(list(args[4]))  # type: ignore[call-overload]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(module, "draw_ahead", spy)
+    outcomes: list[str] = []
+
+    class Grab:
+        def pytest_runtest_logreport(self, report: _pytest.TestReport) -> None:
+            if report.when == "call":
+                outcomes.append(report.outcome)
+
+    with start_in_thread() as srv:
+        code = _pytest.main(
+            [module.__file__, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-k", "valid_requests",
+             "--conformance-base-url", srv.base_url, "--conformance-model", srv.model,
+             "--conformance-skip-discovery", "--conformance-examples", "3", *flag],
+            plugins=[Grab()],
+        )
+    assert code == 0 and outcomes == ["passed"]
+    assert started == ([] if flag else [[]])  # the valid phase only: no field was selected
