@@ -185,17 +185,9 @@ def _run(fail: Any, examples: int) -> tuple[Judge, list[dict[str, Any]], Any]:
         return ex
 
     strategy = valid_requests(MODEL, load_profile("seed"), ALL_CAPS).map(lambda r: (r, "valid request"))
-    stats = run_property(
-        judge,
-        recording,
-        strategy,
-        _evaluate,
-        max_examples=examples,
-        seed=7,
-        explicit=[(minimal_request(MODEL), "simplest")],
-        label="t",
-        valid=True,
-    )
+    drawn = draw_requests(strategy, count=examples, seed=7, valid=True,
+                          explicit=[(minimal_request(MODEL), "simplest")])
+    stats = run_property(judge, recording, drawn, _evaluate, seed=7, label="t")
     return judge, sent, stats
 
 
@@ -241,7 +233,8 @@ def test_runner_each_requirement_broken_gets_its_smallest_request() -> None:
 
     judge = Judge(requirements=("GEN-VALID-ACCEPTED", "CORE-SCHEMA-VALID"))
     strategy = valid_requests(MODEL, load_profile("seed"), ALL_CAPS).map(lambda r: (r, "valid request"))
-    run_property(judge, send, strategy, evaluate, max_examples=25, seed=7, label="t", valid=True)
+    drawn = draw_requests(strategy, count=25, seed=7, valid=True)
+    run_property(judge, send, drawn, evaluate, seed=7, label="t")
     assert sorted(v.requirement for v in judge.violations) == ["CORE-SCHEMA-VALID", "GEN-VALID-ACCEPTED"]
     assert len(sent) == 3  # no batch after the first, which showed violations
 
@@ -304,8 +297,9 @@ def test_runner_never_judges_an_unanswered_request() -> None:
 
     judge = Judge(requirements=("GEN-VALID-ACCEPTED",))
     strategy = valid_requests(MODEL, load_profile("seed"), ALL_CAPS).map(lambda r: (r, "valid request"))
-    stats = run_property(judge, throttled, strategy, _evaluate, max_examples=10, seed=7,
-                         explicit=[(minimal_request(MODEL), "simplest")], label="t", valid=True)
+    drawn = draw_requests(strategy, count=10, seed=7, valid=True,
+                          explicit=[(minimal_request(MODEL), "simplest")])
+    stats = run_property(judge, throttled, drawn, _evaluate, seed=7, label="t")
     assert not judge.violations and "GEN-VALID-ACCEPTED" in judge.judged
     assert stats.unanswered >= 1 and stats.unanswered == sum("temperature" in r for r in sent)
 
@@ -317,8 +311,7 @@ def test_runner_never_judges_an_unanswered_request() -> None:
 
     judge = Judge(requirements=("GEN-VALID-ACCEPTED",))
     with pytest.raises(Unanswered, match=r"^overloaded after 2 retries \(HTTP 503, no Retry-After\)"):
-        run_property(judge, nobody, strategy, _evaluate, max_examples=10, seed=7,
-                     explicit=[(minimal_request(MODEL), "simplest")], label="t", valid=True)
+        run_property(judge, nobody, drawn, _evaluate, seed=7, label="t")
     assert not judge.judged
     assert len(calls) == UNANSWERED_IN_A_ROW  # then it stops: more requests would only feed the limiter
 

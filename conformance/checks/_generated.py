@@ -1047,28 +1047,18 @@ def drawn_once(memo: dict[Any, list[Drawn]] | None, key: Any, draw: Callable[[],
 def run_property(
     judge: Judge,
     send: Callable[[dict[str, Any], str], Exchange],
-    strategy: st.SearchStrategy[tuple[dict[str, Any], str]] | None,
+    drawn: list[Drawn],
     evaluate: Callable[[Judge, Exchange, dict[str, Any], str], None],
     *,
-    max_examples: int,
     seed: int,
-    explicit: list[tuple[dict[str, Any], str]] = (),  # type: ignore[assignment]
     label: str,
-    valid: bool,
-    drawn: list[Drawn] | None = None,
 ) -> RunStats:
-    """Draw the property's requests (``draw_requests``: the explicit examples, then the distinct ones among
-    ``max_examples`` generated), send them (``send_requests``), judge each answer with ``evaluate`` on a
-    scratch judge. At most ``len(explicit) + max_examples`` requests, never the same one twice, and the
-    same ones for the same seed whatever the target answers (spec/DECISIONS.md#reproducible-draws). For
-    each requirement broken, the violations of the smallest request that showed it land on ``judge``, its
-    exchange being the evidence; a property no request of which was answered raises the Unanswered.
-    ``drawn``: the list, drawn already (``drawn_property``: once per run, for the first pass and the judged
-    pass alike): ``strategy``, ``max_examples`` and ``explicit`` are then not used."""
-    if drawn is None:
-        if strategy is None:
-            raise ValueError("run_property: neither a strategy nor drawn requests")
-        drawn = draw_requests(strategy, count=max_examples, seed=seed, valid=valid, explicit=explicit)
+    """Send the property's requests, drawn already (``draw_requests``; in a run ``drawn_property``: once per
+    run, for the first pass and the judged pass alike), with ``send_requests``, and judge each answer with
+    ``evaluate`` on a scratch judge. At most ``len(drawn)`` requests, never the same one twice, and the same
+    ones for the same seed whatever the target answers (spec/DECISIONS.md#reproducible-draws). For each
+    requirement broken, the violations of the smallest request that showed it land on ``judge``, its
+    exchange being the evidence; a property no request of which was answered raises the Unanswered."""
     stats = RunStats(cap=len(drawn), seed=seed)
     outcomes: list[_Outcome] = []
     unanswered: Unanswered | None = None

@@ -31,7 +31,6 @@ from conformance.checks._generated import (
     VALID_LABEL,
     draw_ahead,
     drawn_property,
-    examples_per_field,
     invalid_label,
     mutation_fields,
     mutation_requirements,
@@ -159,13 +158,10 @@ def test_generated_valid_requests_accepted(
     run_property(
         judge,
         _send(client),
-        None,  # drawn already
+        drawn_property(_draws(pytestconfig), model, profile, capabilities, None, examples, seed),
         _judge_valid,
-        max_examples=examples,
         seed=seed,
         label=VALID_LABEL,
-        valid=True,
-        drawn=drawn_property(_draws(pytestconfig), model, profile, capabilities, None, examples, seed),
     )
 
 
@@ -205,11 +201,8 @@ def test_generated_invalid_request_rejected(
     run_property(
         judge,
         _send(client),
-        None,  # drawn already
+        drawn_property(_draws(pytestconfig), model, profile, capabilities, field_name, examples, seed),
         _judge_invalid(requirement_of),
-        max_examples=examples_per_field(examples),
         seed=seed,
         label=invalid_label(field_name),
-        valid=False,
-        drawn=drawn_property(_draws(pytestconfig), model, profile, capabilities, field_name, examples, seed),
     )
