@@ -14,8 +14,9 @@ memory the run sped up into the same wall over and over, each time costing retri
 ``MIN_INTERVAL`` (a 429 drawn at a free pace: the run was too fast, by how much is unknown), for
 ``LIMIT_MEMORY_S`` after it; then on until it falls under ``FREE_INTERVAL`` and the pace is free. That state
 lives in its own file, created by the first throttle: until then a run pays one ``stat`` per request for it.
-It also counts the run's answers since (``answers``): a request refused again after others were answered lost
-its turn in the run's own crowd (``Client`` does not count that retry against ``max_retries``).
+It also counts the run's answers since (``throttled`` returns the count): a request refused again after others
+were answered lost its turn in the run's own crowd (``Client`` does not count that retry against
+``max_retries``).
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ class Budget:
         wait = max(wait, self._pace_slot())
         while wait > 0:
             time.sleep(wait)
-            wait = self._held_slot()  # a throttle that came while this request waited holds it too
+            wait = self._pace_slot(held_only=True)  # a throttle that came while it waited holds it too
 
     # ---- the pace the target asks for ------------------------------------------------------------
     @contextmanager
@@ -157,36 +158,30 @@ class Budget:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    def _pace_slot(self) -> float:
-        """Reserve the next send slot of the shared pace: the seconds to wait before sending."""
+    def _pace_slot(self, *, held_only: bool = False) -> float:
+        """Reserve the next send slot of the shared pace: the seconds to wait before sending. ``held_only``
+        (after waiting for a slot): only when a throttle has come since and holds the run still, else 0;
+        without it the requests that had reserved their slots before a 429 were all sent into the same wall
+        during its hold."""
         with self._pace() as state:
             if state is None:
                 return 0.0
             now = time.monotonic()
-            slot = max(now, float(state["next_slot"]), float(state["hold_until"]))
-            state["next_slot"] = slot + float(state["interval"])
-            return slot - now
-
-    def _held_slot(self) -> float:
-        """After waiting for a slot: when a throttle has come since and holds the run still, a new slot after
-        the hold (the seconds to wait again); else 0. Without it the requests that reserved their slots
-        before a 429 were all sent into the same wall during its hold."""
-        with self._pace() as state:
-            if state is None:
-                return 0.0
-            now = time.monotonic()
-            if float(state["hold_until"]) <= now:
+            if held_only and float(state["hold_until"]) <= now:
                 return 0.0
             slot = max(now, float(state["next_slot"]), float(state["hold_until"]))
             state["next_slot"] = slot + float(state["interval"])
             return slot - now
 
-    def throttled(self, status: int, wait: float | None) -> None:
+    def throttled(self, status: int, wait: float | None) -> int:
         """The target answered ``status`` (429 or 503) and the client waits ``wait`` seconds before its
         retry (None: the Retry-After is too long to wait for, nothing changes). Every request of the run is
-        held until then; a 429 not inside a hold already (another worker's throttle) also halves the pace."""
+        held until then; a 429 not inside a hold already (another worker's throttle) also halves the pace.
+        Returns the answers (not a 429/503) the run got since its first throttle, in every worker (0 when
+        ``wait`` is None): a request refused again after others were answered lost its turn in the run's own
+        crowd (``Client``'s retries)."""
         if wait is None:
-            return
+            return 0
         with self._pace(create=True) as state:
             assert state is not None
             now = time.monotonic()
@@ -197,27 +192,22 @@ class Budget:
                 state["limit"] = float(state["interval"])  # this pace was too fast
                 state["limit_at"] = now
                 state["interval"] = min(MAX_INTERVAL, max(MIN_INTERVAL, 2.0 * float(state["interval"])))
+            return int(state["answers"])
 
     def answered(self) -> None:
         """An answer that was not a 429/503: the pace speeds up again, a little."""
         with self._pace() as state:
             if state is None:
                 return
-            state["answers"] = int(state.get("answers", 0)) + 1
+            state["answers"] = int(state["answers"]) + 1
             if not state["interval"]:
                 return
             interval = float(state["interval"]) * RECOVERY
-            if time.monotonic() - float(state.get("limit_at", 0.0)) < LIMIT_MEMORY_S:
+            if time.monotonic() - float(state["limit_at"]) < LIMIT_MEMORY_S:
                 # never free while a 429 is remembered: a 429 drawn at a free pace says the run was too fast,
                 # not how fast it was, so it starts again at MIN_INTERVAL at the fastest
-                interval = max(interval, MIN_INTERVAL, LIMIT_MARGIN * float(state.get("limit", 0.0)))
+                interval = max(interval, MIN_INTERVAL, LIMIT_MARGIN * float(state["limit"]))
             state["interval"] = interval if interval >= FREE_INTERVAL else 0.0
-
-    def answers(self) -> int:
-        """Answers (not a 429/503) the run got since its first throttle, in every worker: a request refused
-        again after others were answered lost its turn in the run's own crowd (``Client``'s retries)."""
-        with self._pace() as state:
-            return 0 if state is None else int(state.get("answers", 0))
 
     @property
     def pace(self) -> dict[str, Any]:

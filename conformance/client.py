@@ -458,8 +458,7 @@ class Client:
             if waited:
                 delay = min(0.5 * 2**retries, self.limits.max_retry_after) if asked is None else asked
             if self.budget is not None:
-                self.budget.throttled(ex.status, delay)  # holds (and slows) every request of the run
-                now_answers = self.budget.answers()
+                now_answers = self.budget.throttled(ex.status, delay)  # holds (and slows) the whole run
                 if ex.status == 429 and 0 <= answers < now_answers and crowded < CROWDED_RETRIES:
                     crowded += 1  # others were answered meanwhile: this request lost its turn, not refused
                 answers = now_answers
