@@ -247,6 +247,12 @@ PROBES: dict[str, Probe] = {
         body={"temperature": 0, "max_tokens": 32, "stop": ["\u00a7zq\u00a7", " mat"]}, profile="openai"
     ),
     "json-schema-loose-prose": p(response_format=SCHEMA_RF, seed=1, max_tokens=32),
+    # the SDK family (conformance/checks/_sdk.py)
+    "stream-chunk-error-member": p(stream=True, **GREEDY),
+    "stream-tool-call-index-from-1": p(messages=WEATHER, tools=TOOLS, seed=1, tool_choice="required",
+                                       stream=True),
+    "json-schema-refusal-with-answer": p(response_format={**SCHEMA_RF, "json_schema": {
+        **SCHEMA_RF["json_schema"], "strict": True}}, seed=1, max_tokens=32),
     "malformed-json-500": Probe(raw=b'{"model": '),
     "missing-messages-accepted": p(messages=None, **GREEDY),
     "empty-messages-accepted": p(messages=[], **GREEDY),

@@ -33,6 +33,7 @@ from conformance.checks._rules import (
     stops_of,
     stream_calls,
 )
+from conformance.checks._sdk import SDK, judge_sdk
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import (
     judge_answer_fields,
@@ -95,9 +96,9 @@ _JSON = ("JSON-OBJECT-VALID", "JSON-SCHEMA-VALID", "JSON-SCHEMA-STREAM")
 # every requirement this module can judge
 RUN_WIDE: tuple[str, ...] = tuple(
     dict.fromkeys(
-        (*_STREAM, *_COMPLETION, *_ERROR, *_USAGE_STREAM, "CORE-ID-UNIQUE", *_TOOLS, *_STOPS, *_JSON)
+        (*_STREAM, *_COMPLETION, *_ERROR, *_USAGE_STREAM, "CORE-ID-UNIQUE", *_TOOLS, *_STOPS, *_JSON, *SDK)
     )
-)
+)  # SDK: the official openai SDK's reading of every answer, judged by _sdk (spec/DECISIONS.md#sdk)
 # statuses that are not the endpoint's own answer (rate limiter, gateway, overload): never judged here
 _NOT_THE_ENDPOINT = frozenset({429, 502, 503, 504})
 _REQUEST_SCHEMA = "CreateChatCompletionRequest"
@@ -405,9 +406,11 @@ def judge_run(
     """Records of the run-wide invariants in ``requirements`` over every exchange in ``records``.
     ``stop_sequence`` is the profile's ("included" or "excluded"; None: included, and STOP-SEQUENCE-EXCLUDED
     is not judged)."""
-    wanted = tuple(r for r in RUN_WIDE if r in set(requirements))
+    requirements = set(requirements)
+    sdk = judge_sdk(records, requirements)
+    wanted = tuple(r for r in RUN_WIDE if r in requirements and r not in SDK)
     if not wanted:
-        return []
+        return sdk
     exchanges: dict[str, dict[str, Any]] = {}
     for rec in records:
         for ex in rec.get("exchanges", []):
@@ -477,4 +480,4 @@ def judge_run(
                 "exchanges": [raw for raw, _ in offenders],
             }
         )
-    return out
+    return out + sdk

@@ -1062,6 +1062,11 @@ class _Server:
             return "stop"
         return c.finish_reason
 
+    def _refusal_with_answer(self, req: ChatRequest) -> bool:
+        """Fault json-schema-refusal-with-answer: a json_schema answer also carries refusal "none"."""
+        rf = req.response_format
+        return self.f("json-schema-refusal-with-answer") and rf is not None and rf["type"] == "json_schema"
+
     def _shape_message(self, message: dict[str, Any]) -> None:
         """null-optional-fields: SGLang's ChatMessage (pydantic, every optional field None) serialised
         without exclude_none; extra-fields: the OpenAI API's message fields."""
@@ -1142,6 +1147,8 @@ class _Server:
             if c.refusal is not None:  # OpenAI structured outputs: content null, the refusal in its own field
                 message["content"] = None
                 message["refusal"] = "".join(p.text for p in c.refusal)
+            elif self._refusal_with_answer(req) and message.get("content"):
+                message["refusal"] = "none"
             self._shape_message(message)
             finish = self.finish(c)
             if self.f("finish-reason-invalid"):
@@ -1230,10 +1237,13 @@ class _Server:
             events.extend(content_events)
             for p in c.refusal or []:  # OpenAI structured outputs: a refusal streams as delta.refusal
                 events.append(({"refusal": p.text}, None, True))
+            if c.refusal is None and pieces and self._refusal_with_answer(req):
+                events.append(({"refusal": "none"}, None, True))
             if c.tool_call is not None:
                 whole = self.v("tool-call-one-fragment")  # llama.cpp, SGLang: the call in one fragment
+                tix = 1 if self.f("stream-tool-call-index-from-1") else 0
                 frag: dict[str, Any] = {
-                    "index": 0,
+                    "index": tix,
                     "id": c.tool_call["id"],
                     "type": "function",
                     "function": {
@@ -1248,7 +1258,7 @@ class _Server:
                 events.append(({"tool_calls": [frag]}, None, True))
                 for p in [] if whole else c.tool_pieces:
                     events.append(
-                        ({"tool_calls": [{"index": 0, "function": {"arguments": p.text}}]}, None, True)
+                        ({"tool_calls": [{"index": tix, "function": {"arguments": p.text}}]}, None, True)
                     )
             if self.v("role-with-content") and len(events) > 1 and events[1][2]:
                 # llama.cpp's server: the role rides on the first delta that carries a token
@@ -1324,6 +1334,8 @@ class _Server:
                 ch["object"] = "chat.completion"
             if self.f("chunk-schema-invalid"):
                 ch["created"] = str(ch["created"])
+            if self.f("stream-chunk-error-member"):
+                ch["error"] = {"code": 0, "message": ""}
         return out
 
     def sse(self, chunks: list[dict[str, Any]]) -> list[str]:

@@ -489,6 +489,26 @@ _RUN_WIDE_TABLE: list[tuple[str, str, str]] = [
         "A json_schema response format without strict: true is answered in free text, not JSON (strict ones "
         "keep the schema).",
     ),
+    # the official openai SDK's reading of every answer (conformance/checks/_sdk.py, spec/DECISIONS.md#sdk):
+    # schema-plausible answers that break openai-python
+    (
+        "stream-chunk-error-member",
+        "SDK-PARSE",
+        'Stream chunks carry an extra member error {"code": 0, "message": ""} (the engine\'s "no error" '
+        "status passed through; the chunk schema allows extra members): the SDK raises APIError on it.",
+    ),
+    (
+        "stream-tool-call-index-from-1",
+        "SDK-STREAM-ACCUMULATE",
+        "Streamed tool-call fragments number the first call 1, not 0: the SDK's accumulator raises "
+        "IndexError.",
+    ),
+    (
+        "json-schema-refusal-with-answer",
+        "SDK-STRUCTURED-PARSE",
+        'Answers to json_schema requests carry their JSON content and also refusal "none" (message.refusal, '
+        "a delta.refusal in streams): the SDK's parse() reads them as refused, message.parsed None.",
+    ),
 ]
 
 FAULTS: dict[str, Fault] = {name: Fault(name, req, desc) for name, req, desc in _TABLE}
