@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="arguments passed to `chat-conformance run`")
     args, unknown = ap.parse_known_args()

@@ -42,7 +42,7 @@ import httpx
 
 from .budget import Budget
 from .errors import UsageError
-from .evidence import MASK, SENSITIVE_HEADERS, Exchange, SSEEvent, mask_headers
+from .evidence import MASK, SENSITIVE_HEADERS, Exchange, SSEEvent, looks_like_secret, mask_headers
 from .sse import SocketWatchdog, parse_event_data, read_body, read_stream
 from .target import Target
 from .violations import Unanswered
@@ -230,6 +230,18 @@ class ReplayStore:
             return len(self._stored)
 
 
+class _Count:
+    """A thread-safe counter."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int = 1) -> None:
+        with self._lock:
+            self.value += n
+
+
 class Client:
     """Recording client for one target, on one ``httpx.Client`` (connections are reused)."""
 
@@ -251,11 +263,14 @@ class Client:
         # one response at a time grows past sse.BIG_BODY: memory stays near one byte cap, whatever in flight
         self._big = threading.Lock() if self.concurrency > 1 else None
         self._live: set[SocketWatchdog] = set()  # the watchdogs of the requests in flight
+        self.sent = _Count()  # requests sent, retries included (shared by every handle): the progress line
         self._live_lock = threading.Lock()
-        # the key, and any credential passed as an extra header, are scrubbed from every exchange
+        # the key, and any credential passed as an extra header (a credential header, or a value shaped like a
+        # key under any name), are scrubbed from every exchange
         self._secrets = [v for v in (target.api_key, *(
             val.split(" ", 1)[-1] if val.lower().startswith("bearer ") else val
-            for name, val in target.extra_headers.items() if name.lower() in SENSITIVE_HEADERS
+            for name, val in target.extra_headers.items()
+            if name.lower() in SENSITIVE_HEADERS or looks_like_secret(val)
         )) if v and len(v) >= 4]
         self.limits = target.limits
         self.budget = budget
@@ -407,6 +422,21 @@ class Client:
             put(k, v)
         return out
 
+    def _credentials(self, sent: dict[str, str], auth: bool | str) -> dict[str, str]:
+        """What each credential header of a request carried, for its reproducer (``Exchange.credentials``):
+        ``$VAR`` for the run's key, the key itself for one a check chose (``auth`` a string: the wrong-key
+        check's, never the user's); a credential from ``--header`` that is not the run's key: nothing."""
+        out: dict[str, str] = {}
+        for name, value in sent.items():
+            if name.lower() not in SENSITIVE_HEADERS:
+                continue
+            secret = value[len("bearer "):] if value.lower().startswith("bearer ") else value
+            if self.target.api_key and secret == self.target.api_key:
+                out[name.lower()] = "$" + self.target.api_key_env
+            elif isinstance(auth, str) and secret == auth and auth not in self._secrets:
+                out[name.lower()] = auth
+        return out
+
     def _exchange(self, method: str, path: str, *, content: bytes | None, body_text: str | None, label: str,
                   auth: bool | str, headers: dict[str, str] | None, content_type: str | None,
                   stream: bool) -> Exchange:
@@ -423,6 +453,7 @@ class Client:
         if replayed is not None:
             return self._finish(replayed[0], waited=replayed[1])
         ex, waited = self._send(method, url, req_headers, content, body_text, label, stream)
+        ex.credentials = self._credentials(req_headers, auth)
         if self.store is not None and self.mode == "record" and self.scope is not None:
             self.store.put(self.scope, key, n, ex, waited)
         return self._finish(ex, waited=waited)
@@ -438,7 +469,10 @@ class Client:
                 raise RunAborted()
             if self.budget is not None:
                 self.budget.acquire(retry=retries > 0)
+            self.sent.add()
             with self._in_flight:
+                if self._aborted.is_set():  # aborted while it waited for its turn: never sent
+                    raise RunAborted()
                 ex = self._attempt(method, url, req_headers, content, body_text, label, stream)
                 if ex.transport_error == _STALE:
                     # a pooled keep-alive connection lost under the request before any event was read: not

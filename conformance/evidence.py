@@ -7,6 +7,7 @@ Secrets never enter it: request headers are masked when the exchange is built.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import threading
 import uuid
@@ -18,12 +19,37 @@ from typing import Any
 # lambdas' source) and pytest's traceback formatting (which parses the test's source) take this lock.
 PARSE_LOCK = threading.Lock()
 
-__all__ = ["SSEEvent", "Exchange", "mask_headers", "exchange_key", "SENSITIVE_HEADERS", "MASK"]
+__all__ = [
+    "SSEEvent", "Exchange", "mask_headers", "exchange_key", "looks_like_secret", "SENSITIVE_HEADERS", "MASK",
+    "DEFAULT_KEY_ENV",
+]
 
 MASK = "***"
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie"}
 )
+
+
+DEFAULT_KEY_ENV = "CONFORMANCE_API_KEY"  # where a run reads its key unless --api-key-env names another
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY_PREFIXES = ("sk-", "sk_", "pk-", "rk-", "gsk_", "xai-", "hf_", "ghp_", "gho_", "github_pat_", "glpat-",
+                 "akia", "aiza", "eyj", "bearer ", "basic ")
+_RANDOM_RUN = re.compile(r"[A-Za-z0-9]{16,}")  # 16 letters and digits unbroken: no word, no id
+
+
+def looks_like_secret(text: str) -> bool:
+    """Whether a value a user typed may be a credential (an API key pasted where a name or path belonged): a
+    known key prefix (``sk-``, ``hf_``, a JWT, ``Bearer ...``), or a long random-looking run of letters and
+    digits. Errors name such a value's option, never the value."""
+    t = text.strip()
+    if len(t) < 8:
+        return False
+    if t.lower().startswith(_KEY_PREFIXES):
+        return True
+    return any(
+        any(c.isdigit() for c in run) and any(c.isalpha() for c in run)
+        for run in _RANDOM_RUN.findall(t)
+    )
 
 
 def mask_headers(headers: dict[str, str]) -> dict[str, str]:
@@ -78,6 +104,10 @@ class Exchange:
     transport_error: str | None = None  # "idle timeout after 10.0s", "byte cap 1048576 exceeded", ...
     retries: int = 0
     xid: str = field(default_factory=lambda: uuid.uuid4().hex)  # identity across records (shared exchanges)
+    # what each masked credential header carried, for the reproducer (header name in lower case): "$VAR", the
+    # run's key read from that variable, or a value the check chose that is no secret (the wrong-key check's
+    # key). None in records older than this field: the reproducer reads the key from $CONFORMANCE_API_KEY
+    credentials: dict[str, str] | None = None
 
     # ---- derived views used by checks -------------------------------------------------------------
     @property
@@ -126,13 +156,31 @@ class Exchange:
         return cls(**d)
 
     def curl(self) -> str:
-        """A copy-paste reproducer; the key is read from $CONFORMANCE_API_KEY, never written."""
+        """A copy-paste reproducer sending what the check sent: the run's key read from the variable the run
+        read it from (``$VAR``, never written), in the header and style the request used (``Authorization:
+        Bearer $VAR``, ``x-api-key: $VAR``); the wrong key the wrong-key check sent; no credential where the
+        request had none. A credential given with ``--header`` stays masked (``***``): fill it in."""
         parts = ["curl", "-sS", "-N" if self.stream else "", "-X", self.method, shlex.quote(self.url)]
         for k, v in self.request_headers.items():
-            if k.lower() in SENSITIVE_HEADERS:
-                parts += ["-H", '"' + k + ': Bearer $CONFORMANCE_API_KEY"']
+            if k.lower() in SENSITIVE_HEADERS and MASK in v:
+                parts += ["-H", self._credential(k, v)]
             elif k.lower() not in {"content-length", "host", "accept-encoding", "connection", "user-agent"}:
                 parts += ["-H", shlex.quote(f"{k}: {v}")]
         if self.request_body is not None:
             parts += ["--data-raw", shlex.quote(self.request_body)]
         return " ".join(p for p in parts if p)
+
+    def _credential(self, name: str, masked: str) -> str:
+        """One masked credential header as a shell word: the masked part replaced by what was sent."""
+        if self.credentials is None:  # an older record: the default variable, as reproducers always wrote
+            sent: str | None = "$" + DEFAULT_KEY_ENV
+        else:
+            sent = self.credentials.get(name.lower())
+        if sent is not None and sent.startswith("$"):
+            if ENV_NAME.fullmatch(sent[1:]):  # "name: Bearer $VAR": the shell expands it
+                escaped = re.sub(r'([\\"$`])', r"\\\1", f"{name}: {masked}")
+                return '"' + escaped.replace(MASK, sent) + '"'
+            sent = None  # no variable the shell can read: kept masked
+        if sent is None:  # not the run's key nor a value of the check's: a --header credential, kept masked
+            return shlex.quote(f"{name}: {masked}")
+        return shlex.quote(f"{name}: {masked.replace(MASK, sent)}")

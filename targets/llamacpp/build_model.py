@@ -203,7 +203,7 @@ def build(out: Path, ctx: int = 1024, seed: int = 1234) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("out", nargs="?", default=str(DEFAULT_OUT), help="output .gguf path")
     ap.add_argument("--ctx", type=int, default=1024, help="llama.context_length (default 1024)")
     ap.add_argument("--seed", type=int, default=1234, help="weight RNG seed (default 1234)")

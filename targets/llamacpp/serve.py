@@ -62,7 +62,9 @@ def wait_healthy(base: str, timeout: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="llama.cpp server (xllamacpp) conformance target")
+    ap = argparse.ArgumentParser(
+        description="llama.cpp server (xllamacpp) conformance target", allow_abbrev=False
+    )
     ap.add_argument("--model", required=True, help="path to a .gguf model")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--api-key-env", default="CONFORMANCE_API_KEY",

@@ -175,7 +175,7 @@ def digest(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("out", nargs="?", default=str(DEFAULT_OUT), help="output directory")
     ap.add_argument("--ctx", type=int, default=1024, help="max_position_embeddings (default 1024)")
     ap.add_argument("--seed", type=int, default=1234, help="weight RNG seed (default 1234)")

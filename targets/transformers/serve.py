@@ -69,7 +69,7 @@ def wait_ready(serve, base: str, alias: str, timeout: float) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="transformers serve conformance target")
+    ap = argparse.ArgumentParser(description="transformers serve conformance target", allow_abbrev=False)
     ap.add_argument("--model", required=True, help="local model directory (save_pretrained output)")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--alias", default="tiny-chat", help="model name served (default tiny-chat)")
