@@ -5,10 +5,12 @@ never in them) into a HAR 1.2 log; a stream's response content is its raw event 
 decoded events (comments dropped). An exchange that got no response is an entry with ``response.status`` 0
 and ``_error``. ``log._conformance`` holds what a replay needs: base URL, model, profile, the run's options.
 
-``ReplayTransport`` answers each request with the recorded response of the same method, URL path (and query)
-and body: the n-th identical request gets the n-th recorded answer. It never opens a connection. A request
-the recording lacks raises ``NotRecorded`` (an ``Inconclusive``): the check that sent it is not judged,
-never failed.
+``ReplayTransport`` answers each request with the recorded response of the same method, URL path (and query),
+body and credential (the run's key, no key, or the key a check chose: ``credential_of``): the n-th identical
+request gets the n-th recorded answer. It never opens a connection. A request the recording lacks raises
+``NotRecorded`` (an ``Inconclusive``): the check that sent it is "not recorded", never judged, never failed.
+A request without a key is never answered with the answer to one with the key (nor the reverse), so a
+recording that lacks the auth checks' requests never reads as "accepted without a key".
 
 Layer 2 (engine): imports layer 1 only, no pytest.
 """
@@ -28,14 +30,17 @@ import httpx
 
 from conformance import __version__
 from conformance.errors import UsageError
-from conformance.evidence import Exchange, exchange_key
+from conformance.evidence import SENSITIVE_HEADERS, Exchange, exchange_key
 from conformance.violations import Inconclusive
 
 __all__ = [
+    "NO_KEY",
     "NotRecorded",
+    "RUN_KEY",
     "ReplayTransport",
     "RECORDED_AT_HEADER",
     "build_har",
+    "credential_of",
     "event_text",
     "load_har",
     "recorded_exchanges",
@@ -46,39 +51,50 @@ __all__ = [
 HAR_VERSION = "1.2"
 RECORDED_AT_HEADER = "X-Conformance-Recorded-At"  # on replayed answers: Unix time the answer was recorded
 _DROPPED_ON_REPLAY = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+RUN_KEY = "the run's key"  # a request's credential: what every request of the run sends (or nothing, keyless)
+NO_KEY = "no key"  # a request sent without any credential, on a run that has a key (the missing-key check)
 
 
 class NotRecorded(Inconclusive):
-    """The recording holds no (more) answers to this request: the check is not judged."""
+    """The recording holds no (more) answers to this request: the check is "not recorded", never judged.
+    Its message starts with ``not recorded:`` (results.py groups such checks as "not in the recording")."""
 
-    def __init__(self, method: str, path: str, source: str) -> None:
-        super().__init__(f"not recorded: {method} {path} with this body is not in {source} (or was asked "
-                         "more often than recorded), so the request was not judged")
+    def __init__(self, method: str, path: str, source: str, credential: str = RUN_KEY) -> None:
+        sent = "" if credential == RUN_KEY else (" without a key" if credential == NO_KEY else
+                                                 " with a key of the check's own")
+        super().__init__(f"not recorded: {method} {path}{sent} with this body is not in {source} (or was "
+                         "asked more often than recorded), so the request was not judged")
         self.method = method
         self.path = path
+        self.credential = credential
 
 
 # ---- record ------------------------------------------------------------------------------------------------
 
 
+DISCOVERY = "discovery"  # the asker of the discovery probes (``_checks`` of their entries)
+
+
 def recorded_exchanges(records: Iterable[dict[str, Any]], probes: Iterable[Exchange | dict[str, Any]] = ()
                        ) -> list[dict[str, Any]]:
-    """Every exchange once (by ``xid``), discovery probes first, then the checks' in record order."""
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    """Every exchange once (by ``xid``), discovery probes first, then the checks' in record order; each with
+    ``_checks``: the checks whose evidence holds it (``DISCOVERY`` for a probe), the only askers a replay
+    answers with it."""
+    out: dict[str, dict[str, Any]] = {}
 
-    def add(ex: dict[str, Any]) -> None:
+    def add(ex: dict[str, Any], asker: str) -> None:
         key = exchange_key(ex)
-        if key not in seen:
-            seen.add(key)
-            out.append(ex)
+        if key not in out:
+            out[key] = {**ex, "_checks": []}
+        if asker not in out[key]["_checks"]:
+            out[key]["_checks"].append(asker)
 
     for probe in probes:
-        add(probe.to_dict() if isinstance(probe, Exchange) else probe)
+        add(probe.to_dict() if isinstance(probe, Exchange) else probe, DISCOVERY)
     for record in records:
         for ex in record.get("exchanges", []):
-            add(ex)
-    return out
+            add(ex, str(record.get("nodeid", "")))
+    return list(out.values())
 
 
 def event_text(events: Iterable[dict[str, Any]]) -> str:
@@ -182,6 +198,10 @@ def _entry(ex: dict[str, Any], started: float) -> dict[str, Any]:
         "_stream": bool(ex.get("stream")),
         "_retries": ex.get("retries", 0),
     }
+    if ex.get("_checks"):
+        entry["_checks"] = list(ex["_checks"])
+    if ex.get("credentials") is not None:  # what the credential headers carried ($VAR: the run's key)
+        entry["_credentials"] = ex["credentials"]
     if ex.get("transport_error"):
         entry["_error"] = ex["transport_error"]
     if ex.get("body_truncated"):
@@ -243,12 +263,31 @@ def run_info(har: dict[str, Any]) -> dict[str, Any]:
     return dict(info) if isinstance(info, dict) else {}
 
 
-def _request_key(method: str, url: httpx.URL | str, body: str | None) -> tuple[str, str, str]:
+def _request_key(method: str, url: httpx.URL | str, body: str | None, credential: str = RUN_KEY
+                 ) -> tuple[str, str, str, str]:
     try:
         path = httpx.URL(url).raw_path.decode("ascii", errors="replace")  # path and query
     except (httpx.InvalidURL, ValueError, TypeError):
         path = str(url)
-    return method.upper(), path, body or ""
+    return method.upper(), path, body or "", credential
+
+
+def _credential_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(str(k).lower(), str(v)) for k, v in headers if str(k).lower() in SENSITIVE_HEADERS]
+
+
+def credential_of(entry: dict[str, Any], *, keyed: bool = True) -> str:
+    """The credential a recorded HAR entry was sent with: ``RUN_KEY``, ``NO_KEY`` (no credential header on a
+    run that had a key: ``keyed``), or ``"key " + value`` for a key a check chose (the wrong-key check's,
+    kept in ``_credentials``; never the user's). A recording older than ``_credentials`` tells only whether
+    a credential was sent."""
+    sent = _credential_headers((h.get("name", ""), h.get("value", ""))
+                               for h in (entry.get("request") or {}).get("headers") or [])
+    if not sent:
+        return NO_KEY if keyed else RUN_KEY
+    chosen = sorted(v for v in (entry.get("_credentials") or {}).values()
+                    if isinstance(v, str) and not v.startswith("$"))
+    return "key " + chosen[0] if chosen else RUN_KEY
 
 
 class _Body(httpx.SyncByteStream):
@@ -278,37 +317,62 @@ def _transport_error(message: str, request: httpx.Request) -> Exception:
 class ReplayTransport(httpx.BaseTransport):
     """Answers from a HAR recording; never touches the network. Thread-safe."""
 
-    def __init__(self, har: dict[str, Any], source: str = "the recording") -> None:
+    def __init__(self, har: dict[str, Any], source: str = "the recording", *, api_key: str | None = None
+                 ) -> None:
+        """``api_key``: the key the replaying run sends (a placeholder: sent nowhere), which tells the run's
+        own requests from those without a key or with a key of a check's own."""
         self.source = source
+        self.api_key = api_key
         self._lock = threading.Lock()
-        self._answers: dict[tuple[str, str, str], deque[dict[str, Any]]] = {}
+        self._answers: dict[tuple[str, str, str, str], deque[dict[str, Any]]] = {}
         self.served = 0
         self.missed: list[str] = []
+        # the check now asking (set by the plugin around each check; None: discovery): a recorded answer goes
+        # only to a check whose evidence held it, so a check the recorded run did not run never takes the
+        # answers of one it did (an entry without ``_checks``, from an older recording, goes to any)
+        self.asking: str | None = None
+        keyed = bool(run_info(har).get("auth", True))
         for entry in har["log"]["entries"]:
             req = entry.get("request") or {}
             body = (req.get("postData") or {}).get("text")
-            key = _request_key(str(req.get("method", "GET")), str(req.get("url", "")), body)
+            key = _request_key(str(req.get("method", "GET")), str(req.get("url", "")), body,
+                               credential_of(entry, keyed=keyed))
             # a 429/503 that outlived the retries was asked retries+1 times: answered as often on replay
             status = (entry.get("response") or {}).get("status")
             times = 1 + int(entry.get("_retries") or 0) if status in (429, 503) else 1
             self._answers.setdefault(key, deque()).extend([entry] * times)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> ReplayTransport:
-        return cls(load_har(path), source=f"the recording {Path(path).name}")
+    def from_file(cls, path: str | Path, *, api_key: str | None = None) -> ReplayTransport:
+        return cls(load_har(path), source=f"the recording {Path(path).name}", api_key=api_key)
+
+    def _credential(self, request: httpx.Request) -> str:
+        """What ``request`` carries: the run's key, no key or a key of the check's own (``credential_of``)."""
+        sent = _credential_headers(request.headers.items())
+        if not sent:
+            return NO_KEY if self.api_key else RUN_KEY
+        values = [v[len("bearer "):] if v.lower().startswith("bearer ") else v for _, v in sent]
+        if not self.api_key or self.api_key in values:
+            return RUN_KEY
+        return "key " + sorted(values)[0]
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read().decode("utf-8", errors="replace") if request.method != "GET" else ""
-        key = _request_key(request.method, request.url, body)
+        credential = self._credential(request)
+        key = _request_key(request.method, request.url, body, credential)
+        asker = self.asking or DISCOVERY
         with self._lock:
-            queue = self._answers.get(key)
-            entry = queue.popleft() if queue else None
+            queue = self._answers.get(key) or deque()
+            entry = next((e for e in queue if not e.get("_checks") or asker in e["_checks"]), None)
+            if entry is not None:
+                queue.remove(entry)
             if entry is None:
                 self.missed.append(f"{key[0]} {key[1]}")
             else:
                 self.served += 1
         if entry is None:
-            raise NotRecorded(key[0], key[1], self.source)
+            raise NotRecorded(key[0], key[1], self.source, NO_KEY if credential == NO_KEY else
+                              RUN_KEY if credential == RUN_KEY else "key")
         resp = entry.get("response") or {}
         error = entry.get("_error")
         status = int(resp.get("status") or 0)
