@@ -26,10 +26,13 @@ __all__ = ["FleetTarget", "load_fleet", "folder_names", "safe_name", "worst_exit
 
 TARGET_KEYS = ("base_url", "model", "profile", "expectations", "api_key_env")
 
-# The fleet's exit code is the worst of its models' codes, worst first: a usage error (the invocation or a
-# target's settings are wrong: nothing of the fleet can be trusted) > an internal error of the suite > a
-# target that could not be judged (unreachable, key refused) > a target that is not conformant > conformant.
-EXIT_SEVERITY = (2, 4, 3, 1, 0)
+# The fleet's exit code is the worst of its models' codes, worst first: a run stopped by Ctrl-C (130) or
+# SIGTERM (143) (the fleet stopped there: it exits as a shell expects of an interrupted command) > a usage
+# error (the invocation or a target's settings are wrong: nothing of the fleet can be trusted) > an internal
+# error of the suite > a target that could not be judged (unreachable, key refused) > a run cut short by its
+# budget or time limit, or left too much unanswered (5, INCOMPLETE: partly judged) > a target that is not
+# conformant > conformant.
+EXIT_SEVERITY = (130, 143, 2, 4, 3, 5, 1, 0)
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,7 @@ def test_a_budget_stop_is_incomplete_not_conformant() -> None:
         rec("b", ["CORE-ID-PRESENT"], "skipped", judged=[], skip_reason="not run: budget exhausted: x"),
     ]
     res = _results(records)
-    assert res["exit_code"] == 1 and res["verdict"].startswith("INCOMPLETE")
+    assert res["exit_code"] == 5 and res["verdict"].startswith("INCOMPLETE")
 
 
 def test_junit_is_well_formed_and_names_requirements_even_with_control_characters() -> None:

@@ -65,7 +65,7 @@ def test_request_budget_stops_the_run_cleanly(
         ]
     )
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
-    assert code == 1
+    assert code == 5
     assert results["verdict"].startswith("INCOMPLETE")
     assert results["cost"]["budget"]["requests"] <= 12
     assert "fail" not in _verdicts(tmp_path).values()
