@@ -1,8 +1,14 @@
 """The ``chat-conformance`` command: run, serve, requirements, report.
 
 Exit codes: 0 conformant, 1 not conformant, 2 usage error, 3 target unreachable or credentials refused
-before any check ran, 4 internal error of the suite. A fleet (``--model`` repeated, ``--fleet``) exits with
-the worst of its models' codes: 2 > 4 > 3 > 1 > 0 (:data:`conformance.fleet.EXIT_SEVERITY`).
+before any check ran, 4 internal error of the suite, 5 INCOMPLETE (the run's budget, ``--max-requests`` or
+``--max-tokens-total``, or its time limit ``--max-duration`` ran out, or the target left too many checks
+unanswered, before every check ran, and none of those that ran failed), 130 INTERRUPTED by Ctrl-C (SIGINT)
+and 143 INTERRUPTED by SIGTERM (a CI job's timeout or cancel): 128 + the signal's number, as a shell says
+it. A partial run (5, 130, 143) is never CONFORMANT: its reports are written all the same and say how many
+requirements it judged. A fleet (``--model`` repeated, ``--fleet``) exits with the worst of its models'
+codes: 130 > 143 > 2 > 4 > 3 > 5 > 1 > 0 (:data:`conformance.fleet.EXIT_SEVERITY`); an interrupted fleet
+judges no further model.
 """
 
 from __future__ import annotations
@@ -16,13 +22,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from conformance.errors import UsageError
+from conformance.target import EMBEDDED_NOTE
 
 if TYPE_CHECKING:
     from conformance.fleet import FleetTarget
 
-__all__ = ["main", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_INTERNAL"]
+__all__ = [
+    "main", "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE", "EXIT_UNREACHABLE", "EXIT_INTERNAL", "EXIT_INCOMPLETE",
+    "EXIT_SIGINT", "EXIT_SIGTERM",
+]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
+# a partial run (spec/DECISIONS.md#partial-runs), as conformance.results gives them
+EXIT_INCOMPLETE, EXIT_SIGINT, EXIT_SIGTERM = 5, 130, 143
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 SERVE_KEY_ENV = "CONFORMANCE_SERVE_API_KEY"
 
@@ -31,12 +43,89 @@ _MIN_CONTEXT = 32  # the reference server's default answer (about 60 tokens) nee
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, names the fix
+    """Never abbreviates an option (``run --api-key sk-...`` is not ``--api-key-env sk-...``); arguments no
+    option takes are named by option name only, never a value (a value shaped like a key: main masks it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            raise UsageError(_unknown_arguments(extras, getattr(ns, "command", None)))
+        return ns
+
+    def error(self, message: str) -> NoReturn:  # one line, names the fix (a key-shaped value: main masks it)
         raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+# options a user may reach for to pass the key itself: the error says where the key goes instead
+_KEY_OPTIONS = {"apikey", "key", "token", "apitoken", "accesstoken", "authtoken", "bearer", "auth",
+                "authorization", "secret", "password", "openaiapikey"}
+
+
+def _unknown_arguments(extras: list[str], command: str | None) -> str:
+    """The error for arguments no option takes: the unknown options by name, never a value (``--api-key
+    sk-...`` names ``--api-key`` and where the key goes)."""
+    from conformance.evidence import looks_like_secret
+
+    names = [t.split("=", 1)[0] for t in extras if t.startswith("-") and len(t) > 1]
+    names = [n for n in names if not looks_like_secret(n.lstrip("-"))]
+    help_hint = f"(see `chat-conformance{' ' + command if command else ''} --help`)"
+    for n in names:
+        if n.lstrip("-").replace("-", "").replace("_", "").lower() in _KEY_OPTIONS:
+            if command == "serve":
+                return (f"{n} is not an option: put the key to require in ${SERVE_KEY_ENV} (or give it with "
+                        "--api-key)")
+            return (f"{n} is not an option: put the key in $CONFORMANCE_API_KEY (or name another variable "
+                    "with --api-key-env)")
+    if names:
+        return f"unrecognized arguments: {' '.join(names)} {help_hint}"
+    what = "an argument" if len(extras) == 1 else f"{len(extras)} arguments"
+    return f"{what} no option takes (a value without its option?) {help_hint}"
+
+
+def _hide_secrets(text: str, argv: list[str]) -> str:
+    """``text`` with every argument of ``argv`` that looks like a key masked (also when cut short): an error
+    that quotes a value given on the command line (``--only 'sk-...' is neither ...``) never shows a key."""
+    from conformance.evidence import MASK, looks_like_secret
+
+    for token in argv:
+        values = [token]
+        if token.startswith("-") and "=" in token:
+            values.append(token.split("=", 1)[1])
+        elif token.startswith("-") and not token.startswith("--") and len(token) > 2:
+            values.append(token[2:])  # -nVALUE
+        for value in values:
+            if looks_like_secret(value):
+                for piece in sorted(_pieces_shown(value, text), key=len, reverse=True):
+                    text = text.replace(piece, MASK)
+    return text
+
+
+def _pieces_shown(value: str, text: str) -> list[str]:
+    """The pieces of ``value``, 8 characters or longer, that ``text`` shows (a value cut short, or quoted)."""
+    pieces, i = [], 0
+    while i + 8 <= len(value):
+        j = i + 8
+        if value[i:j] not in text:
+            i += 1
+            continue
+        while j < len(value) and value[i : j + 1] in text:
+            j += 1
+        pieces.append(value[i:j])
+        i = j
+    return pieces
+
+
+def _argv(argv: list[str] | None) -> list[str]:
+    return list(sys.argv[1:] if argv is None else argv)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="chat-conformance", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--version", action="version", version=f"chat-conformance {_version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     r = sub.add_parser(
@@ -44,7 +133,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--base-url",
-        help="target base URL ending before /chat/completions; omitted: start the embedded reference server",
+        help="target base URL ending before /chat/completions, e.g. https://staging.example.com/v1",
+    )
+    r.add_argument(
+        "--embedded",
+        action="store_true",
+        help="judge the embedded reference server (a self-test of the suite, not your endpoint); the default "
+        "when neither --base-url nor --model is given",
     )
     r.add_argument(
         "--model",
@@ -60,7 +155,8 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="FLEET.toml",
         help="judge the [[target]]s of this file (base_url, model; optional profile, expectations, "
         "api_key_env) in turn, like repeated --model; the fleet exits with its worst exit code "
-        "(worst first: 2 usage > 4 internal > 3 unreachable > 1 not conformant > 0)",
+        "(worst first: 130/143 interrupted > 2 usage > 4 internal > 3 unreachable > 5 incomplete > "
+        "1 not conformant > 0)",
     )
     r.add_argument(
         "--api-key-env",
@@ -105,11 +201,27 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-requests", type=int, metavar="N", help="request budget")
     r.add_argument("--max-tokens-total", type=int, metavar="N", help="token budget")
     r.add_argument(
+        "--max-duration", type=float, metavar="SECONDS",
+        help="time limit of the run (of each model's, in a fleet): once reached it stops sending and writes "
+        "its reports with what ran, INCOMPLETE (exit 5) unless a failure was found (default: none)",
+    )
+    r.add_argument(
         "--rate-limit", type=float, metavar="RPS", help="requests per second, all workers together"
     )
     r.add_argument("--timeout", type=float, default=60.0, metavar="S", help="deadline of one exchange")
     r.add_argument(
         "--idle-timeout", type=float, default=20.0, metavar="S", help="longest silence in a response"
+    )
+    r.add_argument(
+        "--wait-ready", type=float, default=300.0, metavar="SECONDS",
+        help="before any check, wait up to SECONDS for a target that answers 503 (model loading) or 429 with "
+        "a Retry-After, printing a line per wait; then exit 3 (default 300, fits a deploy pipeline; 0: never "
+        "wait)",
+    )
+    r.add_argument(
+        "--wait-for-connect", action="store_true",
+        help="within --wait-ready, also wait while the target refuses connections (a server still starting); "
+        "without it a refused connection is exit 3 at once (a wrong host or port fails fast)",
     )
     r.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="extra header")
     r.add_argument("--insecure", action="store_true", help="accept an unverified TLS certificate")
@@ -140,12 +252,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "--record", metavar="FILE.har", help="write every exchange to FILE.har (HAR 1.2, key masked)"
     )
     r.add_argument("-v", "--verbose", action="count", default=0, help="more pytest output")
+    _progress_option(r)
 
     rp = sub.add_parser(
         "replay",
         help="re-run the suite against a recording (`run --record`) instead of the network",
         description="Re-run the suite against a HAR recording written by `run --record`: no request leaves "
-        "the machine; a request the recording lacks makes its check inconclusive (not recorded).",
+        "the machine; a check whose request the recording lacks is 'not recorded' (never judged nor failed).",
     )
     rp.add_argument("recording", metavar="FILE.har", help="the recording written by `run --record`")
     rp.add_argument(
@@ -159,6 +272,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--expectations", metavar="FILE", help="TOML file of waived requirement ids")
     rp.add_argument("--strict-waivers", action="store_true", help="a waived requirement that passes fails")
     rp.add_argument("-v", "--verbose", action="count", default=0, help="more pytest output")
+    _progress_option(rp)
 
     s = sub.add_parser(
         "serve",
@@ -227,6 +341,22 @@ def _build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version() -> str:
+    from conformance import __version__
+
+    return __version__
+
+
+def _progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--progress",
+        choices=("auto", "live", "lines", "off"),
+        default="auto",
+        help="the progress line on stderr while the run goes: live (redrawn in place), lines (a plain line "
+        "every 10 s, for CI logs), off; auto (default): live on a terminal, lines otherwise",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
@@ -239,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
             "report": _cmd_report,
             "diff": _cmd_diff,
         }[args.command]
-        code = handler(args)
+        if args.command in ("run", "replay"):  # SIGTERM and --max-duration end a run as Ctrl-C does
+            with _STOPS:
+                code = handler(args)
+        else:
+            code = handler(args)
         sys.stdout.flush()  # a closed pipe (`| head`) shows here, inside the handler below
         return code
     except BrokenPipeError:  # the reader went away (`serve --list-variants | head`): stop quietly
@@ -249,11 +383,12 @@ def main(argv: list[str] | None = None) -> int:
         # a run whose console was cut short has no verdict to give: never report it conformant
         return EXIT_FAIL if args is not None and args.command == "run" else EXIT_OK
     except UsageError as exc:
-        print(f"chat-conformance: error: {exc}", file=sys.stderr)
+        print(f"chat-conformance: error: {_hide_secrets(str(exc), _argv(argv))}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("chat-conformance: interrupted", file=sys.stderr)
-        return EXIT_FAIL
+    except KeyboardInterrupt as exc:  # stopped outside a run's session (a run's own stop writes its reports)
+        cause = _stop_cause(exc)
+        print(f"chat-conformance: interrupted ({cause})", file=sys.stderr)
+        return _STOP_EXIT.get(cause, EXIT_SIGINT)
     except Exception as exc:  # the suite itself crashed: say so, never blame the target
         import traceback
 
@@ -262,19 +397,174 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+# ---- stopping a run: Ctrl-C, SIGTERM, --max-duration ------------------------------------------------------
+
+_TIME_LIMIT = "max-duration"  # conformance.results.TIME_LIMIT
+_STOP_EXIT = {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM, _TIME_LIMIT: EXIT_INCOMPLETE}
+
+
+def _stop_cause(exc: BaseException) -> str:
+    """The cause a ``KeyboardInterrupt`` of :class:`_Stops` names; ``SIGINT`` for Python's own."""
+    cause = str(exc.args[0]) if exc.args else ""
+    return cause if cause in _STOP_EXIT else "SIGINT"
+
+
+class _Stops:
+    """Ctrl-C (SIGINT), SIGTERM (a CI job's timeout or cancel; SIGKILL follows a grace period of seconds) and
+    ``--max-duration`` end a run one way: a ``KeyboardInterrupt`` naming its cause (``SIGTERM``,
+    ``max-duration``), raised in the main thread, which pytest turns into a finished session: the plugin
+    stops the first pass and the requests in flight, and writes every report, INTERRUPTED (INCOMPLETE for
+    the time limit). Only the first stops the run: a later SIGTERM or time limit is ignored (a CI runner
+    sends SIGINT, then SIGTERM), a second Ctrl-C stops at once; none once the session writes its reports.
+    The previous handlers are restored on leaving. Outside the main thread nothing is installed (and
+    ``--max-duration`` is not enforced)."""
+
+    def __init__(self) -> None:
+        self.cause: str | None = None
+        self.finishing = False
+        self._pending: str | None = None
+        self._saved: dict[int, Any] = {}
+        self._timer: Any = None
+
+    def __enter__(self) -> _Stops:
+        import signal
+        import threading
+
+        self.cause, self.finishing, self._pending = None, False, None
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        self.cancel_time_limit()
+        for sig, previous in self._saved.items():
+            if previous is not None:
+                signal.signal(sig, previous)
+        self._saved.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        cause, self._pending = self._pending or signal.Signals(signum).name, None
+        if self.finishing:
+            return
+        if self.cause is None:
+            self.cause = cause
+            raise KeyboardInterrupt(cause)
+        if cause == "SIGINT":  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt(self.cause)
+
+    def start_run(self, max_duration: float | None) -> None:
+        """A run (a fleet's model) starts: it may be stopped again; its time limit starts now."""
+        import math
+        import signal
+        import threading
+
+        self.cancel_time_limit()
+        self.finishing = False
+        if max_duration is None or not math.isfinite(max_duration) or not self._saved:
+            return
+
+        def fire() -> None:
+            import _thread
+
+            self._pending = _TIME_LIMIT
+            _thread.interrupt_main(signal.SIGINT)  # calls _handle in the main thread
+
+        self._timer = threading.Timer(max_duration, fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def cancel_time_limit(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+_STOPS = _Stops()
+
+
+def _stopped_early(args: argparse.Namespace, base_url: str, model: str, cause: str, *, embedded: bool) -> int:
+    """A run stopped before its pytest session judged anything (preflight, start-up): its reports are
+    written all the same (INTERRUPTED, or INCOMPLETE for the time limit: 0 requirements judged)."""
+    import time
+
+    from conformance.profiles import load_profile
+    from conformance.results import build_results, write_all
+    from conformance.target import Target
+
+    profile = load_profile(args.profile)
+    now = time.time()
+    results = build_results(
+        [],
+        target={
+            "base_url": Target(base_url=base_url.rstrip("/"), model=model).display_url,
+            "model": model,
+            "profile": args.profile,
+            "profile_name": profile.name,
+            **({"embedded": True} if embedded else {}),
+        },
+        profile=profile.base,
+        level=args.level,
+        started=now,
+        finished=now,
+        cost={"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0},
+        capabilities={},
+        notes=[f"stopped ({cause}) before any check ran"],
+        fail_on=args.fail_on,
+        stopped_by=cause,
+    )
+    report_dir = Path(args.report_dir)
+    paths = write_all(results, report_dir)
+    try:
+        from conformance.reports.html import write_html
+
+        paths.append(write_html(results, report_dir))
+    except Exception as exc:  # the suite's own fault: say so, keep the other reports
+        print(f"chat-conformance: internal error writing report.html: {type(exc).__name__}", file=sys.stderr)
+    print(f"chat-conformance: {results['verdict']}", file=sys.stderr)
+    for path in paths:
+        print(f"chat-conformance: wrote {path}", file=sys.stderr)
+    return int(results["exit_code"])
+
+
 # ---- run ---------------------------------------------------------------------------------------------------
 
 
 def _validate_run(args: argparse.Namespace) -> None:
     from conformance.catalog import check_selection
+    from conformance.evidence import ENV_NAME, looks_like_secret
     from conformance.profiles import load_profile
+    from conformance.target import key_env_unset
 
+    # --api-key-env names a variable: a key given in its place is refused, never echoed (embedded run or not)
+    if not os.environ.get(args.api_key_env) and (
+        looks_like_secret(args.api_key_env) or not ENV_NAME.fullmatch(args.api_key_env)
+    ):
+        raise key_env_unset(args.api_key_env)
     load_profile(args.profile)
     check_selection(args.only, args.require)
     if args.expectations:
         from conformance.expectations import load_expectations
 
         load_expectations(args.expectations)
+    if args.base_url is not None and not args.base_url.strip():
+        raise UsageError(
+            "--base-url is empty (an unset CI variable?): give the target's URL, e.g. "
+            "--base-url https://staging.example.com/v1 (or --embedded, without it, for a self-test)"
+        )
+    if args.model is not None and not str(args.model).strip():
+        raise UsageError("--model is empty (an unset CI variable?): give the model name the target serves")
+    if args.embedded and args.base_url:
+        raise UsageError("--embedded judges the embedded reference server: drop --base-url or --embedded")
+    if not args.base_url and args.model and not _embedded_asked(args):
+        raise UsageError(
+            "--model without --base-url would judge the embedded reference server, not your endpoint: "
+            "add --base-url URL (or --embedded for a self-test of the suite)"
+        )
     if args.base_url:
         from conformance.target import check_base_url
 
@@ -294,9 +584,7 @@ def _validate_run(args: argparse.Namespace) -> None:
                 "--ttft/--tps apply to the embedded reference server only: drop --base-url or --ttft/--tps"
             )
         if args.api_key_env != "CONFORMANCE_API_KEY" and not os.environ.get(args.api_key_env):
-            raise UsageError(
-                f"environment variable {args.api_key_env} is not set: export it with the API key"
-            )
+            raise key_env_unset(args.api_key_env)
     else:
         from conformance.reference.faults import FAULTS
 
@@ -314,7 +602,29 @@ def _validate_run(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--concurrency {args.concurrency} is out of range: give 1 to 256 requests in flight (default 32)"
         )
+    if args.max_duration is not None and not args.max_duration > 0:
+        raise UsageError(
+            f"--max-duration {args.max_duration:g} is not positive: give the run's time limit in seconds, "
+            "e.g. --max-duration 600"
+        )
+    if not 0 <= args.wait_ready < float("inf"):  # NaN fails too
+        raise UsageError("--wait-ready is not 0 or more seconds: give e.g. --wait-ready 300 (0: never wait)")
+    if args.wait_for_connect and args.wait_ready == 0:
+        raise UsageError("--wait-for-connect waits within --wait-ready: give --wait-ready SECONDS above 0")
     _check_latency(args)
+
+
+def _progress_mode(asked: str) -> str:
+    """``auto``: redrawn in place on a terminal, a plain line now and then in a CI log."""
+    if asked != "auto":
+        return asked
+    return "live" if sys.stderr.isatty() else "lines"
+
+
+def _embedded_asked(args: argparse.Namespace) -> bool:
+    """The embedded reference server was asked for by name: ``--embedded``, or an option that only it takes
+    (``--fault``, ``--variant``, ``--ttft``, ``--tps``)."""
+    return bool(args.embedded or args.fault or args.variant or args.ttft or args.tps is not None)
 
 
 def _latency_options(p: argparse.ArgumentParser, prefix: str) -> None:
@@ -345,53 +655,42 @@ def _check_variants(names: list[str]) -> None:
             )
 
 
-def _preflight(base_url: str, model: str, api_key: str | None, verify: bool | str, timeout: float) -> None:
-    """Fail fast (exit 3) when the target cannot be reached, refuses our key, answers only gateway errors
-    (502/503/504) or rate-limits us beyond the retries, before any check. The request goes through the
-    recording client, so it is bounded like every other: total deadline ``timeout`` (headers included),
-    byte cap, no redirect followed, the key scrubbed from every message."""
-    from conformance.client import Client, retry_after_seconds
-    from conformance.errors import TargetUnreachable
+def _preflight(
+    base_url: str,
+    model: str,
+    api_key: str | None,
+    verify: bool | str,
+    timeout: float,
+    *,
+    wait_ready: float = 0.0,
+    wait_for_connect: bool = False,
+    headers: list[str] | None = None,
+    api_key_env: str = "CONFORMANCE_API_KEY",
+) -> None:
+    """Before any check: the target is there, speaks the chat API, serves the model, and is ready (waited
+    for up to ``wait_ready`` seconds, a line on stderr per wait): :func:`conformance.preflight.preflight`.
+    ``UsageError`` (exit 2: the model is not served) or ``TargetUnreachable`` (exit 3), one line each."""
+    from conformance.preflight import parse_headers, preflight
     from conformance.target import Limits, Target
 
     target = Target(
         base_url=base_url.rstrip("/"),
         model=model,
         api_key=api_key,
+        api_key_env=api_key_env,  # a refused or missing key is named by its variable
+        extra_headers=parse_headers(headers or []),
         verify_tls=verify,
         limits=Limits(connect_timeout=min(5.0, timeout), idle_timeout=timeout, total_timeout=timeout),
     )
-    with Client(target) as c:
-        ex = c.chat(
-            {"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
-            label="preflight",
-        )
-    if ex.status is None:
-        raise TargetUnreachable(f"target {base_url} unreachable: {(ex.transport_error or 'no answer')[:200]}")
-    if ex.status in (401, 403):
-        raise TargetUnreachable(
-            f"target {base_url} refused the credentials (HTTP {ex.status}): "
-            "check the key in the API key variable"
-        )
-    if ex.status in (502, 503, 504):
-        raise TargetUnreachable(
-            f"target {base_url} answered HTTP {ex.status} (a gateway error: the service behind it is down "
-            "or overloaded)"
-        )
-    if ex.status == 429:
-        retry = None
-        for k, v in ex.response_headers.items():
-            if k.lower() == "retry-after":
-                retry = retry_after_seconds(v)
-        raise TargetUnreachable(
-            f"target {base_url} rate-limited the first request (HTTP 429 after {ex.retries} retries"
-            + (f", Retry-After {retry:.0f} s" if retry is not None else "")
-            + "): nothing can be judged; retry later or raise the target's limits"
-        )
+
+    def say(line: str) -> None:
+        print(f"chat-conformance: {line}", file=sys.stderr, flush=True)
+
+    preflight(target, wait_ready=wait_ready, wait_for_connect=wait_for_connect, on_wait=say)
 
 
 def _preflight_while_loading(
-    base_url: str, model: str, api_key: str | None, verify: bool | str, timeout: float
+    base_url: str, model: str, api_key: str | None, verify: bool | str, timeout: float, **options: Any
 ) -> None:
     """``_preflight``, while this thread imports what the run will import anyway (the checks' helpers,
     hypothesis, the results): against a slow target the first answer takes a second, the imports as long."""
@@ -401,7 +700,7 @@ def _preflight_while_loading(
 
     def send() -> None:
         try:
-            _preflight(base_url, model, api_key, verify, timeout)
+            _preflight(base_url, model, api_key, verify, timeout, **options)
         except BaseException as exc:  # noqa: BLE001  # raised again in the caller's thread
             failure.append(exc)
 
@@ -423,7 +722,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from conformance.errors import TargetUnreachable
 
     _validate_run(args)
+    _STOPS.start_run(getattr(args, "max_duration", None))
     server = None
+    grab: _Grab | None = None
     env_key = args.api_key_env
     base_url, model = args.base_url, args.model
     replay = getattr(args, "replay", None)
@@ -444,7 +745,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         base_url, model = server.base_url, model or server.model
         print(
-            f"chat-conformance: embedded reference server at {base_url}"
+            f"chat-conformance: {EMBEDDED_NOTE}, at {base_url}"
             + (f" with faults {', '.join(args.fault)}" if args.fault else "")
             + (f" with variants {', '.join(args.variant)}" if args.variant else ""),
             file=sys.stderr,
@@ -454,7 +755,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         try:
             if not replay:
                 key_value = os.environ.get(env_key) or None
-                _preflight_while_loading(base_url, model, key_value, verify, args.timeout)
+                _preflight_while_loading(
+                    base_url, model, key_value, verify, args.timeout, wait_ready=args.wait_ready,
+                    wait_for_connect=args.wait_for_connect, headers=args.header, api_key_env=env_key,
+                )
         except TargetUnreachable as exc:
             print(f"chat-conformance: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
@@ -466,7 +770,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             str(CHECKS_DIR),
             "-p",
             "no:cacheprovider",
-            "-q" if not args.verbose else "-" + "v" * args.verbose,
+            *(["-qq", "-s", "--tb=no", "-rN", "--disable-warnings", "-o", "console_output_style=classic",
+               "--conformance-console"]
+              if not args.verbose
+              else ["-" + "v" * args.verbose]),
+            "--conformance-progress",
+            _progress_mode(getattr(args, "progress", "auto")),
             "--conformance-base-url",
             base_url,
             "--conformance-model",
@@ -508,6 +817,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if value is not None:
                 pargs += [flag, str(value)]
         for flag, on in (
+            ("--conformance-embedded", server is not None or getattr(args, "replay_embedded", False)),
             ("--conformance-strict-waivers", args.strict_waivers),
             ("--conformance-insecure", args.insecure),
             ("--conformance-skip-discovery", args.skip_discovery),
@@ -532,8 +842,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if results is None:
             if code == pytest.ExitCode.USAGE_ERROR:
                 return EXIT_USAGE
-            if code == pytest.ExitCode.INTERRUPTED:
-                return EXIT_FAIL
+            if code == pytest.ExitCode.INTERRUPTED:  # stopped before the session began: reports all the same
+                cause = _STOPS.cause or "SIGINT"
+                return _stopped_early(args, base_url, model, cause, embedded=server is not None)
             print(
                 "chat-conformance: internal error: the run produced no results (pytest exit code "
                 f"{int(code)}): please report this",
@@ -541,7 +852,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             )
             return EXIT_INTERNAL
         return int(results["exit_code"])
+    except KeyboardInterrupt as exc:  # stopped outside the checks' session (preflight): the reports say so
+        done = grab.results() if grab is not None else None
+        if done is not None:  # stopped again after the session wrote them
+            return int(done["exit_code"])
+        return _stopped_early(args, base_url, model, _stop_cause(exc), embedded=server is not None)
     finally:
+        _STOPS.cancel_time_limit()
         if server is not None:
             server.stop()
 
@@ -560,18 +877,45 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                          "`chat-conformance run --record FILE.har`")
     run = _build_parser().parse_args(["run"])  # every run option at its default
     for name in ("report_dir", "level", "fail_on", "only", "require", "expectations", "strict_waivers",
-                 "verbose"):
+                 "verbose", "progress"):
         setattr(run, name, getattr(args, name))
     run.profile = args.profile or info.get("profile") or "seed"
     run.base_url, run.model = info["base_url"], info["model"]
     run.examples, run.hypothesis_seed = info.get("examples"), info.get("hypothesis_seed")
+    # discovery as recorded: the probes a recording holds are those its run sent (a probe it lacks makes the
+    # capability unknown: its checks are "not recorded", never judged)
+    run.require = args.require or list(info.get("require") or [])
+    run.skip_discovery = bool(info.get("skip_discovery"))
     run.replay = args.recording
+    run.replay_embedded = bool(info.get("embedded"))  # a self-test's recording is still a self-test
+    restore: tuple[str, str | None] | None = None
     if info.get("auth", True):  # the checks that need a key see one; it is sent nowhere
-        os.environ[REPLAY_KEY_ENV] = "replay-placeholder-key"
-        run.api_key_env = REPLAY_KEY_ENV
+        # the reproducers name the variable the recorded run used; a placeholder stands in when it is unset
+        env = str(info.get("api_key_env") or REPLAY_KEY_ENV)
+        if not env.isidentifier():
+            env = REPLAY_KEY_ENV
+        if not os.environ.get(env):
+            restore = (env, os.environ.get(env))
+            os.environ[env] = "replay-placeholder-key"
+        run.api_key_env = env
     print(f"chat-conformance: replaying {args.recording} (model {run.model} at {run.base_url}); "
           "no request leaves this machine", file=sys.stderr)
-    return _cmd_run(run)
+    try:
+        return _cmd_run(run)
+    finally:
+        if restore is not None:
+            name, value = restore
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _tryfirst(fn: Any) -> Any:
+    """pytest's ``hookimpl(tryfirst=True)``, without importing pytest as the CLI loads."""
+    from pluggy import HookimplMarker
+
+    return HookimplMarker("pytest")(tryfirst=True)(fn)
 
 
 class _Grab:
@@ -582,6 +926,10 @@ class _Grab:
 
     def pytest_configure(self, config: Any) -> None:
         self.config = config
+
+    @_tryfirst
+    def pytest_sessionfinish(self) -> None:  # before the plugin's: no stop cuts the reports short
+        _STOPS.finishing = True
 
     def results(self) -> dict[str, Any] | None:
         from conformance.plugin import _state
@@ -611,6 +959,9 @@ _EXIT_MEANING = {
     2: "usage error",
     3: "unreachable",
     4: "internal error",
+    EXIT_INCOMPLETE: "incomplete",
+    EXIT_SIGINT: "interrupted (SIGINT)",
+    EXIT_SIGTERM: "interrupted (SIGTERM)",
 }
 
 
@@ -693,11 +1044,17 @@ def _run_fleet(
     codes: list[int],
     results_list: list[dict[str, Any]],
 ) -> None:
-    """Run each target in turn; append its exit code and its matrix column."""
+    """Run each target in turn; append its exit code and its matrix column. A run stopped by a signal
+    stops the fleet: the models after it are not judged (their columns say so, with its exit code)."""
+    stopped = 0
     for i, (t, ns) in enumerate(zip(targets, runs, strict=True), 1):
-        print(f"chat-conformance: [{i}/{len(runs)}] {t.label()} -> {ns.report_dir}/", file=sys.stderr)
         fresh = Path(ns.report_dir) / "results.json"
         fresh.unlink(missing_ok=True)  # an earlier run's results must never stand for this one
+        if stopped:
+            codes.append(stopped)
+            results_list.append(_fleet_column(t, ns, stopped, fresh))
+            continue
+        print(f"chat-conformance: [{i}/{len(runs)}] {t.label()} -> {ns.report_dir}/", file=sys.stderr)
         try:
             code = _cmd_run(ns)
         except UsageError as exc:
@@ -714,6 +1071,8 @@ def _run_fleet(
             code = EXIT_INTERNAL
         codes.append(code)
         results_list.append(_fleet_column(t, ns, code, fresh))
+        if code in (EXIT_SIGINT, EXIT_SIGTERM):
+            stopped = code
 
 
 def _fleet_column(t: FleetTarget, ns: argparse.Namespace, code: int, path: Path) -> dict[str, Any]:
@@ -766,9 +1125,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         key = os.environ.get(args.api_key_env) or None
         if key is None and args.api_key_env != SERVE_KEY_ENV:
-            raise UsageError(
-                f"environment variable {args.api_key_env} is not set: export it with the key to require"
-            )
+            from conformance.target import key_env_unset
+
+            raise key_env_unset(args.api_key_env, "the key to require")
         auth = (
             f"auth on (bearer key from ${args.api_key_env})"
             if key

@@ -32,6 +32,23 @@ _state = pytest.StashKey[dict[str, Any]]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("conformance", "chat-conformance: judge a /chat/completions endpoint")
     g.addoption(
+        "--conformance-embedded",
+        action="store_true",
+        help="the target is the embedded reference server (said in the console and every report)",
+    )
+    g.addoption(
+        "--conformance-console",
+        action="store_true",
+        help="the suite's own console: no pytest progress letters (the CLI's; the verdict is the last line)",
+    )
+    g.addoption(
+        "--conformance-progress",
+        choices=("live", "lines", "off"),
+        default="off",
+        help="a progress line on stderr while the run goes: live (redrawn), lines (every 10 s), off "
+        "(default)",
+    )
+    g.addoption(
         "--conformance-base-url",
         metavar="URL",
         help="base URL ending before /chat/completions, e.g. http://127.0.0.1:8080/v1 (enables the plugin)",
@@ -185,11 +202,35 @@ def pytest_configure(config: pytest.Config) -> None:
         from conformance.har import ReplayTransport
 
         try:
-            state["transport"] = ReplayTransport.from_file(config.getoption("conformance_replay"))
+            state["transport"] = ReplayTransport.from_file(config.getoption("conformance_replay"),
+                                                            api_key=state["target"].api_key)
         except UsageError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[_state] = state
     config.pluginmanager.register(_Recorder(config), "conformance-recorder")
+    if not hasattr(config, "workerinput") and config.getoption("conformance_progress") != "off":
+        from conformance.progress import Progress
+
+        def sent() -> int:
+            client = state.get("checks_client")
+            probes = len(state.get("discovery_exchanges", []))
+            return (client.sent.value if client is not None else 0) + probes
+
+        state["progress"] = Progress(config.getoption("conformance_progress"), requests=sent)
+        state["progress"].start()
+
+
+def _phase(config: pytest.Config, phase: str) -> None:
+    """The progress line's phase (when the run shows one)."""
+    state = config.stash.get(_state, None)
+    if state is not None and "progress" in state:
+        state["progress"].set_phase(phase)
+
+
+def _stop_progress(config: pytest.Config) -> None:
+    state = config.stash.get(_state, None)
+    if state is not None and "progress" in state:
+        state["progress"].stop()
 
 
 def hypothesis_cache_dir() -> Path:
@@ -230,12 +271,14 @@ def _target_from_options(config: pytest.Config) -> Target:
     key_env = config.getoption("conformance_api_key_env")
     api_key = os.environ.get(key_env) or None
     if key_env != "CONFORMANCE_API_KEY" and api_key is None:
-        raise UsageError(f"environment variable {key_env} is not set: export it with the API key")
+        from conformance.target import key_env_unset
+
+        raise key_env_unset(key_env)  # never echoes a key given in place of the variable's name
     headers: dict[str, str] = {}
     for h in config.getoption("conformance_header"):
         name, sep, value = h.partition(":")
         if not sep or not name.strip():
-            raise UsageError(f"--header {h!r} is not 'NAME: VALUE': write e.g. --header 'X-Org: acme'")
+            raise UsageError("a --header is not 'NAME: VALUE': write e.g. --header 'X-Org: acme'")
         headers[name.strip()] = value.strip()
     verify: bool | str = True
     if config.getoption("conformance_insecure"):
@@ -253,6 +296,7 @@ def _target_from_options(config: pytest.Config) -> Target:
         base_url=base_url.rstrip("/"),
         model=model,
         api_key=api_key,
+        api_key_env=key_env,
         profile=config.getoption("conformance_profile"),
         extra_headers=headers,
         verify_tls=verify,
@@ -290,10 +334,15 @@ def _worker_state(config: pytest.Config) -> dict[str, Any]:
 
     wi = config.workerinput  # type: ignore[attr-defined]
     target = _target_from_options(config)
+    waivers: dict[str, Any] = {}
+    if config.getoption("conformance_expectations"):  # which findings fail the gate (the test's outcome)
+        from conformance.expectations import load_expectations
+
+        waivers = load_expectations(config.getoption("conformance_expectations"))
     return {
         "target": target,
         "profile": load_profile(target.profile),
-        "waivers": {},
+        "waivers": waivers,
         "state_dir": wi["conformance_state_dir"],
         "capabilities": wi.get("conformance_capabilities"),
         "started": time.time(),
@@ -316,16 +365,70 @@ def _capabilities(config: pytest.Config) -> dict[str, dict[str, Any]]:
     if state["capabilities"] is None:
         from conformance.discovery import discover
 
+        _phase(config, "probing the target's optional capabilities")
+
         probes: list[Any] = state.setdefault("discovery_exchanges", [])
         concurrency = config.getoption("conformance_concurrency")
         with _make_client(config, probes.append, concurrency=concurrency) as client:
-            state["capabilities"] = discover(
-                client,
+            replay = _ReplayProbes(client) if config.getoption("conformance_replay") else None
+            asking = state["transport"].asking if replay is not None else None
+            if replay is not None:  # the probes are asked by discovery, not by the check that needed them
+                state["transport"].asking = None
+            found = discover(
+                replay or client,
                 state["profile"],
                 skip=config.getoption("conformance_skip_discovery"),
                 required=tuple(config.getoption("conformance_require")),
             )
+        if replay is not None:
+            state["transport"].asking = asking
+            _unknown_when_not_recorded(found, replay.missed)
+        state["capabilities"] = found
     return state["capabilities"]
+
+
+class _ReplayProbes:
+    """Discovery's client in a replay: a probe the recording lacks gets an exchange that says so (never sent,
+    never evidence: the client's ``on_exchange`` never sees it), and its label is kept in ``missed``."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.missed: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def chat(self, body: dict[str, Any], *, label: str = "", **kw: Any) -> Any:
+        from conformance.evidence import Exchange
+        from conformance.har import NotRecorded
+
+        try:
+            return self._client.chat(body, label=label, **kw)
+        except NotRecorded as exc:
+            self.missed.add(label.removeprefix("discovery: "))
+            return Exchange(label=label, method="POST", url="", request_headers={}, transport_error=str(exc))
+
+
+def _unknown_when_not_recorded(capabilities: dict[str, dict[str, Any]], missed: set[str]) -> None:
+    """A capability whose discovery probe the recording lacks is unknown, never unsupported nor supported:
+    its checks are "not recorded" (``_new_judge``). One the recorded answers show honoured stays supported."""
+    from conformance.discovery import _THINKING_SEPARATE, EFFECT_PROBES, PLAIN
+
+    for cap, info in capabilities.items():
+        labels = {cap}
+        if cap in EFFECT_PROBES:
+            labels = {PLAIN, *EFFECT_PROBES[cap]}
+            if cap == "thinking":
+                labels |= {*_THINKING_SEPARATE, *EFFECT_PROBES["reasoning"]}
+        lost = sorted(labels & missed)
+        if info.get("source") != "probe" or not lost or "has an effect" in str(info.get("reason")):
+            continue
+        capabilities[cap] = {
+            "supported": True,
+            "source": "not recorded",
+            "reason": f"not recorded: the discovery probe ({', '.join(lost)}) is not in the recording, so "
+                      f"whether the target supports {cap} is unknown and its checks are not judged",
+        }
 
 
 def _make_client(config: pytest.Config, on_exchange: Any = None, *, checks: bool = False,
@@ -390,6 +493,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    if "progress" in state:
+        state["progress"].total = len(items)
 
 
 # ---- fixtures ----------------------------------------------------------------------------------------------
@@ -432,6 +537,8 @@ def _new_judge(item: pytest.Item, capabilities: dict[str, dict[str, Any]]) -> Ju
         info = capabilities.get(cap)
         if info is not None and not info.get("supported", True):
             pytest.skip(f"unsupported: {cap}: {info.get('reason', 'declared unsupported')}")
+        if info is not None and info.get("source") == "not recorded":  # a replay: neither supported nor not
+            pytest.skip(str(info.get("reason")))
     return Judge(requirements=reqs)
 
 
@@ -535,6 +642,9 @@ def _first_pass(session: pytest.Session) -> None:
     concurrency = config.getoption("conformance_concurrency")
     items = [it for it in session.items if isinstance(it, pytest.Function)]
     if concurrency <= 1 or not items:
+        return
+    if config.getoption("conformance_replay"):  # nothing to wait for: a check takes its own recorded answers
+        state["first_pass"] = "off: a replay"
         return
     capabilities = _capabilities(config)
     pace = _answer_time(state.get("discovery_exchanges", []))
@@ -692,19 +802,37 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return
     _prefetch(session)
     _first_pass(session)  # runs in the background: pytest's loop judges each check once it is recorded
+    _phase(config, "running the checks")
 
 
 # ---- outcome ----------------------------------------------------------------------------------------------
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """A replay: the recording answers each check only with the answers its own evidence held."""
+    state = item.config.stash.get(_state, None)
+    transport = state.get("transport") if state is not None else None
+    if transport is None:
+        return (yield)
+    transport.asking = item.nodeid
+    try:
+        return (yield)
+    finally:
+        transport.asking = None
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Any:
     """A fixture's request left unanswered (429/503 after the retries) makes the check inconclusive, as in
     the check itself: never an error of the suite."""
+    from conformance.har import NotRecorded
     from conformance.violations import Unanswered
 
     try:
         return (yield)
+    except NotRecorded as exc:  # a replay: a fixture's request is not in the recording
+        pytest.skip(str(exc))
     except Unanswered as exc:
         pytest.skip(f"inconclusive: {exc}")
 
@@ -717,10 +845,13 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         result = yield
     except Inconclusive as exc:
+        from conformance.har import NotRecorded
+
         judge = item.stash.get(_judge_key, None)
         if judge is not None:  # what it judged before it gave up is not a pass
             judge.judged.clear()
-        pytest.skip(f"inconclusive: {exc}")
+        # a replay's request the recording lacks: "not recorded: ...", never judged (results.py's own kind)
+        pytest.skip(str(exc) if isinstance(exc, NotRecorded) else f"inconclusive: {exc}")
     except BudgetExhausted as exc:
         item.session.shouldstop = f"budget exhausted: {exc}"
         pytest.skip(f"not run: budget exhausted: {exc}")
@@ -732,6 +863,40 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
             else AssertionError("\n".join(str(v) for v in judge.violations))
         )
     return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
+    """The CLI's console (``--conformance-console``) shows the suite's progress line, not pytest's letters."""
+    result = yield
+    if config.getoption("conformance_console", False) and result:
+        return (result[0], "", "")
+    return result
+
+
+def _blocks_gate(config: pytest.Config, violations: list[dict[str, Any]]) -> bool:
+    """Whether one of a check's violations fails the gate: its requirement's level at ``--fail-on`` or
+    stricter (a MAY finding only under ``--fail-on may``), and no unexpired waiver for it. The others are
+    findings the reports show as warnings: never a failed test, never under pytest's FAILURES."""
+    import datetime as dt
+
+    from conformance.catalog import catalog, level_rank
+
+    state = config.stash[_state]
+    profile = state["profile"].base
+    limit = level_rank(str(config.getoption("conformance_fail_on")).upper())
+    waivers = state.get("waivers") or {}
+    today = dt.date.today()
+    for v in violations:
+        req = catalog().get(v["requirement"])
+        if req is None:
+            return True  # a requirement the catalog does not know: never hidden
+        lvl = req.level_for(profile)
+        waiver = waivers.get(req.id)
+        waived = waiver is not None and not (waiver.get("expires") is not None and waiver["expires"] < today)
+        if level_rank(lvl) <= limit and not waived:
+            return True
+    return False
 
 
 @pytest.hookimpl(wrapper=True)
@@ -781,6 +946,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # the target's fault: one line (requirement, message, JSON path); the evidence is in the reports.
         # pytest's traceback would show this plugin's hook wrappers, never the target's answer.
         report.longrepr = _one_line(record["violations"])
+        if not _blocks_gate(item.config, record["violations"]):
+            # below the gate (a warning, a MAY finding, a waived failure): the record keeps it, the reports
+            # show it; pytest does not count it as a failure the job would then contradict
+            report.sections.append(
+                ("chat-conformance finding (does not fail the gate)", str(report.longrepr))
+            )
+            report.outcome = "passed"
+            report.longrepr = None
     return report
 
 
@@ -806,12 +979,27 @@ class _Recorder:
         for key, value in report.user_properties:
             if key == RECORD_KEY:
                 self.config.stash[_records].append(value)  # type: ignore[arg-type]
+                progress = self.config.stash[_state].get("progress")
+                if progress is not None:
+                    progress.check_done()
 
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
-        # pytest's own stop (session.Interrupted, e.g. our budget stop) is a KeyboardInterrupt subclass too
+        # pytest's own stop (session.Interrupted, e.g. our budget stop) is a KeyboardInterrupt subclass too;
+        # the CLI's stops (SIGTERM, --max-duration) are a KeyboardInterrupt naming their cause
         _stop_first_pass(self.config)
         if excinfo.type is KeyboardInterrupt:
-            self.config.stash[_state]["interrupted"] = True
+            state = self.config.stash[_state]
+            state["interrupted"] = True
+            state["stopped_by"] = _stop_cause(excinfo.value)
+
+
+def _stop_cause(exc: BaseException) -> str:
+    """What stopped the run: the cause a ``KeyboardInterrupt`` of the CLI names (``SIGTERM``,
+    ``max-duration``), else ``SIGINT`` (Ctrl-C, Python's own KeyboardInterrupt)."""
+    from conformance.results import EXIT_INTERRUPTED, TIME_LIMIT
+
+    cause = str(exc.args[0]) if exc.args else ""
+    return cause if cause in (*EXIT_INTERRUPTED, TIME_LIMIT) else "SIGINT"
 
 
 def _run_wide(records: list[dict[str, Any]], stop_sequence: str | None = None) -> list[dict[str, Any]]:
@@ -822,8 +1010,10 @@ def _run_wide(records: list[dict[str, Any]], stop_sequence: str | None = None) -
     selected: set[str] = set()
     unsupported: set[str] = set()
     for r in records:
-        skipped_unsupported = r["outcome"] == "skipped" and r.get("skip_reason", "").startswith("unsupported")
-        (unsupported if skipped_unsupported else selected).update(r["requirements"])
+        skipped = r.get("skip_reason", "") if r["outcome"] == "skipped" else ""
+        if skipped.startswith("not recorded"):  # a replay: a check whose requests the recording lacks
+            continue  # selects nothing: its requirements stay "not recorded" unless a recorded check has them
+        (unsupported if skipped.startswith("unsupported") else selected).update(r["requirements"])
     return judge_run(records, selected - unsupported, stop_sequence=stop_sequence)
 
 
@@ -834,11 +1024,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from conformance.results import build_results, cost_of, write_all
 
     state = config.stash[_state]
+    _phase(config, "judging the run and writing the reports")
     t: Target = state["target"]
     if "first_pass_stop" in state:  # no first-pass thread outlives the run (a check the judged pass skipped)
         state["first_pass_stop"].set()
+        deadline = time.monotonic() + 1.5  # stopped: the reports come within seconds, all threads together
         for thread in state.get("first_pass_threads", []):
-            thread.join(None if not state["interrupted"] else 5.0)
+            thread.join(None if not state["interrupted"] else max(0.0, deadline - time.monotonic()))
     stored: list[Any] = config.stash[_records]
     records = list(stored)
     records += _run_wide(records, getattr(state["profile"], "stop_sequence", None))
@@ -866,6 +1058,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "model": t.model,
             "profile": t.profile,
             "profile_name": state["profile"].name,
+            **({"embedded": True} if config.getoption("conformance_embedded") else {}),
         },
         profile=state["profile"].base,
         level=config.getoption("conformance_level"),
@@ -876,6 +1069,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         waivers=state["waivers"],
         strict_waivers=config.getoption("conformance_strict_waivers"),
         interrupted=state["interrupted"],
+        stopped_by=state.get("stopped_by"),
+        selected={r for it in session.items for r in _item_requirements(it)} or None,
         notes=notes,
         fail_on=config.getoption("conformance_fail_on"),
     )
@@ -886,7 +1081,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         run = {**results["target"], "level": config.getoption("conformance_level"),
                "started": state["started"], "examples": config.getoption("conformance_examples"),
-               "hypothesis_seed": config.getoption("conformance_hypothesis_seed"), "auth": bool(t.api_key)}
+               "hypothesis_seed": config.getoption("conformance_hypothesis_seed"), "auth": bool(t.api_key),
+               "api_key_env": t.api_key_env,
+               "require": list(config.getoption("conformance_require")),
+               "skip_discovery": bool(config.getoption("conformance_skip_discovery"))}
         written.append(write_har(config.getoption("conformance_record"), stored,
                                  state.get("discovery_exchanges", []), run=run))
         state["written"] = written
@@ -903,6 +1101,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             paths = write_all(results, Path(report_dir))
         state["written"] = [*paths, *written]
     session.exitstatus = results["exit_code"]
+    _stop_progress(config)
 
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -934,6 +1133,10 @@ def _escape_tree(obj: Any, depth: int = 0) -> Any:
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The run's summary: what fails the gate, what is only a warning, what was not judged and why, the
+    levels kept, the cost, the files written. The verdict itself is the console's last line
+    (:func:`pytest_unconfigure`), after pytest's own count."""
+    _stop_progress(config)
     if _state not in config.stash or "results" not in config.stash[_state]:
         return
     res = config.stash[_state]["results"]
@@ -942,23 +1145,65 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     def write(line: str) -> None:
         tr.write_line(_escape_controls(line))
 
-    from conformance.results import explain_level_reached
+    from conformance.results import finding_groups, is_partial, levels_kept, not_judged_lines
 
     tr.section("chat-conformance")
-    counts = ", ".join(f"{n} {v}" for v, n in sorted(res["counts"].items()))
-    write(f"{res['verdict']}; requirements: {counts}")
-    reached = res["level_reached"]
-    write(f"level reached: {reached} ({explain_level_reached(reached, res.get('level', 'MAY'))})")
-    for r in res["requirements"].values():
-        if r["verdict"] in ("fail", "error"):
-            write(f"  FAIL {r['id']} ({r['level']}): {r['reason'][:200]}")
-    unsupported = [r for r in res["requirements"].values() if r["verdict"] == "unsupported"]
-    for r in unsupported[:20]:
-        write(f"  UNSUPPORTED {r['id']}: {r['reason'][:160]}")
+    groups = finding_groups(res)
+    fail_on = str(res.get("fail_on", "MUST")).lower()
+    for kind, rows in (("FAIL", groups["failures"]),
+                       (f"WARN (below --fail-on {fail_on})", groups["warnings"]),
+                       ("INFO (MAY, informational)", groups["informational"])):
+        for r in rows[:40]:
+            write(f"  {kind} {r['id']} ({r['level']}): {r['reason'][:200]}{_evidence_hint(res, r['id'])}")
+        if len(rows) > 40:
+            write(f"  ... and {len(rows) - 40} more {kind.split()[0]} (in the reports)")
+    for rec in [r for r in res["checks"] if r["outcome"] == "error"][:5]:  # the suite's own fault, in full
+        write(f"  INTERNAL ERROR in {rec['nodeid']}: {rec.get('error', '')[:1500]}")
+    if groups["waived"]:
+        write(f"  WAIVED {len(groups['waived'])}: " + ", ".join(r["id"] for r in groups["waived"][:10]))
+    for line in not_judged_lines(res):
+        write(line)
+    write(levels_kept(res["level_reached"], res.get("level", "MAY"), partial=is_partial(res)))
     c = res["cost"]
     write(
         f"cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "
-        f"completion tokens, {c['retries']} retries"
+        f"completion tokens, {c['retries']} retries; {res.get('duration_s', 0):.1f} s"
     )
     for p in config.stash[_state].get("written", []):
         write(f"wrote {p}")
+    if not config.getoption("conformance_console"):
+        return
+    write(f"chat-conformance: {_verdict_line(res)}")
+    config.stash[_state]["verdict_said"] = True
+
+
+def _evidence_hint(res: dict[str, Any], rid: str) -> str:
+    """Where the first violation of ``rid`` was seen and what the target sent there (cut short; escaped by the
+    caller): enough to recognise it, the evidence is in the reports."""
+    for rec in res["checks"]:
+        for v in rec.get("violations", []):
+            if v.get("requirement") == rid:
+                received = " ".join(str(v.get("received", "")).split())
+                received = received[:80] + ("..." if len(received) > 80 else "")
+                return f" (at {v.get('path') or '$'}: received {received})" if received else ""
+    return ""
+
+
+def _verdict_line(res: dict[str, Any]) -> str:
+    from conformance.results import verdict_words
+
+    return verdict_words(res)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Under plain pytest the suite's verdict is the console's last line, after pytest's test count
+    (which counts checks, not requirements). The CLI's console gives it as the summary's last line."""
+    _stop_progress(config)
+    state = config.stash.get(_state, None)
+    if state is None or "results" not in state or state.get("verdict_said"):
+        return
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return
+    tr.write_line(_escape_controls(f"chat-conformance: {_verdict_line(state['results'])}"))

@@ -31,6 +31,17 @@ __all__ = [
     "explain_level_reached",
     "profile_label",
     "finding_groups",
+    "is_partial",
+    "EXIT_INCOMPLETE",
+    "EXIT_INTERRUPTED",
+    "TIME_LIMIT",
+    "headline",
+    "verdict_words",
+    "not_judged",
+    "not_judged_lines",
+    "blocking_ids",
+    "is_embedded",
+    "levels_kept",
 ]
 
 RESULTS_SCHEMA_VERSION = "1.0"
@@ -38,6 +49,9 @@ RESULTS_SCHEMA_VERSION = "1.0"
 # is INCOMPLETE rather than judged: the rate-limited run must judge 95% of an unlimited one
 UNANSWERED_SHARE = 0.05
 _UNANSWERED = ("inconclusive: rate-limited after", "inconclusive: overloaded after")
+# skip reasons of checks that sent nothing: "not recorded: ..." is a replay's request its recording lacks
+# (har.NotRecorded): never judged, never a pass or a failure
+NOT_SENT = ("unsupported", "not run", "not recorded")
 VERDICTS = (
     "pass",
     "fail",
@@ -174,15 +188,23 @@ def is_warning(requirement: dict[str, Any], fail_on: str) -> bool:
     return requirement["verdict"] == "fail" and level_rank(requirement["level"]) > level_rank(fail_on)
 
 
-def level_reached(requirements: dict[str, dict[str, Any]]) -> str:
+def level_reached(
+    requirements: dict[str, dict[str, Any]], *, partial: bool = False, level: str = "MAY"
+) -> str:
     """The highest level (MUST, SHOULD, MAY) with no failure at it or above; "none" if MUST fails.
-    A waived failure is still a failure here: waivers make the gate tolerant, not the target conformant."""
+    A waived failure is still a failure here: waivers make the gate tolerant, not the target conformant.
+    ``partial`` (an interrupted or INCOMPLETE run): a level is reached only if every requirement at it and
+    above, up to the run's ``level``, was judged too: a run that stopped early never claims a level whose
+    requirements did not all run."""
     reached = "none"
+    unjudged = ("not-run", "error") if partial else ()
     for lvl in ("MUST", "SHOULD", "MAY"):
+        if partial and level_rank(lvl) > level_rank(level.upper()):
+            break
         bad = [
             r
             for r in requirements.values()
-            if r["level"] == lvl and r["verdict"] in ("fail", "informational", "waived")
+            if r["level"] == lvl and r["verdict"] in ("fail", "informational", "waived", *unjudged)
         ]
         if bad:
             break
@@ -198,15 +220,157 @@ _REACHED = {
 }
 
 
-def explain_level_reached(reached: str, level: str = "MAY") -> str:
-    """One sentence saying what ``level_reached`` means for this run (shown wherever the level is)."""
+def explain_level_reached(reached: str, level: str = "MAY", *, partial: bool = False) -> str:
+    """One sentence saying what ``level_reached`` means for this run (shown wherever the level is).
+    ``partial``: the run stopped early (:func:`is_partial`), and the level counts only what it judged."""
     text = _REACHED.get(reached, "")
     if not text:
         return ""
+    if partial:
+        if reached == "none":
+            return ("the run stopped before it judged every requirement: no level has all its requirements, "
+                    "and those of the stricter levels, judged with no failure")
+        return ("the run stopped before it judged every requirement: the highest level at which every "
+                "requirement, and every one at a stricter level, was judged with no failure")
     text = f"the highest level with no failure, waived ones included, at it or a stricter level: {text}"
     run_level = level.upper()
     if reached != "none" and level_rank(reached) > level_rank(run_level):
         text += f"; this run judged only up to {run_level}"
+    return text
+
+
+def is_embedded(results: dict[str, Any]) -> bool:
+    """The run judged the embedded reference server (a self-test of the suite, not the user's endpoint)."""
+    return bool((results.get("target") or {}).get("embedded"))
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The verdict as every report's headline gives it: a self-test says so."""
+    from conformance.target import EMBEDDED_NOTE
+
+    return results["verdict"] + (f" [{EMBEDDED_NOTE}]" if is_embedded(results) else "")
+
+
+_JUDGED = ("pass", "fail", "waived", "unexpectedly-passing", "informational")
+_PARTIAL = ("INTERRUPTED", "INCOMPLETE")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _ids(rows: list[dict[str, Any]], most: int = 3) -> str:
+    ids = [r["id"] for r in rows]
+    return ", ".join(ids[:most]) + (f", +{len(ids) - most} more" if len(ids) > most else "")
+
+
+def verdict_words(results: dict[str, Any]) -> str:
+    """The verdict in plain words, as the console's last line gives it: what fails the gate, what is only a
+    warning, how much was judged (``CONFORMANT — no MUST failure; 3 SHOULD warnings; 140 of 146 requirements
+    judged``). A partial run (INTERRUPTED, INCOMPLETE) or an internal error keeps the gate's own words."""
+    reqs = list(results["requirements"].values())
+    judged = sum(r["verdict"] in _JUDGED for r in reqs)
+    tail = f"{judged} of {len(reqs)} requirements judged"
+    verdict = str(results["verdict"])
+    groups = finding_groups(results)
+    failures = [r for r in groups["failures"] if r["verdict"] != "error"]
+    fail_on = str(results.get("fail_on", "MUST")).upper()
+    if verdict.startswith(_PARTIAL) or results.get("exit_code") not in (0, 1) or (
+        results.get("exit_code") == 1 and not failures
+    ):
+        words = verdict
+    elif failures:
+        by = Counter(r["level"] for r in failures)
+        words = "NOT CONFORMANT — " + ", ".join(
+            _plural(by[lvl], f"{lvl} failure") for lvl in ("MUST", "SHOULD", "MAY") if by.get(lvl)
+        ) + f" ({_ids(failures)})"
+    else:
+        kept = {"MUST": "no MUST failure", "SHOULD": "no MUST or SHOULD failure", "MAY": "nothing failed"}
+        words = "CONFORMANT — " + kept.get(fail_on, "no MUST failure")
+    extra: list[str] = []
+    if not words.startswith(_PARTIAL):
+        by_w = Counter(r["level"] for r in groups["warnings"])
+        extra += [_plural(by_w[lvl], f"{lvl} warning") for lvl in ("MUST", "SHOULD", "MAY") if by_w.get(lvl)]
+        if groups["informational"]:
+            extra.append(_plural(len(groups["informational"]), "MAY finding") + " (informational)")
+        if groups["waived"]:
+            extra.append(f"{len(groups['waived'])} waived")
+    if "requirements judged" not in words:
+        extra.append(tail)
+    line = "; ".join([words, *extra])
+    if is_embedded(results):
+        from conformance.target import EMBEDDED_NOTE
+
+        line += f" [{EMBEDDED_NOTE}]"
+    return line
+
+
+# why a requirement was not judged, from the start of its reason: (prefix, what the console says)
+_NOT_JUDGED_WHY = (
+    ("above the run's level", "above the run's --level"),
+    ("no check for this requirement was run", "not selected (--only, or no check in this run)"),
+    ("unsupported", "unsupported by the target (an optional capability it does not offer)"),
+    ("inconclusive: rate-limited after", "unanswered (HTTP 429 after the retries)"),
+    ("inconclusive: overloaded after", "unanswered (HTTP 503 after the retries)"),
+    ("inconclusive", "inconclusive (the answers could not decide: see the report)"),
+    ("not run: budget exhausted", "not run: the budget was exhausted"),
+    ("not run: the run stopped", "not run: the run stopped before their checks ran"),
+    ("not recorded", "not in the recording"),
+    ("internal error", "internal error of the suite"),
+)
+
+
+def not_judged(results: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The requirements the run did not judge, grouped by why (largest group first)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in results["requirements"].values():
+        if r["verdict"] in _JUDGED:
+            continue
+        reason = str(r.get("reason", ""))
+        why = next((said for prefix, said in _NOT_JUDGED_WHY if reason.startswith(prefix)), "")
+        if not why:
+            why = "the check ended before judging it" if r["verdict"] == "not-run" else r["verdict"]
+        groups.setdefault(why, []).append(r)
+    return sorted(groups.items(), key=lambda kv: -len(kv[1]))
+
+
+def not_judged_lines(results: dict[str, Any], most: int = 6) -> list[str]:
+    """``not judged: N of M`` and a line per reason (with a few ids), for the console and summary.md."""
+    groups = not_judged(results)
+    if not groups:
+        return []
+    total = sum(len(rows) for _, rows in groups)
+    lines = [f"not judged: {total} of {len(results['requirements'])} requirements, and why:"]
+    for why, rows in groups[:most]:
+        lines.append(f"  {len(rows)} {why}: {_ids(rows)}")
+    if len(groups) > most:
+        lines.append(f"  {sum(len(rows) for _, rows in groups[most:])} for other reasons (in the report)")
+    return lines
+
+
+def blocking_ids(results: dict[str, Any]) -> set[str]:
+    """The requirements whose failure fails the gate at the run's ``--fail-on`` (waived ones never do)."""
+    return {r["id"] for r in finding_groups(results)["failures"]}
+
+
+_KEPT = {
+    "none": "none (a MUST requirement failed)",
+    "MUST": "MUST (a SHOULD requirement failed)",
+    "SHOULD": "MUST and SHOULD (a MAY finding was reported)",
+    "MAY": "MUST, SHOULD and MAY (nothing failed at any level)",
+}
+
+
+def levels_kept(reached: str, level: str = "MAY", *, partial: bool = False) -> str:
+    """``level_reached`` said as the levels the target kept (``MAY`` alone reads as the weakest grade).
+    ``partial``: the run stopped early; a level counts only where every requirement of it was judged."""
+    if partial:
+        kept = {"none": "none judged in full", "MUST": "MUST", "SHOULD": "MUST and SHOULD",
+                "MAY": "MUST, SHOULD and MAY"}.get(reached, reached)
+        return f"levels kept: {kept} (the run stopped early: a level counts only if all of it was judged)"
+    text = "levels kept: " + _KEPT.get(reached, reached)
+    if reached != "none" and level_rank(reached) > level_rank(level.upper()):
+        text += f"; this run judged only up to {level.upper()}"
     return text
 
 
@@ -260,13 +424,13 @@ def _md(text: str) -> str:
 
 def render_summary(results: dict[str, Any]) -> str:
     reqs = results["requirements"]
-    lines = [f"# chat-conformance: {results['verdict']}", ""]
+    lines = [f"# chat-conformance: {headline(results)}", ""]
     t = results["target"]
     reached = results["level_reached"]
     profile = profile_label(results).replace("`", "'")
     lines.append(
         f"Target `{t['base_url']}`, model `{t['model']}`, profile `{profile}`, level reached: **{reached}** "
-        f"({explain_level_reached(reached, results.get('level', 'MAY'))})."
+        f"({explain_level_reached(reached, results.get('level', 'MAY'), partial=is_partial(results))})."
     )
     lines.append("")
     counts = Counter(r["verdict"] for r in reqs.values())
@@ -299,6 +463,12 @@ def render_summary(results: dict[str, Any]) -> str:
                 reason = _md(r["reason"])
                 lines.append(f"- **{r['id']}** ({r['level']}, {r['capability']}): {reason}")
             lines.append("")
+    why_not = not_judged_lines(results)
+    if why_not:
+        lines.append("## Not judged, and why")
+        lines.append("")
+        lines += [f"- {_md(line.strip())}" for line in why_not[1:]]
+        lines.append("")
     unsupported = [r for r in reqs.values() if r["verdict"] == "unsupported"]
     if unsupported:
         lines.append("## Unsupported")
@@ -314,13 +484,22 @@ def render_summary(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _blocks(check: dict[str, Any], blocking: set[str]) -> bool:
+    """A check is a failed test case exactly when one of its violations fails the gate."""
+    return check["outcome"] == "failed" and any(v["requirement"] in blocking for v in check["violations"])
+
+
 def render_junit(results: dict[str, Any]) -> str:
+    """JUnit XML whose failed cases are exactly what fails the gate at ``--fail-on``: a finding below it
+    (a warning, an informational MAY finding) or a waived one is a passing case that says so in its
+    ``system-out`` and a ``warning`` property, never a red test beside a green job."""
     checks = results["checks"]
+    blocking = blocking_ids(results)
     suite = ET.Element(
         "testsuite",
-        name="chat-conformance",
+        name="chat-conformance" + (" (self-test: embedded reference server)" if is_embedded(results) else ""),
         tests=str(len(checks)),
-        failures=str(sum(c["outcome"] == "failed" for c in checks)),
+        failures=str(sum(_blocks(c, blocking) for c in checks)),
         errors=str(sum(c["outcome"] == "error" for c in checks)),
         skipped=str(sum(c["outcome"] == "skipped" for c in checks)),
         time=f"{results['duration_s']:.3f}",
@@ -337,7 +516,20 @@ def render_junit(results: dict[str, Any]) -> str:
         props = ET.SubElement(case, "properties")
         for rid in c["requirements"]:
             ET.SubElement(props, "property", name="requirement", value=rid)
-        if c["outcome"] == "failed":
+        if c["outcome"] == "failed" and not _blocks(c, blocking):
+            reqs = results["requirements"]
+            for v in c["violations"]:
+                r = reqs.get(v["requirement"], {})
+                kind = {"waived": "waived", "informational": "MAY finding, informational"}.get(
+                    str(r.get("verdict")), f"{r.get('level', '?')} warning")
+                ET.SubElement(props, "property", name="warning", value=f"{v['requirement']} ({kind})")
+            out = ET.SubElement(case, "system-out")
+            out.text = "\n".join(
+                f"finding that does not fail the gate (--fail-on {results.get('fail_on', 'MUST').lower()}): "
+                f"{v['requirement']} at {v['path']}: {v['message']}"
+                for v in c["violations"]
+            )
+        elif c["outcome"] == "failed":
             msg = "; ".join(f"[{v['requirement']}] {v['message']}" for v in c["violations"]) or "failed"
             el = ET.SubElement(case, "failure", message=msg[:1000])
             el.text = "\n".join(
@@ -349,6 +541,19 @@ def render_junit(results: dict[str, Any]) -> str:
             el.text = c.get("error", "")
         elif c["outcome"] == "skipped":
             ET.SubElement(case, "skipped", message=c.get("skip_reason", ""))
+    if is_partial(results):
+        # a run that stopped early fails the job: one case says so, so that no dashboard shows it green
+        case = ET.SubElement(suite, "testcase", classname="chat-conformance",
+                             name="the run judged everything")
+        error = ET.SubElement(case, "error", message=headline(results)[:1000])
+        error.text = "; ".join(results.get("notes", []))
+        suite.set("tests", str(len(checks) + 1))
+        suite.set("errors", str(int(suite.get("errors", "0")) + 1))
+    suite_props = ET.Element("properties")
+    for name, value in (("verdict", headline(results)), ("exit_code", str(results.get("exit_code", ""))),
+                        ("fail_on", str(results.get("fail_on", "MUST")))):
+        ET.SubElement(suite_props, "property", name=name, value=value)
+    suite.insert(0, suite_props)
     root = ET.Element("testsuites")
     root.append(suite)
     ET.indent(root)
@@ -378,18 +583,25 @@ def build_results(
     interrupted: bool = False,
     notes: list[str] | None = None,
     fail_on: str = "must",
+    stopped_by: str | None = None,
+    selected: set[str] | None = None,
 ) -> dict[str, Any]:
+    """``stopped_by``: what ended the run before its end, if anything: ``"SIGINT"`` (Ctrl-C; also what
+    ``interrupted=True`` alone means), ``"SIGTERM"`` (a CI job's timeout or cancel), or :data:`TIME_LIMIT`
+    (``--max-duration``). Such a run, like one whose budget ran out, is never CONFORMANT
+    (:func:`_partial_verdict`). ``selected``: the requirements of the checks the run selected (None: all),
+    so that a stopped run tells the ones it did not reach from the ones it deselected."""
     from conformance.specfiles import spec_hash
 
+    if stopped_by is None and interrupted:
+        stopped_by = "SIGINT"
+    interrupted = stopped_by in EXIT_INTERRUPTED
     reqs = aggregate(records, profile=profile, level=level, waivers=waivers)
     code, verdict = gate(reqs, records, strict_waivers=strict_waivers, fail_on=fail_on)
-    budget_stops = [r for r in records if r.get("skip_reason", "").startswith("not run: budget exhausted")]
-    if budget_stops and code == 0:
-        verdict, code = "INCOMPLETE: the run's budget was exhausted before every check ran", 1
     code, verdict = _unanswered_gate(records, code, verdict)
-    if interrupted:
-        verdict = "INTERRUPTED: " + verdict
-        code = code or 1
+    code, verdict, partial = _partial_verdict(code, verdict, reqs, records, stopped_by)
+    if partial:
+        _say_stopped(reqs, records, stopped_by, selected)
     return {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "suite_version": __version__,
@@ -404,7 +616,7 @@ def build_results(
         "duration_s": round(finished - started, 3),
         "verdict": verdict,
         "exit_code": code,
-        "level_reached": level_reached(reqs),
+        "level_reached": level_reached(reqs, partial=partial, level=level),
         "interrupted": interrupted,
         "notes": notes or [],
         "cost": cost,
@@ -414,20 +626,85 @@ def build_results(
     }
 
 
+# A run that stopped before its end (spec/DECISIONS.md#partial-runs). Stopped by a signal: INTERRUPTED, exit
+# 128 + the signal's number as a shell reports it (130 Ctrl-C, 143 SIGTERM). Stopped by its budget
+# (--max-requests, --max-tokens-total), its time limit (--max-duration) or left unanswered past
+# UNANSWERED_SHARE: INCOMPLETE, exit 5 (not 1: no requirement failed; a CI job may retry it).
+EXIT_INCOMPLETE = 5
+EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
+TIME_LIMIT = "max-duration"
+_STOPPED_BY = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM (a CI job's timeout or cancel)"}
+
+
+def is_partial(results: dict[str, Any]) -> bool:
+    """The run stopped before its end (INTERRUPTED, or INCOMPLETE): its verdict covers what it judged."""
+    return bool(results.get("interrupted")) or "INCOMPLETE" in str(results.get("verdict", ""))
+
+
+def _gate_details(verdict: str) -> str:
+    """What a passing gate's line says beside the word CONFORMANT (waivers, warnings, undecided ones)."""
+    rest = verdict.removeprefix("CONFORMANT").strip(" ;")
+    return f" ({rest})" if rest else ""
+
+
+def _partial_verdict(
+    code: int, verdict: str, reqs: dict[str, dict[str, Any]], records: list[dict[str, Any]],
+    stopped_by: str | None,
+) -> tuple[int, str, bool]:
+    """(exit code, verdict, partial): a run that did not judge everything it set out to never says CONFORMANT
+    and says how much it judged. Interrupted: INTERRUPTED whatever it found (exit 130/143). Budget or time
+    limit: INCOMPLETE (exit 5) unless a failure was found (a failure found stays one: exit 1 or 4, the
+    verdict says the run was cut short)."""
+    judged = sum(r["verdict"] in _JUDGED for r in reqs.values())
+    ran = f"{judged} of {len(reqs)} requirements judged"
+    body = f"none of them fails the gate{_gate_details(verdict)}" if code == 0 else verdict
+    if stopped_by in EXIT_INTERRUPTED:
+        return EXIT_INTERRUPTED[stopped_by], f"INTERRUPTED by {_STOPPED_BY[stopped_by]}: {ran}; {body}", True
+    if code == EXIT_INCOMPLETE:  # too many checks unanswered (_unanswered_gate)
+        return code, f"{verdict}; {ran}", True
+    budget = any(r.get("skip_reason", "").startswith("not run: budget exhausted") for r in records)
+    if stopped_by == TIME_LIMIT:
+        why = "the run reached its time limit (--max-duration) before every check ran"
+    elif budget:
+        why = "the run's budget was exhausted before every check ran"
+    else:
+        return code, verdict, False
+    if code == 0:
+        return EXIT_INCOMPLETE, f"INCOMPLETE: {why}: {ran}; {body}", True
+    return code, f"{verdict}; INCOMPLETE: {why}: {ran}", True
+
+
+def _say_stopped(
+    reqs: dict[str, dict[str, Any]], records: list[dict[str, Any]], stopped_by: str | None,
+    selected: set[str] | None,
+) -> None:
+    """A partial run: a selected requirement none of whose checks ran was not reached, not deselected."""
+    how = {"SIGINT": "interrupted by Ctrl-C", "SIGTERM": "interrupted by SIGTERM",
+           TIME_LIMIT: "its --max-duration reached"}.get(stopped_by or "")
+    if how is None:
+        if not any(r.get("skip_reason", "").startswith("not run: budget exhausted") for r in records):
+            return
+        how = "its budget exhausted"
+    for r in reqs.values():
+        if (r["verdict"] == "not-run" and r["reason"].startswith("no check for this requirement was run")
+                and (selected is None or r["id"] in selected)):
+            r["reason"] = f"not run: the run stopped ({how}) before its checks ran"
+
+
 def _unanswered_gate(records: list[dict[str, Any]], code: int, verdict: str) -> tuple[int, str]:
     """Checks the target left unanswered (429/503 after the retries: inconclusive, never judged) are said
     in the verdict; past ``UNANSWERED_SHARE`` of the checks that ran, a run that would pass is INCOMPLETE
-    (exit 1): what it could not judge is too much to call it conformant (spec/DECISIONS.md#rate-limits)."""
+    (exit 5): what it could not judge is too much to call it conformant (spec/DECISIONS.md#rate-limits)."""
     unanswered = [r for r in records if r.get("skip_reason", "").startswith(_UNANSWERED)]
     if not unanswered:
         return code, verdict
-    ran = [r for r in records if not r.get("skip_reason", "").startswith(("unsupported", "not run"))
+    ran = [r for r in records if not r.get("skip_reason", "").startswith(NOT_SENT)
            and not r["nodeid"].startswith("run-wide::")]  # the run-wide records send nothing
     said = (f"{len(unanswered)} of {len(ran)} check(s) unanswered (HTTP 429/503 after the retries, "
             "not judged)")
     if code == 0 and len(unanswered) > UNANSWERED_SHARE * len(ran):
-        return 1, (f"INCOMPLETE: {said}: retry later, with fewer workers (-n) or a lower --rate-limit "
-                   f"(was: {verdict})")
+        return EXIT_INCOMPLETE, (f"INCOMPLETE: {said}: retry later, with fewer workers (-n) or a lower "
+                                 f"--rate-limit{_gate_details(verdict)}")
     return code, f"{verdict}; {said}"
 
 

@@ -25,7 +25,8 @@ def test_two_models_on_the_reference_server_give_two_folders_and_a_matrix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "reports"
-    code = main(["run", "--model", "alpha", "--model", "org/beta:q4", *SMALL, "--report-dir", str(out)])
+    code = main(["run", "--embedded", "--model", "alpha", "--model", "org/beta:q4", *SMALL,
+                 "--report-dir", str(out)])
     assert code == 0
     console = "".join(capsys.readouterr())
     assert "PytestAssertRewriteWarning" not in console  # the second run in one process: no noise
@@ -40,7 +41,8 @@ def test_two_models_on_the_reference_server_give_two_folders_and_a_matrix(
     md = (out / "matrix.md").read_text(encoding="utf-8")
     assert md.startswith("| capability | alpha @ ") and "| org/beta:q4 @ " in md
     assert re.search(r"^\| core \| (\d+)/\1 ✅ \| \1/\1 ✅ \|$", md, re.M), md
-    assert md.rstrip().endswith("| **verdict** | **CONFORMANT** | **CONFORMANT** |")
+    self_test = "**CONFORMANT (self-test: embedded reference server)**"
+    assert md.rstrip().endswith(f"| **verdict** | {self_test} | {self_test} |")
     html = (out / "matrix.html").read_text(encoding="utf-8")
     assert "2 target(s)" in html and "org/beta:q4" in html
 
@@ -92,7 +94,7 @@ def test_a_fleet_file_exits_with_the_worst_code_and_every_model_has_a_column(
 )
 def test_the_worst_exit_code(codes: list[int], worst: int) -> None:
     assert worst_exit(codes) == worst
-    assert EXIT_SEVERITY == (2, 4, 3, 1, 0)
+    assert EXIT_SEVERITY == (130, 143, 2, 4, 3, 5, 1, 0)
 
 
 def test_folder_names_are_safe_and_distinct() -> None:

@@ -19,7 +19,16 @@ import jinja2
 
 from conformance.catalog import CAPABILITIES, level_rank
 from conformance.evidence import Exchange
-from conformance.results import VERDICTS, explain_level_reached, finding_groups, is_warning, profile_label
+from conformance.results import (
+    VERDICTS,
+    explain_level_reached,
+    finding_groups,
+    is_embedded,
+    is_partial,
+    is_warning,
+    profile_label,
+)
+from conformance.target import EMBEDDED_NOTE
 
 __all__ = ["write_html", "render_html", "BODY_CAP", "EVENTS_CAP", "EVENT_DATA_CAP"]
 
@@ -199,8 +208,10 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "fail_on": results.get("fail_on", "MUST"),
         "failure_ids": {r["id"] for r in failures} | listed_apart,
         "profile_label": profile_label(results),
+        "embedded_note": EMBEDDED_NOTE if is_embedded(results) else "",
         "level_note": explain_level_reached(
-            str(results.get("level_reached", "")), str(results.get("level", "MAY"))
+            str(results.get("level_reached", "")), str(results.get("level", "MAY")),
+            partial=is_partial(results),
         ),
         "verdicts_present": [v for v in VERDICTS if counts.get(v)],
         "levels": levels,

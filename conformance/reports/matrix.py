@@ -18,6 +18,14 @@ def target_label(results: dict[str, Any]) -> str:
     return f"{t.get('model', '?')} @ {t.get('base_url', '?')}"
 
 
+def _headline(res: dict[str, Any]) -> str:
+    from conformance.results import is_embedded
+
+    if "verdict" not in res:
+        return "?"
+    return str(res["verdict"]) + (" (self-test: embedded reference server)" if is_embedded(res) else "")
+
+
 def _columns(results_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cols = []
     for i, res in enumerate(results_list):
@@ -25,7 +33,7 @@ def _columns(results_list: list[dict[str, Any]]) -> list[dict[str, Any]]:
         t = res.get("target", {})
         cols.append({"n": i + 1, "label": target_label(res), "model": t.get("model", "?"),
                      "base_url": t.get("base_url", "?"), "profile": res.get("profile", "?"),
-                     "suite_version": res.get("suite_version", "?"), "verdict": res.get("verdict", "?"),
+                     "suite_version": res.get("suite_version", "?"), "verdict": _headline(res),
                      "exit_code": res.get("exit_code", 1), "level_reached": res.get("level_reached", "none"),
                      "started": res.get("started", ""), "pass": counts.get("pass", 0),
                      "total": sum(counts.values())})
