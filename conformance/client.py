@@ -510,6 +510,15 @@ class Client:
     def _finish(self, ex: Exchange, *, waited: bool) -> Exchange:
         if self.on_exchange is not None:
             self.on_exchange(ex)
+        if self.raise_unanswered and ex.status is None:
+            from conformance.outcomes import RequestOutcome, request_outcome
+            from conformance.violations import NoAnswer
+
+            outcome = request_outcome(ex.status, ex.transport_error)
+            if outcome in (RequestOutcome.TIMED_OUT, RequestOutcome.CONNECTION_FAILED):
+                exc = NoAnswer(outcome.value, ex.transport_error or "")
+                exc.exchange = ex  # type: ignore[attr-defined]
+                raise exc
         if self.raise_unanswered and ex.status in _RETRY_STATUSES:
             retry_after = _header(ex.response_headers, "retry-after")
             if retry_after is None and _header(ex.response_headers, "retry-after-ms") is not None:
@@ -534,6 +543,7 @@ class Client:
         ex.url = _safe_url(request.url)
         ex.request_headers = mask_headers(dict(request.headers.items()))
         start = time.monotonic()
+        ex.sent_at = round(time.time(), 6)  # issue 23 (8): when it was sent, for report.html's timeline
         watchdog.arm(start + lim.total_timeout)
         with self._live_lock:
             self._live.add(watchdog)

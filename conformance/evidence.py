@@ -108,6 +108,7 @@ class Exchange:
     # run's key read from that variable, or a value the check chose that is no secret (the wrong-key check's
     # key). None in records older than this field: the reproducer reads the key from $CONFORMANCE_API_KEY
     credentials: dict[str, str] | None = None
+    sent_at: float | None = None  # Unix time it was sent (report.html's timeline); None in older records
 
     # ---- derived views used by checks -------------------------------------------------------------
     @property

@@ -1002,19 +1002,69 @@ def _stop_cause(exc: BaseException) -> str:
     return cause if cause in (*EXIT_INTERRUPTED, TIME_LIMIT) else "SIGINT"
 
 
-def _run_wide(records: list[dict[str, Any]], stop_sequence: str | None = None) -> list[dict[str, Any]]:
+def _run_wide(records: list[dict[str, Any]], stop_sequence: str | None = None,
+              capabilities: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Records of the run-wide invariants over every exchange of the run, for the requirements the run
-    selected and did not find unsupported (a check skipped as unsupported leaves its requirement alone)."""
-    from conformance.checks._runwide import judge_run
+    selected whose own capability the target offers (``_runwide.run_wide_selection``: a check skipped for
+    one capability never takes an unrelated requirement with it)."""
+    from conformance.checks._runwide import judge_run, run_wide_selection
 
-    selected: set[str] = set()
-    unsupported: set[str] = set()
+    return judge_run(records, run_wide_selection(records, capabilities), stop_sequence=stop_sequence)
+
+
+_HEALTH = "TARGET-AVAILABLE"
+
+
+def _not_judged_in_a_collapse(
+    records: list[dict[str, Any]], collapses: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records, records for the run-wide judges): a check that saw an exchange of a collapse (the target had
+    stopped answering) is unanswered, whatever it found: the crash made its verdict unknowable, and is named
+    once (TARGET-AVAILABLE). The run-wide judges never see those exchanges either."""
+    if not collapses:
+        return records, records
+    bad: set[str] = set().union(*(c.xids for c in collapses))
+    out: list[dict[str, Any]] = []
     for r in records:
-        skipped = r.get("skip_reason", "") if r["outcome"] == "skipped" else ""
-        if skipped.startswith("not recorded"):  # a replay: a check whose requests the recording lacks
-            continue  # selects nothing: its requirements stay "not recorded" unless a recorded check has them
-        (unsupported if skipped.startswith("unsupported") else selected).update(r["requirements"])
-    return judge_run(records, selected - unsupported, stop_sequence=stop_sequence)
+        hit = [ex for ex in r.get("exchanges", []) if ex.get("xid") in bad]
+        undecided = r["outcome"] == "skipped" and str(r.get("skip_reason", "")).startswith("inconclusive")
+        if hit and (r["outcome"] in ("passed", "failed") or undecided):
+            said = ", ".join(sorted({str(v["requirement"]) for v in r.get("violations", [])}))
+            why = (f"inconclusive: no answer: the target stopped answering while this check ran ({_HEALTH}): "
+                   "not judged" + (f" (it would have failed {said})" if said else ""))
+            r = {**r, "outcome": "skipped", "judged": [], "violations": [], "skip_reason": why}
+        out.append(r)
+    judged = [{**r, "exchanges": [ex for ex in r.get("exchanges", []) if ex.get("xid") not in bad]}
+              for r in out]
+    return out, judged
+
+
+def _availability_record(health: Any, collapses: list[Any]) -> dict[str, Any]:
+    """TARGET-AVAILABLE, judged on the whole run: failed once per collapse, with the last good and the first
+    bad exchange (and the one that showed the target back) as evidence."""
+    record: dict[str, Any] = {
+        "nodeid": f"run-wide::{_HEALTH}", "requirements": [_HEALTH], "outcome": "passed", "skip_reason": "",
+        "error": "", "duration": 0.0, "judged": [_HEALTH], "violations": [], "exchanges": [],
+    }
+    if not collapses:
+        if not health.answered():
+            record.update(outcome="skipped", judged=[],
+                          skip_reason="inconclusive: the target answered none of the run's requests")
+        return record
+    record["outcome"] = "failed"
+    for c in collapses:
+        evidence = [ex for ex in (c.last_good, c.bad[0], c.recovered) if ex is not None]
+        first = len(record["exchanges"]) + (1 if c.last_good is not None else 0)
+        record["exchanges"] += [ex.to_dict() for ex in evidence]
+        record["violations"].append({
+            "requirement": _HEALTH, "message": c.describe(), "path": "$",
+            "expected": "an answer to every request of the run (at most --concurrency in flight), or a "
+                        "429/503 with Retry-After while overloaded",
+            "received": f"{c.bad[0].label}: " + (f"HTTP {c.bad[0].status}" if c.bad[0].status is not None
+                                                  else str(c.bad[0].transport_error)),
+            "exchange": first,
+        })
+    return record
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -1033,7 +1083,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             thread.join(None if not state["interrupted"] else max(0.0, deadline - time.monotonic()))
     stored: list[Any] = config.stash[_records]
     records = list(stored)
-    records += _run_wide(records, getattr(state["profile"], "stop_sequence", None))
+    from conformance.health import Health
+
+    health = Health.of_run(records)  # every exchange of the run, each once, in the order they completed
+    collapses = health.collapses()
+    records, judged_exchanges = _not_judged_in_a_collapse(records, collapses)
+    records += _run_wide(judged_exchanges, getattr(state["profile"], "stop_sequence", None),
+                         state.get("capabilities"))
+    if any(_HEALTH in r["requirements"] for r in records):
+        records.append(_availability_record(health, collapses))
     probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
     unused: list[Any] = []
     if state.get("replay") is not None:  # sent by the first pass, never asked for by the judged pass

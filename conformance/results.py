@@ -17,6 +17,7 @@ from typing import Any
 from conformance import __version__
 from conformance.catalog import catalog, level_rank
 from conformance.evidence import exchange_key
+from conformance.latency import latency_of
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",
@@ -48,7 +49,8 @@ RESULTS_SCHEMA_VERSION = "1.0"
 # the share of the run's checks a target may leave unanswered (429/503 after the retries) before the run
 # is INCOMPLETE rather than judged: the rate-limited run must judge 95% of an unlimited one
 UNANSWERED_SHARE = 0.05
-_UNANSWERED = ("inconclusive: rate-limited after", "inconclusive: overloaded after")
+_NO_ANSWER = "inconclusive: no answer"
+_UNANSWERED = ("inconclusive: rate-limited after", "inconclusive: overloaded after", _NO_ANSWER)
 # skip reasons of checks that sent nothing: "not recorded: ..." is a replay's request its recording lacks
 # (har.NotRecorded): never judged, never a pass or a failure
 NOT_SENT = ("unsupported", "not run", "not recorded")
@@ -312,6 +314,7 @@ _NOT_JUDGED_WHY = (
     ("unsupported", "unsupported by the target (an optional capability it does not offer)"),
     ("inconclusive: rate-limited after", "unanswered (HTTP 429 after the retries)"),
     ("inconclusive: overloaded after", "unanswered (HTTP 503 after the retries)"),
+    ("inconclusive: no answer", "unanswered (timed out, or the connection failed)"),
     ("inconclusive", "inconclusive (the answers could not decide: see the report)"),
     ("not run: budget exhausted", "not run: the budget was exhausted"),
     ("not run: the run stopped", "not run: the run stopped before their checks ran"),
@@ -620,6 +623,7 @@ def build_results(
         "interrupted": interrupted,
         "notes": notes or [],
         "cost": cost,
+        "latency": latency_of(records),  # issue 23 (8): the answered exchanges' TTFT and total, p50/p95
         "counts": dict(Counter(r["verdict"] for r in reqs.values())),
         "requirements": reqs,
         "checks": records,
@@ -700,11 +704,19 @@ def _unanswered_gate(records: list[dict[str, Any]], code: int, verdict: str) -> 
         return code, verdict
     ran = [r for r in records if not r.get("skip_reason", "").startswith(NOT_SENT)
            and not r["nodeid"].startswith("run-wide::")]  # the run-wide records send nothing
-    said = (f"{len(unanswered)} of {len(ran)} check(s) unanswered (HTTP 429/503 after the retries, "
-            "not judged)")
+    said = (f"{len(unanswered)} of {len(ran)} check(s) unanswered (HTTP 429/503 after the retries, no "
+            "answer, or a collapse of the target: not judged)")
+    collapsed = any(v.get("requirement") == "TARGET-AVAILABLE"
+                    for r in records for v in r.get("violations", []))
     if code == 0 and len(unanswered) > UNANSWERED_SHARE * len(ran):
-        return EXIT_INCOMPLETE, (f"INCOMPLETE: {said}: retry later, with fewer workers (-n) or a lower "
-                                 f"--rate-limit{_gate_details(verdict)}")
+        if collapsed:  # the collapse is the finding, said first (TARGET-AVAILABLE has its evidence)
+            return EXIT_INCOMPLETE, (f"INCOMPLETE: the target stopped answering under the run's load "
+                                     f"(TARGET-AVAILABLE); {said}: retry with a lower --concurrency"
+                                     f"{_gate_details(verdict)}")
+        throttled = any(not r.get("skip_reason", "").startswith(_NO_ANSWER) for r in unanswered)
+        hint = ("retry later, with fewer workers (-n) or a lower --rate-limit" if throttled else
+                "the target did not answer in time: retry later, or with a longer --timeout/--idle-timeout")
+        return EXIT_INCOMPLETE, f"INCOMPLETE: {said}: {hint}{_gate_details(verdict)}"
     return code, f"{verdict}; {said}"
 
 

@@ -70,6 +70,20 @@ class Unanswered(Inconclusive):
         self.retry_after = retry_after
 
 
+class NoAnswer(Unanswered):
+    """A request the target did not answer at all: no status within the deadline, or the connection refused,
+    reset or closed before it (spec/DECISIONS.md#target-health). Not how the target treats the request: the
+    check is unanswered, never judged on it (a timeout is not a refusal, nor an acceptance)."""
+
+    def __init__(self, outcome: str, error: str) -> None:
+        Inconclusive.__init__(self, f"no answer ({outcome}: {error[:200]}): the target did not answer the "
+                                    "request, so it is not judged")
+        self.status = None  # type: ignore[assignment]
+        self.retries = 0
+        self.retry_after = None
+        self.outcome = outcome
+
+
 @dataclass
 class Judge:
     """Collects violations for one check. ``check`` is soft (all are reported), ``require`` is hard."""

@@ -56,6 +56,9 @@ CORE = [
     "target.py",
     "errors.py",
     "violations.py",
+    "outcomes.py",
+    "health.py",
+    "latency.py",
 ]
 
 

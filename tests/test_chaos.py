@@ -260,8 +260,10 @@ def test_sse_event_over_the_event_cap(chaos: Any) -> None:
     assert "SSE event larger than" in json.dumps(run.results)
 
 
-# A stream that never delivers a chunk (stalled after its headers, or trickled slower than the deadline)
-# is judged by the stream state machine: no [DONE] is a failure, never a skip.
+# A stream that never delivers a chunk after its status (stalled after its headers) is judged by the stream
+# state machine: no [DONE] is a failure, never a skip. One whose status line never arrives (trickled slower
+# than the deadline) was not answered at all: unanswered, never judged, and the run is INCOMPLETE
+# (spec/DECISIONS.md#target-health).
 
 
 def _stream_never_delivers(run: Run) -> None:
@@ -282,7 +284,14 @@ def test_trickle_one_byte_per_second(chaos: Any) -> None:
     # while the headers arrive too) ends each exchange
     _, run = chaos("trickle", [*STREAM_ONLY, "--idle-timeout", "2"])
     assert run.seconds < 30, "each trickled stream must end at the total deadline"
-    _stream_never_delivers(run)
+    assert run.code != 4 and "Traceback" not in run.err and CANARY not in run.out + run.err
+    _assert_sound(run, code=5)
+    assert run.failing == [] and run.results is not None
+    assert run.results["verdict"].startswith("INCOMPLETE: 2 of 2 check(s) unanswered")
+    assert "the target did not answer in time" in run.results["verdict"]
+    reasons = [c["skip_reason"] for c in run.results["checks"] if c["outcome"] == "skipped"]
+    assert reasons and all(r.startswith("inconclusive: no answer (timed out: total deadline 3.0s exceeded")
+                           for r in reasons), reasons
 
 
 def test_100_mb_body_in_bounded_memory(chaos: Any) -> None:
@@ -334,7 +343,8 @@ def test_429_flood_after_the_preflight_is_not_waited_for(chaos: Any) -> None:
     assert run.results is not None and run.results["cost"]["retries"] == 0
     assert run.results["verdict"].startswith("INCOMPLETE: ")
     assert "check(s) unanswered (HTTP 429/503 after the retries" in run.results["verdict"]
-    reasons = [c["skip_reason"] for c in run.results["checks"] if c["outcome"] == "skipped"]
+    reasons = [c["skip_reason"] for c in run.results["checks"]
+               if c["outcome"] == "skipped" and c["exchanges"]]
     assert reasons and all("rate-limited after 0 retries (HTTP 429, Retry-After 99999999)" in r
                            for r in reasons)
     assert run.seconds < 30

@@ -154,7 +154,8 @@ def test_unanswered_checks_are_said_and_too_many_make_the_run_incomplete() -> No
     few = [_record(i) for i in range(40)] + [_record(40, limited)]
     code, verdict = _unanswered_gate(few, 0, "CONFORMANT")
     assert code == 0 and verdict == (
-        "CONFORMANT; 1 of 41 check(s) unanswered (HTTP 429/503 after the retries, not judged)")
+        "CONFORMANT; 1 of 41 check(s) unanswered (HTTP 429/503 after the retries, no answer, or a collapse "
+        "of the target: not judged)")
     many = [_record(i) for i in range(10)] + [_record(10 + i, limited) for i in range(3)]
     assert 3 > UNANSWERED_SHARE * 13
     code, verdict = _unanswered_gate(many, 0, "CONFORMANT")

@@ -105,8 +105,9 @@ def test_broken_results_do_not_validate(results: dict[str, Any], path: tuple[Any
 def test_schema_names_every_field_of_the_evidence_types() -> None:
     defs = results_schema()["$defs"]
     assert set(defs["exchange"]["properties"]) == {f.name for f in dataclasses.fields(Exchange)}
-    # xid and credentials came later: results.json files written before them (a diff's OLD run) stay valid
-    later = {"xid", "credentials"}
+    # xid, credentials and sent_at came later: results.json files written before them (a diff's OLD run) stay
+    # valid
+    later = {"xid", "credentials", "sent_at"}
     assert set(defs["exchange"]["required"]) == {f.name for f in dataclasses.fields(Exchange)} - later
     assert set(defs["event"]["properties"]) == {f.name for f in dataclasses.fields(SSEEvent)}
     assert set(defs["violation"]["properties"]) == {f.name for f in dataclasses.fields(Violation)}

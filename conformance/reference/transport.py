@@ -38,6 +38,12 @@ OVERLOAD_EVERY = 10
 OVERLOAD_RETRY_AFTER = 1
 FIRST_TOKEN_DELAY_S = 1.0
 SLOW_ANSWER_EVERY = 8
+# collapse-seeded: more seeded requests than this in flight at once and the engine falls over for good (vLLM
+# 0.32's CPU engine under concurrent seeded requests: "CPU Generator does not use offset", then nothing)
+COLLAPSE_SEEDED_IN_FLIGHT = 4
+# stall-mid-run: from the STALL_AFTER-th request on, every request waits until STALL_S seconds have passed
+STALL_AFTER = 40
+STALL_S = 30.0
 
 
 class TokenBucket:
@@ -75,16 +81,27 @@ class Traffic:
         self.rate_limited = "rate-limit-429" in variants
         self.overloaded = "overloaded-503" in variants
         self.slow = "slow-first-token" in variants
+        self.collapsing = "collapse-seeded" in variants
+        self.stalling = "stall-mid-run" in variants
+        self.crashed = False
+        self._seeded = 0
+        self._stall_until: float | None = None
         self.bucket = TokenBucket(RATE_LIMIT_RPS, RATE_LIMIT_BURST)
         self._lock = threading.Lock()
         self._requests = 0
         self._answers = 0
 
     def refuse(self) -> Response | None:
-        """The 429 or 503 answering a request before the server looks at it, or None to serve it."""
+        """The 429 or 503 answering a request before the server looks at it, or None to serve it (a crashed
+        engine answers every request with a bare 500)."""
         with self._lock:
             self._requests += 1
             n = self._requests
+            if self.stalling and n == STALL_AFTER:
+                self._stall_until = time.monotonic() + STALL_S
+        if self.crashed:
+            return Response("Internal Server Error: CPU Generator does not use offset", status_code=500,
+                            media_type="text/plain")
         if self.overloaded and n % OVERLOAD_EVERY == 0:
             return _error(
                 503,
@@ -111,6 +128,26 @@ class Traffic:
                     },
                 )
         return None
+
+    def stall_s(self) -> float:
+        """Seconds this request waits (stall-mid-run: the server stops answering for STALL_S seconds)."""
+        until = self._stall_until
+        return max(0.0, until - time.monotonic()) if until is not None else 0.0
+
+    def enter(self, seeded: bool) -> None:
+        """A request starts generating (collapse-seeded counts the seeded ones in flight)."""
+        if not (self.collapsing and seeded):
+            return
+        with self._lock:
+            self._seeded += 1
+            if self._seeded > COLLAPSE_SEEDED_IN_FLIGHT:
+                self.crashed = True
+
+    def leave(self, seeded: bool) -> None:
+        if not (self.collapsing and seeded):
+            return
+        with self._lock:
+            self._seeded -= 1
 
     def first_token_delay(self) -> float:
         """Seconds before the first event of a stream."""

@@ -8,7 +8,9 @@ depends only on the results dict (no clock), so it can be snapshot-tested.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import os
 import re
 from collections import Counter
@@ -19,6 +21,7 @@ import jinja2
 
 from conformance.catalog import CAPABILITIES, level_rank
 from conformance.evidence import Exchange
+from conformance.latency import OUTCOMES, TIMELINE_CAP, latency_of, timeline_of
 from conformance.results import (
     VERDICTS,
     explain_level_reached,
@@ -162,6 +165,89 @@ def _matrix(reqs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]
     return columns, rows
 
 
+# the timeline's drawing area (SVG user units; the SVG scales to the card's width)
+TL_W, TL_H = 1000, 300
+TL_LEFT, TL_RIGHT, TL_TOP, TL_BOTTOM = 64, 16, 14, 44
+
+
+def _nice_ticks(top: float, target: int = 6) -> list[float]:
+    """Round tick values from 0 to at least ``top`` (about ``target`` of them)."""
+    top = max(top, 1e-3)
+    raw = top / target
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    return [round(i * step, 6) for i in range(int(math.ceil(top / step - 1e-9)) + 1)]
+
+
+def _tick_label(v: float) -> str:
+    return f"{v:g} s" if v >= 1 or v == 0 else f"{v * 1000:g} ms"
+
+
+def _epoch(iso: Any) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _point_title(p: dict[str, Any]) -> str:
+    """One mark's tooltip (plain text: the template escapes it)."""
+    what = f"HTTP {p['status']}" if p["status"] is not None else OUTCOMES[p["outcome"]]
+    took = f"took {_seconds(p['y'])}"
+    if p["ttft"] is not None:
+        took += f", first token {_seconds(p['ttft'])}"
+    error = f" — {visible(p['error'])[:160]}" if p["error"] else ""
+    return (f"{visible(p['label'])[:80]} ({'stream' if p['stream'] else 'non-stream'}): {what}, sent at "
+            f"{_seconds(p['x'])}, {took}{error}")
+
+
+def _timeline(results: dict[str, Any]) -> dict[str, Any]:
+    """The timeline's marks, axes and legend: every exchange of the run's checks (each once) placed at when it
+    was sent (x) and how long it took (y), marked by outcome; at most TIMELINE_CAP of them."""
+    tl = timeline_of(results.get("checks", []), _epoch(results.get("started")))
+    points = tl["points"]
+    span = max([float(results.get("duration_s") or 0.0), *(p["x"] for p in points)])
+    xticks = _nice_ticks(span or 1.0, target=8)
+    yticks = _nice_ticks(1.04 * max([p["y"] for p in points] or [1.0]))  # the highest mark below the top
+    w, h = TL_W - TL_LEFT - TL_RIGHT, TL_H - TL_TOP - TL_BOTTOM
+
+    def px(x: float) -> float:
+        return round(TL_LEFT + w * x / xticks[-1], 1)
+
+    def py(y: float) -> float:
+        return round(TL_TOP + h * (1 - y / yticks[-1]), 1)
+
+    marks = [{"outcome": p["outcome"], "x": px(p["x"]), "y": py(p["y"]),
+              "ttft": py(p["ttft"]) if p["ttft"] is not None else None, "title": _point_title(p)}
+             for p in points]
+    drawn = Counter(p["outcome"] for p in points)
+    counts = tl["counts"]
+    legend = [{"outcome": o, "words": words, "count": counts[o], "drawn": drawn.get(o, 0)}
+              for o, words in OUTCOMES.items() if counts[o] or o != "not_sent"]
+    summary = ", ".join(f"{row['count']} {row['words']}" for row in legend if row["count"])
+    return {
+        "marks": marks, "legend": legend, "dated": tl["dated"], "undated": tl["undated"],
+        "drawn": len(points), "cap": TIMELINE_CAP, "streams": any(p["ttft"] is not None for p in points),
+        "xticks": [{"x": px(v), "label": _tick_label(v)} for v in xticks],
+        "yticks": [{"y": py(v), "label": _tick_label(v)} for v in yticks],
+        "box": {"w": TL_W, "h": TL_H, "left": TL_LEFT, "right": TL_W - TL_RIGHT, "top": TL_TOP,
+                "bottom": TL_H - TL_BOTTOM},
+        "desc": f"{sum(counts.values())} exchanges: {summary or 'none'}.",
+    }
+
+
+def _latency(results: dict[str, Any]) -> dict[str, Any]:
+    """results.json's ``latency``; from the run's exchanges when it is absent or of another shape (results
+    written by another version of the suite)."""
+    lat = results.get("latency")
+    if (isinstance(lat, dict) and isinstance(lat.get("outcomes"), dict)
+            and set(OUTCOMES) <= set(lat["outcomes"])
+            and all(isinstance(lat.get(k), dict) and {"answered", "ttft_s", "total_s"} <= set(lat[k])
+                    for k in ("stream", "non_stream"))):
+        return lat
+    return latency_of(results.get("checks", []))
+
+
 def build_context(results: dict[str, Any]) -> dict[str, Any]:
     """The template's view of a results dict (plain data; nothing in it is marked safe)."""
     reqs = list(results.get("requirements", {}).values())
@@ -217,6 +303,9 @@ def build_context(results: dict[str, Any]) -> dict[str, Any]:
         "levels": levels,
         "capability_names": [row["capability"] for row in matrix],
         "caps": {"body": BODY_CAP, "events": EVENTS_CAP, "event_data": EVENT_DATA_CAP},
+        "latency": _latency(results),
+        "timeline": _timeline(results),
+        "outcome_words": OUTCOMES,
     }
 
 
