@@ -67,6 +67,7 @@ BEARS_ON: dict[str, tuple[str, ...]] = {
     "content-type-charset": ("core", "streaming", "errors"),
     "tool-call-one-fragment": ("tools",),
     "role-with-content": ("streaming",),
+    "default-repeat-penalty": ("logprobs", "sampling", "penalties"),
     "reasoning-unsupported": ("thinking", "n", "json-object"),
     "reasoning-always": ("reasoning", "tools", "penalties", "max-tokens"),
     "reasoning-cut-content-null": ("reasoning", "core"),

@@ -29,6 +29,7 @@ __all__ = [
     "judge_args_schema",
     "judge_call_names",
     "judge_tool_finish",
+    "tool_call_cut",
     "judge_stop_answer",
     "json_prefix_error",
     "judge_json_answer",
@@ -183,14 +184,38 @@ def judge_call_names(
                     expected=" or ".join(allowed) if allowed else "no call", received=name, exchange=ex)
 
 
+def tool_call_cut(calls: list[Any], completion_tokens: Any, max_tokens: Any) -> bool:
+    """Whether max_tokens cut a call short: the answer used its whole budget (``completion_tokens`` at least
+    ``max_tokens``, both integers) and a call's arguments (a string) are not a complete JSON value."""
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (completion_tokens, max_tokens))
+    if not calls or not ints or completion_tokens < max_tokens:
+        return False
+    for call in calls:
+        args = _arguments(call)
+        if not isinstance(args, str):
+            continue
+        try:
+            json.loads(args)
+        except ValueError:
+            return True
+    return False
+
+
 def judge_tool_finish(
     judge: Judge, requirement: str, calls: list[Any], finish: Any, forced: bool, ex: Exchange | None,
-    path: str,
+    path: str, *, cut: bool = False,
 ) -> bool:
     """The finish_reason of an answer with tool calls that max_tokens did not cut: "tool_calls" for a call
     the model chose, "tool_calls" or "stop" for one forced by tool_choice "required" or a named function
     (spec/DECISIONS.md#protocol-details); and "tool_calls" only on an answer that carries a call
-    (spec/DECISIONS.md#opportunistic). Returns whether anything was judged."""
+    (spec/DECISIONS.md#opportunistic). ``cut``: max_tokens cut a call short (:func:`tool_call_cut`), and the
+    answer must end with "length", never "tool_calls" or "stop" (a client would run an unfinished call).
+    Returns whether anything was judged."""
+    if calls and cut:
+        judge.check(finish == "length", requirement,
+                    "a tool call cut short by max_tokens (its arguments unfinished) did not end with "
+                    "finish_reason length", path=path, expected="length", received=finish, exchange=ex)
+        return True
     if not calls:
         if finish == "tool_calls":
             judge.check(False, requirement, "finish_reason is tool_calls but the answer carries no tool call",

@@ -12,7 +12,7 @@ that shows the thing: a call, a stop sequence in the text, a JSON response forma
 Each requirement judged here gives one record (``nodeid`` ``run-wide::ID``) shaped like a check's: it
 passes when no exchange breaks the rule, fails naming the first offending exchanges as evidence. Only
 exchanges that were answered (a status line, no transport error) are judged, and only requirements the run
-selected and did not find unsupported.
+selected whose own capability the target was not found without (:func:`run_wide_selection`).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from conformance.catalog import catalog
 from conformance.checks._rules import (
     calls_of,
     judge_args_json,
@@ -32,6 +33,7 @@ from conformance.checks._rules import (
     judge_tool_finish,
     stops_of,
     stream_calls,
+    tool_call_cut,
 )
 from conformance.checks._sdk import SDK, judge_sdk
 from conformance.checks._stream import judge_stream
@@ -49,7 +51,7 @@ from conformance.evidence import Exchange, exchange_key
 from conformance.schemas import schema_errors
 from conformance.violations import Judge
 
-__all__ = ["RUN_WIDE", "judge_run"]
+__all__ = ["RUN_WIDE", "judge_run", "run_wide_selection"]
 
 _STREAM = (
     "STREAM-CONTENT-TYPE",
@@ -388,7 +390,18 @@ def _judge_tools(judge: Judge, ex: Exchange, request: dict[str, Any], tools: lis
         elif c.finish == "stop":
             judge.check(True, "TOOLS-CHOICE-NONE", "")
     if c.calls or not c.raw_calls:  # tool_calls that could not be read: TOOLS-CALL-SHAPE / -STREAM-FRAGMENTS
-        judge_tool_finish(judge, "TOOLS-FINISH-REASON", c.calls, c.finish, forced, ex, finish_path)
+        cut = _choices_wanted(request) == 1 and tool_call_cut(c.calls, _completion_tokens(ex),
+                                                                _max_tokens(request))
+        judge_tool_finish(judge, "TOOLS-FINISH-REASON", c.calls, c.finish, forced, ex, finish_path, cut=cut)
+
+
+def _completion_tokens(ex: Exchange) -> Any:
+    """usage.completion_tokens of an answer (a stream's usage chunk), None without one."""
+    if not ex.stream:
+        return obj(obj(ex.json()).get("usage")).get("completion_tokens")
+    chunks = [c for c in ex.chunks if isinstance(c, dict)]
+    usage = next((c["usage"] for c in reversed(chunks) if isinstance(c.get("usage"), dict)), {})
+    return usage.get("completion_tokens")
 
 
 def _answer_id(ex: Exchange) -> Any:
@@ -398,6 +411,39 @@ def _answer_id(ex: Exchange) -> Any:
         chunks = [c for c in ex.chunks if isinstance(c, dict)]
         return chunks[0].get("id") if chunks else None
     return obj(ex.json()).get("id")
+
+
+def run_wide_selection(
+    records: list[dict[str, Any]], capabilities: dict[str, dict[str, Any]] | None = None
+) -> set[str]:
+    """The requirements the run-wide judge takes up: every requirement a check of the run carries, less those
+    whose **own** capability the target does not offer (``capabilities``: the run's, ``supported`` False).
+
+    A check skipped as unsupported still selects its requirements: it was skipped for one capability (the
+    generated invalid ``separate_reasoning`` request, for reasoning), and the contract requirements it also
+    carries (ERROR-SHAPE on every error answer) owe nothing to that capability. A requirement of no optional
+    capability is never unsupported. Without ``capabilities``, an optional requirement that a check skipped
+    as unsupported carries counts as unsupported. A replay's check whose requests the recording lacks
+    ("not recorded") selects nothing."""
+    cat = catalog()
+    off = {c for c, info in (capabilities or {}).items() if not obj(info).get("supported", True)}
+    selected: set[str] = set()
+    skipped_unsupported: set[str] = set()
+    for r in records:
+        skipped = str(r.get("skip_reason", "")) if r.get("outcome") == "skipped" else ""
+        if skipped.startswith("not recorded"):
+            continue
+        selected.update(r.get("requirements", []))
+        if skipped.startswith("unsupported"):
+            skipped_unsupported.update(r.get("requirements", []))
+
+    def unsupported(rid: str) -> bool:
+        req = cat.get(rid)
+        if req is None or not req.optional:
+            return False
+        return req.capability in off if capabilities is not None else rid in skipped_unsupported
+
+    return {rid for rid in selected if not unsupported(rid)}
 
 
 def judge_run(

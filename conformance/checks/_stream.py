@@ -8,7 +8,7 @@ from conformance.checks._support import judge_schema, obj
 from conformance.evidence import Exchange
 from conformance.violations import Inconclusive, Judge
 
-__all__ = ["judge_stream"]
+__all__ = ["error_event", "judge_stream"]
 
 
 def judge_stream(
@@ -85,6 +85,24 @@ def judge_stream(
             exchange=ex,
         )
     chunks = [(i, e.json) for i, e in enumerate(before) if isinstance(e.json, dict)]
+    # an error event inside the 200 stream ({"error": {...}} mid-stream, vLLM): the answer failed after its
+    # status line. Named once, as what it is (STREAM-CHUNK-SCHEMA: every event before [DONE] is a chunk); the
+    # rules about a whole stream (one finish per choice, every choice, the usage chunk) are not judged on
+    # what it cut short, nor the other chunk rules on it.
+    errors = [(i, c) for i, c in chunks if error_event(c)]
+    chunks = [(i, c) for i, c in chunks if not error_event(c)]
+    if errors and w("STREAM-CHUNK-SCHEMA"):
+        i, c = errors[0]
+        judge.check(
+            False,
+            "STREAM-CHUNK-SCHEMA",
+            f"an error event inside a 200 stream, after {len([k for k, _ in chunks if k < i])} chunk(s): the "
+            "answer failed after its 200 status line, and an error object stands where chunks belong",
+            path=f"events[{i}]",
+            expected="chat.completion.chunk objects until data: [DONE]",
+            received=before[i].data[:300],
+            exchange=ex,
+        )
     if w("STREAM-CHUNK-SCHEMA"):
         bad = 0
         for i, c in chunks:
@@ -122,8 +140,15 @@ def judge_stream(
                 received=diff[0][1] if diff else "",
                 exchange=ex,
             )
-    _judge_choices(judge, ex, chunks, n)
-    _judge_usage(judge, ex, chunks, include_usage, forbid_usage, usage_empty_choices)
+    _judge_choices(judge, ex, chunks, n, whole=not errors)
+    if not errors:
+        _judge_usage(judge, ex, chunks, include_usage, forbid_usage, usage_empty_choices)
+
+
+def error_event(chunk: dict[str, Any]) -> bool:
+    """An event that is an error object, not a chunk: ``{"error": ...}`` (or vLLM's older ``{"object":
+    "error", ...}``) with no choices."""
+    return "choices" not in chunk and ("error" in chunk or chunk.get("object") == "error")
 
 
 def _judge_no_status_line(judge: Judge, ex: Exchange) -> None:
@@ -148,7 +173,11 @@ def _judge_no_status_line(judge: Judge, ex: Exchange) -> None:
     raise Inconclusive(f"the stream never got a status line ({error}): no answer, nothing to judge")
 
 
-def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str, Any]]], n: int) -> None:
+def _judge_choices(
+    judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str, Any]]], n: int, *, whole: bool = True
+) -> None:
+    """``whole`` False: an error event cut the stream short; what it never sent (a choice, a finish) is not
+    judged."""
     w = judge.wants
     seen: dict[int, dict[str, Any]] = {}
     bad_index: list[tuple[int, Any]] = []
@@ -197,7 +226,7 @@ def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str,
             exchange=ex,
         )
         judge.check(
-            sorted(seen) == list(range(n)),
+            sorted(seen) == list(range(n)) or not whole,
             "STREAM-CHOICE-INDEX",
             "not every choice index appears",
             path="choices[].index",
@@ -208,7 +237,7 @@ def _judge_choices(judge: Judge, ex: Exchange, chunks: list[tuple[int, dict[str,
     for idx, st in sorted(seen.items()):
         if w("STREAM-FINISH-ONCE"):
             judge.check(
-                len(st["finishes"]) == 1,
+                len(st["finishes"]) == 1 or (not whole and not st["finishes"]),
                 "STREAM-FINISH-ONCE",
                 f"choice {idx} got {len(st['finishes'])} non-null finish_reasons",
                 path=f"choices[index={idx}].finish_reason",

@@ -43,6 +43,8 @@ __all__ = [
     "Settled",
     "settle",
     "with_logprobs",
+    "NEUTRAL_PENALTIES",
+    "ask_neutral",
     "EQUAL",
     "NEAR_TIE",
     "DIVERGED",
@@ -438,6 +440,7 @@ class TokenLogprob:
     token: str
     logprob: float | None
     top: tuple[tuple[str, float], ...] = ()
+    raw: bytes | None = None  # the entry's bytes (UTF-8 of the token, or the one byte of a partial token)
 
     def alternative(self, token: str) -> float | None:
         return next((lp for t, lp in self.top if t == token), None)
@@ -490,8 +493,19 @@ def _token_logprobs(entries: Any) -> tuple[TokenLogprob, ...] | None:
         top = tuple((t["token"], float(t["logprob"])) for t in e.get("top_logprobs") or []
                     if isinstance(t, dict) and isinstance(t.get("token"), str) and _number(t.get("logprob")))
         lp: Any = e.get("logprob")
-        out.append(TokenLogprob(e["token"], float(lp) if _number(lp) else None, top))
+        b = e.get("bytes")
+        raw = bytes(b) if isinstance(b, list) and all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in b) else None
+        out.append(TokenLogprob(e["token"], float(lp) if _number(lp) else None, top, raw))
     return tuple(out)
+
+
+def _bytes_text(answer: Answer) -> str | None:
+    """What the answer's tokens spell by their bytes (UTF-8, a broken sequence read as U+FFFD); None when
+    an entry carries no bytes."""
+    if not answer.tokens or any(t.raw is None for t in answer.tokens):
+        return None
+    return b"".join(t.raw or b"" for t in answer.tokens).decode("utf-8", errors="replace")
 
 
 def _reasoning_of(holder: dict[str, Any]) -> str:
@@ -587,15 +601,35 @@ def _covered(answer: Answer) -> int | None:
     spell the text."""
     if answer.tokens is None:
         return None
-    spelled = "".join(t.token for t in answer.tokens)
-    if spelled == answer.content:
-        return len(answer.reasoning)
-    if spelled == answer.text:
-        return 0
+    for spelled in ("".join(t.token for t in answer.tokens), _bytes_text(answer)):
+        if spelled == answer.content:
+            return len(answer.reasoning)
+        if spelled == answer.text:
+            return 0
     return None
 
 
-def compare_answers(a: Answer, b: Answer, margin: float = NEAR_TIE_MARGIN) -> Comparison:
+def _garbled(a: Answer, b: Answer, d: int, where: str, names: tuple[str, str]) -> Comparison | None:
+    """Two answers whose tokens are the same bytes but whose texts differ: not a pick at a near-tie, a
+    character missing or garbled in a text that is not what its own tokens spell (compare bytes, not only
+    tokens). None when the bytes do not tell that."""
+    xa, xb = _bytes_text(a), _bytes_text(b)
+    if xa is None or xa != xb:
+        return None
+    wrong = [name for name, ans in zip(names, (a, b), strict=True) if xa not in (ans.content, ans.text)]
+    if len(wrong) != 1:  # neither text is what the bytes spell: the bytes themselves say nothing sure
+        return None
+    ta, tb = a.text, b.text
+    ch = (ta[d:d + 1] or tb[d:d + 1])
+    what = f"{ch!r} (UTF-8 {ch.encode().hex(' ')})" if ch else "the end"
+    return Comparison(DIVERGED, d, None, f"a character is missing or garbled in the {wrong[0]} "
+                      f"text: the {where} differs at character {d} ({ta[d:d + 20]!r} vs {tb[d:d + 20]!r}, "
+                      f"at {what}) though both answers are the same tokens with the same UTF-8 bytes, so the "
+                      "text is not what its tokens spell (not a near-tie)")
+
+
+def compare_answers(a: Answer, b: Answer, margin: float = NEAR_TIE_MARGIN,
+                    names: tuple[str, str] = ("first", "second")) -> Comparison:
     """Compare two answers to the same request token by token (a pure function).
 
     Both empty: ``empty`` (never a pass). The same reasoning and content: ``equal``. Otherwise the first
@@ -604,7 +638,9 @@ def compare_answers(a: Answer, b: Answer, margin: float = NEAR_TIE_MARGIN) -> Co
     token missing from its own top_logprobs although its logprob ranks it there) is ``diverged``; without
     logprobs that say, ``unknown``. When one text is a prefix of the other and the shorter ended by itself,
     the end of the text is the candidate: a near-tie when an end-like alternative (or an unlisted one) is
-    within ``margin`` of the token the longer answer went on with."""
+    within ``margin`` of the token the longer answer went on with. Two answers made of the same tokens (the
+    same bytes) whose texts differ are ``diverged``: a character missing or garbled in one of them (``names``
+    say which), never a near-tie."""
     if a.empty and b.empty:
         return Comparison(EMPTY, detail="both answers are empty (no content, no reasoning): nothing to "
                           "compare")
@@ -615,6 +651,9 @@ def compare_answers(a: Answer, b: Answer, margin: float = NEAR_TIE_MARGIN) -> Co
     d = next((i for i in range(n) if ta[i] != tb[i]), n)
     where = "reasoning" if d < max(len(a.reasoning), len(b.reasoning)) and a.reasoning != b.reasoning \
         else "content"
+    garbled = _garbled(a, b, d, where, names)
+    if garbled is not None:
+        return garbled
     base_a, base_b = _covered(a), _covered(b)
     if a.tokens is None or b.tokens is None or base_a is None or base_b is None or base_a != base_b \
             or d < base_a:
@@ -723,6 +762,29 @@ def with_logprobs(send: Callable[[dict[str, Any]], Exchange], request: dict[str,
 
 
 # ---- GET /models: the published context length (core and context checks) ---------------------------------
+
+# The penalties stated neutral: a server's own default penalty (llama.cpp: repeat_penalty 1.1) changes the
+# pick after the probabilities it reports, so a check that reads "the most likely token" off the logprobs
+# states "no penalty" (spec/DECISIONS.md#health-misses). Fields a target refuses are dropped, in this order;
+# repeat_penalty is llama.cpp's (and llama-cpp-python's, default 1.1) name for repetition_penalty.
+NEUTRAL_PENALTIES: tuple[dict[str, Any], ...] = (
+    {"repetition_penalty": 1.0, "repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0},
+    {"repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0},
+    {"frequency_penalty": 0.0, "presence_penalty": 0.0},
+)
+
+
+def ask_neutral(send: Callable[[dict[str, Any]], Exchange], request: dict[str, Any],
+                sets: tuple[dict[str, Any], ...] = NEUTRAL_PENALTIES) -> tuple[Exchange, dict[str, Any]]:
+    """``request`` sent with the first set of neutral penalties the target does not refuse with a 4xx (then
+    as it is): (exchange, the neutral fields it carried). Only a request that carried repetition_penalty 1
+    rules out a server's default repeat penalty."""
+    for neutral in sets:
+        ex = send({**request, **neutral})
+        if not is_4xx(ex):
+            return ex, neutral
+    return send(request), {}
+
 
 # Where servers publish a model's context length in its GET /models entry
 # (spec/DECISIONS.md#protocol-details): context_size (the seed's providers), max_model_len (vLLM's ModelCard),

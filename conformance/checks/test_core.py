@@ -337,3 +337,10 @@ def test_models_list(client, judge, conformance_target):
         or "none of these fields",
         exchange=ex,
     )
+
+
+@pytest.mark.requirement("TARGET-AVAILABLE")
+def test_target_keeps_answering_under_the_runs_load(judge):
+    # no request of its own: every exchange of the run's checks is judged after the run (conformance.health);
+    # the verdict is the run-wide record's (spec/DECISIONS.md#target-health)
+    raise Inconclusive("judged run-wide on every exchange of the run")

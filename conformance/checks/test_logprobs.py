@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from conformance.checks._support import (
+    NEUTRAL_PENALTIES,
     ask,
+    ask_neutral,
     body,
     content_of,
     deterministic_body,
@@ -31,7 +33,7 @@ from conformance.checks._support import (
     usage_of,
 )
 from conformance.checks.test_core import _basic
-from conformance.violations import Inconclusive
+from conformance.violations import Inconclusive, Judge
 
 TOP = 5
 
@@ -177,13 +179,45 @@ def test_top_logprobs_order(shared, judge, conformance_target, profile, capabili
         raise Inconclusive("no entry carries top_logprobs (judged by LOGPROBS-TOP-COUNT)")
 
 
+def _greedy_answer(client: Any, target: Any, profile: Any, capabilities: Any) -> tuple[Any, dict[str, Any]]:
+    """The deterministic 16-token answer with logprobs, asked with the penalties stated neutral (the fields
+    the target accepts, :func:`ask_neutral`): (exchange, the neutral fields it carried)."""
+    mt = room(capabilities, 16)
+    request = deterministic_body(target, profile, max_tokens=mt, logprobs=True, top_logprobs=TOP,
+                                 **thinking_off(capabilities))
+
+    def send(b: dict[str, Any]) -> Any:
+        said = ", ".join(f"{k} {b[k]:g}" for k in NEUTRAL_PENALTIES[0] if k in b) or "penalties unstated"
+        return client.chat(b, label=f"deterministic, {mt} tokens, logprobs ({said})")
+
+    return ask_neutral(send, request)
+
+
 @pytest.mark.requirement("LOGPROBS-GREEDY-CONSISTENT")
-def test_logprobs_greedy_consistent(shared, judge, conformance_target, profile, capabilities):
+def test_logprobs_greedy_consistent(client, judge, conformance_target, profile, capabilities):
     # Deterministic settings keep only the most likely token, so each chosen token is the first alternative
     # and carries the same logprob. A position where the two best alternatives tie (within 1e-6) is skipped:
-    # either may be chosen.
-    ex, _, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-GREEDY-CONSISTENT",
-                              capabilities)
+    # either may be chosen. The request states the penalties neutral; where the target refused
+    # repetition_penalty 1, a chosen token that is not the most likely may be its default penalty's doing.
+    ex, neutral = _greedy_answer(client, conformance_target, profile, capabilities)
+    data = ok_json(ex, "request with logprobs and the penalties neutral")
+    entries = logprob_entries(data)
+    if entries is None:
+        raise Inconclusive("no logprobs.content to judge (judged by LOGPROBS-PRESENT)")
+    if not entries:
+        raise Inconclusive("the answer has no tokens, so no logprob entries to judge")
+    if "repetition_penalty" not in neutral:
+        scratch = Judge(requirements=("LOGPROBS-GREEDY-CONSISTENT",))
+        _judge_greedy(scratch, ex, entries)
+        if scratch.violations:
+            raise Inconclusive("a chosen token is not the most likely alternative, but the target refused "
+                               "repetition_penalty 1, so the request could not say 'no penalty': a default "
+                               "repeat penalty of the server (llama.cpp: 1.1) would explain it "
+                               f"({scratch.violations[0].message} at {scratch.violations[0].path})")
+    _judge_greedy(judge, ex, entries)
+
+
+def _judge_greedy(judge: Any, ex: Any, entries: list[Any]) -> None:
     judged = 0
     for i, e in enumerate(entries):
         tops = _tops(e)

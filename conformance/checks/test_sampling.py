@@ -13,9 +13,11 @@ from conformance.checks._support import (
     EMPTY,
     EQUAL,
     NEAR_TIE,
+    NEUTRAL_PENALTIES,
     Answer,
     Comparison,
     answer_of,
+    ask_neutral,
     body,
     is_4xx,
     off_greedy,
@@ -51,11 +53,20 @@ def _judge_filter(client: Any, judge: Any, target: Any, requirement: str, what: 
     # (spec/DECISIONS.md#oracles): the filter leaves only the most likely token, so every sampled token is
     # the top one of its own top_logprobs; one more than NEAR_TIE_MARGIN below the best listed alternative
     # fails, even when every seed gives that same answer (a filter that keeps the wrong token).
+    #
+    # The requests state the penalties neutral (spec/DECISIONS.md#health-misses): a server's own default
+    # repeat penalty moves the pick off the logprobs it reports; where repetition_penalty 1 is refused, the
+    # answers are not judged against their logprobs (the seeds must still agree).
     every: list[tuple[Any, Answer]] = []
+    neutral: list[dict[str, Any]] = []  # the neutral fields the target took, found on the first request
 
     def ask(seed: int) -> tuple[Any, Answer]:
         req = body(target, temperature=HOT, seed=seed, max_tokens=MAX, **fields)
-        ex = with_logprobs(lambda b: client.chat(b, label=f"{what}, temperature {HOT}, seed {seed}"), req)
+        ex, took = ask_neutral(
+            lambda b: with_logprobs(lambda c: client.chat(c, label=f"{what}, temperature {HOT}, seed {seed}"),
+                                    b),
+            req, tuple(neutral[:1]) or NEUTRAL_PENALTIES)
+        neutral[:] = neutral or [took]
         if seed == SEEDS[0] and is_4xx(ex) and requirement == "SAMPLING-TOP-K-EFFECT":
             raise Inconclusive(f"{what} was refused (HTTP {ex.status}); top_k 1 is on the seed's exclusive "
                                "bound 1 < x < 128, so the effect cannot be judged")
@@ -64,6 +75,8 @@ def _judge_filter(client: Any, judge: Any, target: Any, requirement: str, what: 
 
     def all_top() -> bool:
         """Judge each answer asked so far against its logprobs; False once one fails."""
+        if "repetition_penalty" not in neutral[0]:
+            return True  # a default repeat penalty may move the pick: the logprobs do not tell
         for ex, a in every:
             sampled = off_greedy(a)
             if sampled is not None:
@@ -87,7 +100,7 @@ def _judge_filter(client: Any, judge: Any, target: Any, requirement: str, what: 
         cmp = done.comparison
         if cmp.kind == EMPTY:
             raise Inconclusive(f"with {what} the answers are empty: {cmp.detail}")
-        if cmp.kind == NEAR_TIE:
+        if cmp.kind == NEAR_TIE and "repetition_penalty" in neutral[0]:
             sampled = next((w for a in done.answers_a + done.answers_b if (w := off_greedy(a))), None)
             if sampled is not None:
                 cmp = Comparison(DIVERGED, cmp.offset, cmp.token,

@@ -17,6 +17,7 @@ from conformance.checks._rules import (
     judge_call_names,
     judge_call_shape,
     judge_tool_finish,
+    tool_call_cut,
 )
 from conformance.checks._support import (
     ERROR_SHAPE_REQS,
@@ -220,6 +221,31 @@ def test_tool_call_finish_reason(shared, judge, conformance_target, profile):
     judge_tool_finish(judge, "TOOLS-FINISH-REASON", _calls(msg), fr, False, ex, "$.choices[0].finish_reason")
 
 
+CUT_MAX_TOKENS = 3  # too few for any call's arguments: {"city": ... does not end within them
+
+
+@pytest.mark.requirement("TOOLS-FINISH-REASON")
+def test_cut_tool_call_finish_reason(client, judge, conformance_target, profile):
+    # A call forced by a named tool_choice, with a max_tokens too small for its arguments: a call cut short
+    # ends with finish_reason "length", never "tool_calls" (a client would run an unfinished call).
+    ex = client.chat(_tool_body(conformance_target, profile, NAMED_CHOICE, tools=[WEATHER, TIME],
+                                max_tokens=CUT_MAX_TOKENS),
+                     label=f"named tool_choice, max_tokens {CUT_MAX_TOKENS} (too few for the arguments)")
+    data = ok_json(ex, f"a forced call with max_tokens {CUT_MAX_TOKENS}")
+    msg, fr = _choice(data)
+    calls = _calls(msg)
+    if not calls:
+        raise Inconclusive(f"the answer cut at max_tokens {CUT_MAX_TOKENS} carries no tool call "
+                           f"(finish_reason {fr!r}): no cut call to judge")
+    used = obj(data.get("usage")).get("completion_tokens")
+    if not tool_call_cut(calls, used, CUT_MAX_TOKENS):
+        raise Inconclusive(f"the call was not cut short (completion_tokens {used!r}, arguments "
+                           f"{[obj(obj(c).get('function')).get('arguments') for c in calls]!r}): "
+                           f"it fit in max_tokens {CUT_MAX_TOKENS}, or no usage tells")
+    judge_tool_finish(judge, "TOOLS-FINISH-REASON", calls, fr, True, ex, "$.choices[0].finish_reason",
+                      cut=True)
+
+
 @pytest.mark.requirement("TOOLS-CHOICE-NONE")
 def test_choice_none_calls_no_tool(client, judge, conformance_target, profile):
     ex = ask(client, _tool_body(conformance_target, profile, "none", max_tokens=8),
@@ -326,7 +352,7 @@ def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
     require_completion(judge, ex, "TOOLS-RESULT-TURN", "a conversation holding tool_calls and a tool result")
 
 
-@pytest.mark.requirement("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED")
+@pytest.mark.requirement("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED", "TOOLS-ARGS-JSON")
 def test_streamed_tool_call_fragments(client, judge, conformance_target, profile):
     ex = client.chat(
         _tool_body(conformance_target, profile, "required", stream=True),
@@ -426,10 +452,10 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
                 if finish == "length":
                     cut.append(idx)
                     continue
-                judge.check(
+                judge.check(  # the model's JSON, as for a call not streamed (spec/DECISIONS.md#health-misses)
                     False,
-                    "TOOLS-STREAM-FRAGMENTS",
-                    "the concatenated arguments do not parse as JSON",
+                    "TOOLS-ARGS-JSON",
+                    "the concatenated streamed arguments do not parse as JSON",
                     path=f"tool_calls[index={idx}].function.arguments",
                     expected="a JSON object",
                     received=f"{args[:200]!r} ({exc})",
@@ -438,8 +464,8 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
                 continue
             judge.check(
                 isinstance(parsed, dict),
-                "TOOLS-STREAM-FRAGMENTS",
-                "the concatenated arguments are not a JSON object",
+                "TOOLS-ARGS-JSON",
+                "the concatenated streamed arguments are JSON but not an object",
                 path=f"tool_calls[index={idx}].function.arguments",
                 expected="a JSON object",
                 received=args[:200],

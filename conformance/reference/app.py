@@ -26,6 +26,7 @@ import json
 import math
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -190,6 +191,36 @@ def _content_text(content: Any, where: str, *, allow_parts: bool) -> str:
     raise _type_error(f"{where}.content", "a string or an array of text parts")
 
 
+def _complete_char(prev: list[Piece], piece: Piece) -> int:
+    """When the byte token ``piece`` completes a multi-byte UTF-8 character begun by the last byte tokens of
+    ``prev``, the text goes where an incremental detokenizer puts it: the character on ``piece``, "" on the
+    pieces before (each read U+FFFD alone). Returns how many of ``prev`` were rewritten (0: none)."""
+    b = VOCAB.byte_value(piece.token)
+    if b is None or not 0x80 <= b < 0xC0:  # only a continuation byte completes a character
+        return 0
+    for n in (1, 2, 3):
+        run = prev[len(prev) - n :] if len(prev) >= n else []
+        values = [VOCAB.byte_value(p.token) for p in run]
+        if not run or any(v is None for v in values) or any(p.text != "\ufffd" for p in run):
+            return 0
+        try:
+            char = bytes([*(v for v in values if v is not None), b]).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if len(char) == 1:
+            for p in run:
+                p.text = ""
+            piece.text = char
+            return n
+    return 0
+
+
+def obj_content(choice: Any) -> bool:
+    """Whether a stream chunk's choice carries a content delta with text."""
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    return isinstance(delta, dict) and bool(delta.get("content"))
+
+
 _FIRST_CHOICE = re.compile(r'"index":\s*0[,}]')
 
 
@@ -218,6 +249,8 @@ class _Server:
         self.token_s = 1.0 / tps if tps else 0.0  # --tps: seconds per generated token after the first
         self.traffic = Traffic(variants)  # rate-limit-429, overloaded-503, slow-first-token
         self._seen_json_schema: dict[str, int] = {}  # variant refusal-json-schema: times each body was asked
+        self._seen_noise: dict[str, int] = {}  # variant near-tie-noise: times each request was generated
+        self._seen_lock = threading.Lock()
 
     def f(self, name: str) -> bool:
         return name in self.faults
@@ -230,6 +263,8 @@ class _Server:
 
     def error_response(self, err: ApiError, *, stream: bool = False) -> Response:
         if self.f("range-error-500-text") and err.param == "n":
+            return Response("Internal Server Error", status_code=500, media_type="text/plain")
+        if self.f("bad-input-500-text") and err.field_type_error:
             return Response("Internal Server Error", status_code=500, media_type="text/plain")
         status = err.status
         auth_error = err.code == "invalid_api_key"
@@ -746,6 +781,10 @@ class _Server:
                 and not (v < 0 and self.f("logit-bias-ban-ignored"))
             },
         )
+        if self.v("default-repeat-penalty") and "repetition_penalty" not in body:
+            # llama.cpp's repeat_penalty 1.1 divides a real model's logits (20-30): on this model's small
+            # logits (5-10) the same shift takes 1.3
+            params.unreported_repetition_penalty = 1.3
         if self.f("stop-ignored") or (stream and self.f("stop-stream-ignored")):
             stops = []
         if self.f("n-ignored"):
@@ -788,10 +827,21 @@ class _Server:
 
     # ----------------------------------------------------------------------- generation
 
+    def _noise_key(self, req: ChatRequest, index: int) -> str:
+        what = repr((req.prompt_ids, req.max_tokens, req.seed, req.params, req.stop, req.logprobs,
+                     req.top_logprobs, req.tools, req.tool_choice, req.response_format, index))
+        with self._seen_lock:
+            n = self._seen_noise.get(what, 0)
+            self._seen_noise[what] = n + 1
+        return f"{what}/{n}"
+
     def generate_choice(self, req: ChatRequest, index: int) -> ChoiceOut:
-        rng = random.Random(f"{req.seed}/{index}") if req.seed is not None else random.Random()
-        # near-tie-noise: this request's own numerics (batch composition), unseeded whatever the seed
-        jitter = random.Random() if self.v("near-tie-noise") else None
+        # the n-th time the same request is generated it gets the n-th draw: identical requests without a seed
+        # differ (and, under near-tie-noise, at near-ties whatever the seed: this request's own numerics), but
+        # a run repeats exactly, so that no test of the suite hinges on a draw (issue 22)
+        key = self._noise_key(req, index)
+        rng = random.Random(f"{req.seed}/{index}") if req.seed is not None else random.Random(f"free/{key}")
+        jitter = random.Random(f"near-tie-noise/{key}") if self.v("near-tie-noise") else None
         dec = Decoder(req.prompt_ids, req.params, rng, jitter=jitter)
         want = req.logprobs
         budget = req.max_tokens
@@ -858,6 +908,8 @@ class _Server:
             if req.stream and req.tool_choice == "required" and self.f("tool-required-stream-wrong-name"):
                 name += "_v2"  # a function that is not among the tools
             text = json.dumps(args, ensure_ascii=False)
+            if self.v("tool-args-not-object"):  # the model's JSON passed through unconstrained
+                text = "false"
             cut = False
             for tid in VOCAB.encode(text):
                 if used >= budget:
@@ -873,7 +925,8 @@ class _Server:
                 "arguments": arguments,
                 "args_value": args if not cut else None,
             }
-            out.finish_reason = "length" if cut else "tool_calls"
+            cut_reported = cut and not self.f("tool-call-cut-finish-tool-calls")
+            out.finish_reason = "length" if cut_reported else "tool_calls"
             forced_stop = req.forced_call and self.v("forced-call-finish-stop")
             if not cut and (self.f("tool-finish-stop") or forced_stop):
                 out.finish_reason = "stop"
@@ -917,10 +970,11 @@ class _Server:
                     finish = "stop"
                     break
             piece = take(st.token, st.logprobs)
+            joined = _complete_char(answer, piece)  # a multi-byte character's text, once all its bytes came
             answer.append(piece)
             used += 1
             if req.stop:
-                running += piece.text
+                running = running[: len(running) - joined] + piece.text
                 tail = running[-(max_stop + len(piece.text) + 1) :]
                 if any(s in tail for s in req.stop):
                     break
@@ -1022,19 +1076,26 @@ class _Server:
         top_list = []
         for i in tops:
             tok = VOCAB.token_str(i) + suffix
-            top_list.append({"token": tok, "logprob": vec[i], "bytes": self._bytes(tok)})
+            raw = VOCAB.token_bytes(i) + suffix.encode() if VOCAB.is_byte(i) else None
+            top_list.append({"token": tok, "logprob": vec[i], "bytes": self._bytes(tok, raw)})
         if self.f("top-logprobs-unsorted"):
             top_list.reverse()
         if self.f("logprobs-positive"):
             lp = -lp + 0.5
         elif self.f("logprobs-greedy-inconsistent"):
             lp = lp - 0.25
-        tok = piece.text + suffix
-        return {"token": tok, "logprob": lp, "bytes": self._bytes(tok), "top_logprobs": top_list}
+        # a byte token reads U+FFFD by itself, whatever text its piece carries (the character it completes,
+        # or "" before that): its bytes field holds the byte (OpenAI: combine the bytes of such tokens)
+        byte = VOCAB.is_byte(piece.token)
+        tok = (VOCAB.token_str(piece.token) if byte else piece.text) + suffix
+        raw = VOCAB.token_bytes(piece.token) + suffix.encode() if byte else None
+        return {"token": tok, "logprob": lp, "bytes": self._bytes(tok, raw), "top_logprobs": top_list}
 
-    def _bytes(self, token: str) -> list[int] | None:
+    def _bytes(self, token: str, raw: bytes | None = None) -> list[int] | None:
         # null-optional-fields: OpenAI documents bytes as "Can be null if there is no bytes representation"
-        return None if self.v("null-optional-fields") else list(token.encode("utf-8"))
+        if self.v("null-optional-fields"):
+            return None
+        return list(raw if raw is not None else token.encode("utf-8"))
 
     def choice_logprobs(self, req: ChatRequest, c: ChoiceOut) -> dict[str, Any] | None:
         if not req.logprobs:
@@ -1210,9 +1271,10 @@ class _Server:
                 text = p0.text.upper() if p0.text.upper() != p0.text else p0.text + "~"
                 pieces[c.answer_start] = replace(p0, text=text)
             with_lp = req.logprobs and not self.f("logprobs-stream-missing")
+            drop = self.f("stream-drops-multibyte")  # a character made of several byte tokens goes missing
             content_events: list[tuple[dict[str, Any], Any, bool]] = [
                 (
-                    {"content": p.text},
+                    {"content": "" if drop and VOCAB.is_byte(p.token) and p.text != "\ufffd" else p.text},
                     {"content": [self.lp_entry(p, req.top_logprobs)], "refusal": None}
                     if with_lp and p.logprobs is not None
                     else None,
@@ -1336,6 +1398,12 @@ class _Server:
                 ch["created"] = str(ch["created"])
             if self.f("stream-chunk-error-member"):
                 ch["error"] = {"code": 0, "message": ""}
+        if self.f("stream-error-event") and req.n > 1:  # vLLM: an engine error after the status line
+            first = next((i for i, ch in enumerate(out) for c in ch["choices"] if obj_content(c)), None)
+            if first is not None:
+                error = {"message": "EngineCore encountered an issue.", "type": "InternalServerError",
+                         "param": None, "code": 500}
+                out = [*out[: first + 1], {"error": error}]
         return out
 
     def sse(self, chunks: list[dict[str, Any]]) -> list[str]:
@@ -1366,6 +1434,9 @@ class _Server:
         refused = self.traffic.refuse()
         if refused is not None:
             return refused
+        stalled = self.traffic.stall_s()
+        if stalled > 0:  # stall-mid-run: nothing for a while, then the answer
+            await asyncio.sleep(stalled)
         stream_hint = False
         try:
             self.check_auth(request)
@@ -1395,9 +1466,18 @@ class _Server:
             req = self.validate(body)
         except ApiError as err:
             return self.error_response(err, stream=stream_hint)
-        if self.latency_s > 0:
-            await asyncio.sleep(self.latency_s)
-        choices = await run_in_threadpool(self.complete, req)
+        seeded = req.seed is not None
+        self.traffic.enter(seeded)  # collapse-seeded: too many seeded requests in flight crash the engine
+        try:
+            if self.latency_s > 0:
+                await asyncio.sleep(self.latency_s)
+            choices = await run_in_threadpool(self.complete, req)
+        finally:
+            self.traffic.leave(seeded)
+        if self.traffic.crashed:
+            refused = self.traffic.refuse()
+            if refused is not None:
+                return refused
         completion_id = "chatcmpl-reference-fixed" if self.f("id-reused") else "chatcmpl-" + uuid.uuid4().hex
         if req.stream and self.f("stream-id-reused"):
             completion_id = "chatcmpl-stream-fixed"

@@ -112,6 +112,12 @@ _TABLE: list[tuple[str, str, str]] = [
     ("single-chunk", "STREAM-INCREMENTAL", "The whole content is sent in one chunk."),
     ("stream-choice-index-wrong", "STREAM-CHOICE-INDEX", "Chunk choices are indexed from 1."),
     (
+        "stream-drops-multibyte",
+        "STREAM-MATCHES-NONSTREAM",
+        "Streams drop the characters made of several byte tokens (the delta that completes one carries \"\"; "
+        "the logprobs keep every token and its bytes): a detokenizer that loses incomplete UTF-8.",
+    ),
+    (
         "stream-differs",
         "STREAM-MATCHES-NONSTREAM",
         "Plain-text streams (no stop, tools or response_format) upper-case the first content token.",
@@ -256,6 +262,12 @@ _TABLE: list[tuple[str, str, str]] = [
         "Tool-call arguments do not validate against the schema.",
     ),
     ("tool-finish-stop", "TOOLS-FINISH-REASON", 'Tool-call answers end with finish_reason "stop".'),
+    (
+        "tool-call-cut-finish-tool-calls",
+        "TOOLS-FINISH-REASON",
+        'A tool call cut short by max_tokens (its arguments unfinished) ends with finish_reason '
+        '"tool_calls", not "length".',
+    ),
     ("tool-choice-none-ignored", "TOOLS-CHOICE-NONE", 'tool_choice "none" still calls the first tool.'),
     ("tool-auto-rejected", "TOOLS-CHOICE-AUTO", 'tool_choice "auto" gets 400.'),
     ("tool-required-ignored", "TOOLS-CHOICE-REQUIRED", 'tool_choice "required" answers with plain content.'),
@@ -437,6 +449,18 @@ _RUN_WIDE_TABLE: list[tuple[str, str, str]] = [
         "logprobs: true without top_logprobs is answered with logprobs null.",
     ),
     ("range-error-500-text", "ERROR-SHAPE", "An out-of-range n is answered 500 text/plain."),
+    (
+        "bad-input-500-text",
+        "ERROR-SHAPE",
+        "An unknown model, and a wrong JSON type on a sampling field (as bad-input-500), get 500 text/plain "
+        "'Internal Server Error' (the validation error escapes the handler: the ASGI server's own page).",
+    ),
+    (
+        "stream-error-event",
+        "STREAM-CHUNK-SCHEMA",
+        'Streams with n > 1 send the first content chunk, then data: {"error": {...}} and data: [DONE] with '
+        "status 200 (vLLM: an engine error after the status line is sent as an event).",
+    ),
     ("stream-id-reused", "CORE-ID-UNIQUE", "Every stream carries the same id."),
     (
         "finish-reason-invalid-later-choices",

@@ -291,6 +291,10 @@ class Vocabulary:
     def is_byte(self, token_id: int) -> bool:
         return token_id in self._byte_of
 
+    def byte_value(self, token_id: int) -> int | None:
+        """The byte a byte-fallback token stands for (None for any other token)."""
+        return self._byte_of.get(token_id)
+
     def encode(self, text: str) -> list[int]:
         out: list[int] = []
         i, n = 0, len(text)
@@ -332,6 +336,33 @@ def log_softmax(logits: Sequence[float]) -> list[float]:
     s = math.fsum(math.exp(v - m) for v in logits)
     lse = m + math.log(s)
     return [v - lse for v in logits]
+
+
+COPY_EVERY = 3  # a model copies the prompt's non-ASCII characters: one starts at positions 1, 4, 7, ...
+COPY_MARGIN = 3.0  # nats above the best other token: a confident pick, never a near-tie
+
+
+def prompt_chars(vocab: Vocabulary, prompt_ids: Sequence[int]) -> list[tuple[int, ...]]:
+    """The multi-byte UTF-8 characters of a prompt, as runs of byte tokens, each once, in order."""
+    out: list[tuple[int, ...]] = []
+    i = 0
+    while i < len(prompt_ids):
+        run: tuple[int, ...] = ()
+        for n in (2, 3, 4):
+            ids = tuple(prompt_ids[i : i + n])
+            values = [vocab.byte_value(t) for t in ids]
+            if len(ids) < n or any(v is None for v in values):
+                break
+            try:
+                if len(bytes(v for v in values if v is not None).decode("utf-8")) == 1:
+                    run = ids
+                    break
+            except UnicodeDecodeError:
+                continue
+        if run and run not in out:
+            out.append(run)
+        i += len(run) or 1
+    return out
 
 
 class TinyModel:
@@ -408,6 +439,9 @@ class SamplingParams:
     logit_bias: dict[int, float] = field(default_factory=dict)
     # fault modes: the filters named here pick their candidates from the second most likely token on
     skip_top: frozenset[str] = frozenset()
+    # variant default-repeat-penalty: a server's own repeat penalty, applied to the pick (times
+    # repetition_penalty) but left out of the reported logprobs (llama.cpp reports them before its samplers)
+    unreported_repetition_penalty: float = 1.0
 
 
 @dataclass
@@ -437,16 +471,49 @@ class Decoder:
         self.counts: Counter[int] = Counter()
         self.seen = set(prompt_ids)
         self.pos = 0
+        # copying: a prompt's non-ASCII characters come back in the answer (a language model copies what it
+        # read), one every COPY_EVERY positions; only prompts that hold such characters see this
+        self._chars = prompt_chars(model.vocab, prompt_ids)
+        self._copying: list[int] = []  # the bytes still to come of the character being copied
 
-    def processed_logits(self, allowed: frozenset[int] | None = None) -> list[float]:
-        p = self.params
+    def processed_logits(
+        self, allowed: frozenset[int] | None = None, *, unreported: bool = False
+    ) -> list[float]:
+        """The logits after steps 1-5; ``unreported``: with the server's own unreported repeat penalty too
+        (what the pick uses)."""
+        return self._process(self._raw_logits(), allowed, unreported=unreported)
+
+    def _raw_logits(self) -> list[float]:
         logits = self.model.logits(self.salt, self.context, self.pos)
         if self.jitter is not None:
             jit = self.jitter
             logits = self.model.near_ties(self.salt, self.context, self.pos, logits)
             logits = [v + jit.uniform(-NOISE, NOISE) for v in logits]
-        if p.repetition_penalty != 1.0:
-            r = max(p.repetition_penalty, 1e-6)
+        nxt = self._copy_next()
+        if nxt is not None:
+            logits[nxt] = max(logits) + COPY_MARGIN
+        return logits
+
+    def _copy_start(self) -> tuple[int, ...] | None:
+        if not self._chars or self.pos % COPY_EVERY != 1:
+            return None
+        return self._chars[(self.pos // COPY_EVERY) % len(self._chars)]
+
+    def _copy_next(self) -> int | None:
+        """The byte token copying asks for at this position (None: no copy here)."""
+        if self._copying:
+            return self._copying[0]
+        start = self._copy_start()
+        return start[0] if start else None
+
+    def _process(
+        self, logits: list[float], allowed: frozenset[int] | None, *, unreported: bool
+    ) -> list[float]:
+        p = self.params
+        logits = list(logits)
+        rep = p.repetition_penalty * (p.unreported_repetition_penalty if unreported else 1.0)
+        if rep != 1.0:
+            r = max(rep, 1e-6)
             for tid in self.seen:
                 v = logits[tid]
                 logits[tid] = v / r if v > 0 else v * r
@@ -513,14 +580,23 @@ class Decoder:
         """Choose (or force) the next token and, when ``advance``, append it to the context."""
         if forced is not None:
             allowed = frozenset((forced,))
-        logits = self.processed_logits(allowed)
+        raw = self._raw_logits()
+        logits = self._process(raw, allowed, unreported=True)
         token = forced if forced is not None else self._choose(logits)
+        if self.params.unreported_repetition_penalty != 1.0:  # reported without the server's own penalty
+            logits = self._process(raw, allowed, unreported=False)
         lps = log_softmax(logits) if want_logprobs else None
         if advance:
             self.push(token)
         return Step(token, lps)
 
     def push(self, token: int) -> None:
+        if self._copying:
+            self._copying = self._copying[1:] if token == self._copying[0] else []
+        else:
+            start = self._copy_start()
+            if start and token == start[0]:
+                self._copying = list(start[1:])
         self.context.append(token)
         self.counts[token] += 1
         self.seen.add(token)

@@ -72,6 +72,14 @@ _TABLE: list[Variant] = [
         "llama.cpp's server and SGLang do without incremental argument parsing.",
     ),
     Variant(
+        "default-repeat-penalty",
+        "legit",
+        "A default repeat penalty unless the request sets repetition_penalty (llama.cpp's server: "
+        "repeat_penalty 1.1 on logits of 20-30; 1.3 on this model's logits of 5-10 shifts them as much), "
+        "left out of the logprobs it reports (llama.cpp reports the probabilities before its sampler "
+        "chain): the greedy pick can differ from the top logprob.",
+    ),
+    Variant(
         "role-with-content",
         "legit",
         "The first stream delta carries role and the first content token together (llama.cpp's server).",
@@ -144,6 +152,21 @@ _TABLE: list[Variant] = [
         "A slow first token: the status line and headers come at once, the first event 1 s later; "
         "every 8th non-stream answer 1 s late (a large model under load; vLLM's scheduler queue).",
     ),
+    # --- a target that falls over (kind "health": not legitimate, not a contract deviation either; the run
+    # names the collapse once, TARGET-AVAILABLE, and misjudges nothing: tests/test_target_health.py)
+    Variant(
+        "collapse-seeded",
+        "health",
+        "Falls over once more than 4 seeded requests are in flight at once, and answers every later request "
+        "with a bare 500 text/plain (vLLM 0.32's CPU engine under concurrent seeded requests: 'CPU Generator "
+        "does not use offset', then connection refused).",
+    ),
+    Variant(
+        "stall-mid-run",
+        "health",
+        "Stops answering for 30 s from its 40th request on, then answers again (a GPU engine stalled by a "
+        "long prefill, a garbage-collection pause, a node draining).",
+    ),
     # --- protocol details the documents leave open
     Variant(
         "usage-on-finish-chunk",
@@ -197,6 +220,14 @@ _TABLE: list[Variant] = [
         conflicts=("json-schema-loose-prose",),
     ),
     # --- SHOULD-level deviations: the default gate passes, the SHOULD is reported
+    Variant(
+        "tool-args-not-object",
+        "should",
+        "Tool-call arguments are the JSON the model wrote, here false, not an object, streamed or not (a "
+        "small model under a server that does not constrain the arguments; OpenAI: 'the model does not "
+        "always generate valid JSON').",
+        breaks=("TOOLS-ARGS-JSON",),
+    ),
     Variant(
         "lax-type-coercion",
         "should",
