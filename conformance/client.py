@@ -516,9 +516,9 @@ class Client:
 
             outcome = request_outcome(ex.status, ex.transport_error)
             if outcome in (RequestOutcome.TIMED_OUT, RequestOutcome.CONNECTION_FAILED):
-                exc = NoAnswer(outcome.value, ex.transport_error or "")
-                exc.exchange = ex  # type: ignore[attr-defined]
-                raise exc
+                no_answer = NoAnswer(outcome.value, ex.transport_error or "")
+                no_answer.exchange = ex  # type: ignore[attr-defined]
+                raise no_answer
         if self.raise_unanswered and ex.status in _RETRY_STATUSES:
             retry_after = _header(ex.response_headers, "retry-after")
             if retry_after is None and _header(ex.response_headers, "retry-after-ms") is not None:

@@ -400,7 +400,8 @@ def _completion_tokens(ex: Exchange) -> Any:
     if not ex.stream:
         return obj(obj(ex.json()).get("usage")).get("completion_tokens")
     chunks = [c for c in ex.chunks if isinstance(c, dict)]
-    usage = next((c["usage"] for c in reversed(chunks) if isinstance(c.get("usage"), dict)), {})
+    usage: dict[str, Any] = next(
+        (c["usage"] for c in reversed(chunks) if isinstance(c.get("usage"), dict)), {})
     return usage.get("completion_tokens")
 
 

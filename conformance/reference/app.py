@@ -1399,11 +1399,12 @@ class _Server:
             if self.f("stream-chunk-error-member"):
                 ch["error"] = {"code": 0, "message": ""}
         if self.f("stream-error-event") and req.n > 1:  # vLLM: an engine error after the status line
-            first = next((i for i, ch in enumerate(out) for c in ch["choices"] if obj_content(c)), None)
-            if first is not None:
+            cut: int | None = next(
+                (i for i, ch in enumerate(out) for c in ch["choices"] if obj_content(c)), None)
+            if cut is not None:
                 error = {"message": "EngineCore encountered an issue.", "type": "InternalServerError",
                          "param": None, "code": 500}
-                out = [*out[: first + 1], {"error": error}]
+                out = [*out[: cut + 1], {"error": error}]
         return out
 
     def sse(self, chunks: list[dict[str, Any]]) -> list[str]:
