@@ -1039,17 +1039,17 @@ def _not_judged_in_a_collapse(
     return out, judged
 
 
-def _availability_record(health: Any, collapses: list[Any]) -> dict[str, Any]:
+def _availability_record(health: Any, collapses: list[Any], *, replay: bool = False) -> dict[str, Any]:
     """TARGET-AVAILABLE, judged on the whole run: failed once per collapse, with the last good and the first
     bad exchange (and the one that showed the target back) as evidence."""
-    record: dict[str, Any] = {
-        "nodeid": f"run-wide::{_HEALTH}", "requirements": [_HEALTH], "outcome": "passed", "skip_reason": "",
-        "error": "", "duration": 0.0, "judged": [_HEALTH], "violations": [], "exchanges": [],
-    }
+    from conformance.violations import run_wide_record
+
+    record = run_wide_record(_HEALTH, [], [])
     if not collapses:
         if not health.answered():
-            record.update(outcome="skipped", judged=[],
-                          skip_reason="inconclusive: the target answered none of the run's requests")
+            why = ("not recorded: no answer of this run's checks is in the recording" if replay
+                   else "inconclusive: the target answered none of the run's requests")
+            record.update(outcome="skipped", judged=[], skip_reason=why)
         return record
     record["outcome"] = "failed"
     for c in collapses:
@@ -1091,7 +1091,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     records += _run_wide(judged_exchanges, getattr(state["profile"], "stop_sequence", None),
                          state.get("capabilities"))
     if any(_HEALTH in r["requirements"] for r in records):
-        records.append(_availability_record(health, collapses))
+        records.append(_availability_record(health, collapses,
+                                            replay=bool(config.getoption("conformance_replay"))))
     probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
     unused: list[Any] = []
     if state.get("replay") is not None:  # sent by the first pass, never asked for by the judged pass

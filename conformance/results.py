@@ -81,7 +81,9 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     judged = [r for r in mine if r["outcome"] in ("passed", "failed") and req_id in r.get("judged", [])]
     if judged:
         return "pass", ""
-    skipped = [r for r in mine if r["outcome"] == "skipped"]
+    # a run-wide record's reason first: it judged the whole run (its check only selects it)
+    skipped = sorted((r for r in mine if r["outcome"] == "skipped"),
+                     key=lambda r: not str(r["nodeid"]).startswith("run-wide::"))
     if skipped and len(skipped) == len(mine):
         for r in skipped:
             if r.get("skip_reason", "").startswith("unsupported"):

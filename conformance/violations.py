@@ -156,3 +156,20 @@ class Judge:
 
     def fail(self, requirement: str, message: str, **kw: Any) -> None:
         self.require(False, requirement, message, **kw)
+
+
+def run_wide_record(requirement: str, violations: list[dict[str, Any]], exchanges: list[dict[str, Any]],
+                    *, nodeid: str | None = None) -> dict[str, Any]:
+    """The check record (results.json's ``checks`` item) of a requirement judged over the whole run: passed,
+    or failed with ``violations`` whose ``exchange`` indexes ``exchanges``."""
+    return {
+        "nodeid": nodeid or f"run-wide::{requirement}",
+        "requirements": [requirement],
+        "outcome": "failed" if violations else "passed",
+        "skip_reason": "",
+        "error": "",
+        "duration": 0.0,
+        "judged": [requirement],
+        "violations": violations,
+        "exchanges": exchanges,
+    }

@@ -49,7 +49,7 @@ from conformance.checks._support import (
 )
 from conformance.evidence import Exchange, exchange_key
 from conformance.schemas import schema_errors
-from conformance.violations import Judge
+from conformance.violations import Judge, run_wide_record
 
 __all__ = ["RUN_WIDE", "judge_run", "run_wide_selection"]
 
@@ -514,17 +514,5 @@ def judge_run(
                     + found_v["message"],
                 }
             )
-        out.append(
-            {
-                "nodeid": f"run-wide::{rid}",
-                "requirements": [rid],
-                "outcome": "failed" if violations else "passed",
-                "skip_reason": "",
-                "error": "",
-                "duration": 0.0,
-                "judged": [rid],
-                "violations": violations,
-                "exchanges": [raw for raw, _ in offenders],
-            }
-        )
+        out.append(run_wide_record(rid, violations, [raw for raw, _ in offenders]))
     return out + sdk

@@ -30,7 +30,7 @@ from typing import Any, Literal, Optional, Union
 from conformance.checks._support import obj
 from conformance.evidence import Exchange, SSEEvent, exchange_key
 from conformance.schemas import schema_errors
-from conformance.violations import Judge
+from conformance.violations import Judge, run_wide_record
 
 __all__ = ["SDK", "PARSE", "ACCUMULATE", "STRUCTURED", "NOT_INSTALLED", "sdk_version", "judge_exchange",
            "judge_sdk", "model_of"]
@@ -393,15 +393,6 @@ def judge_sdk(records: list[dict[str, Any]], requirements: Iterable[str]) -> lis
              + v["message"]}
             for k, (raw, v) in enumerate(offenders)
         ]
-        out.append({
-            "nodeid": f"run-wide::{rid}[openai {version}]",
-            "requirements": [rid],
-            "outcome": "failed" if violations else "passed",
-            "skip_reason": "",
-            "error": "",
-            "duration": 0.0,
-            "judged": [rid],
-            "violations": violations,
-            "exchanges": [raw for raw, _ in offenders],
-        })
+        out.append(run_wide_record(rid, violations, [raw for raw, _ in offenders],
+                                   nodeid=f"run-wide::{rid}[openai {version}]"))
     return out

@@ -40,7 +40,7 @@ FIRST_TOKEN_DELAY_S = 1.0
 SLOW_ANSWER_EVERY = 8
 # collapse-seeded: more seeded requests than this in flight at once and the engine falls over for good (vLLM
 # 0.32's CPU engine under concurrent seeded requests: "CPU Generator does not use offset", then nothing)
-COLLAPSE_SEEDED_IN_FLIGHT = 4
+COLLAPSE_SEEDED_IN_FLIGHT = 2
 # stall-mid-run: from the STALL_AFTER-th request on, every request waits until STALL_S seconds have passed
 STALL_AFTER = 40
 STALL_S = 30.0

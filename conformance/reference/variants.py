@@ -157,7 +157,7 @@ _TABLE: list[Variant] = [
     Variant(
         "collapse-seeded",
         "health",
-        "Falls over once more than 4 seeded requests are in flight at once, and answers every later request "
+        "Falls over once more than 2 seeded requests are in flight at once, and answers every later request "
         "with a bare 500 text/plain (vLLM 0.32's CPU engine under concurrent seeded requests: 'CPU Generator "
         "does not use offset', then connection refused).",
     ),
