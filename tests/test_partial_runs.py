@@ -107,7 +107,8 @@ def test_a_signal_mid_run_is_interrupted_in_the_console_and_every_report(
 ) -> None:
     exit_code, seconds, console, report = _signal_mid_run(tmp_path, sig, [])
     assert exit_code == code, console[-3000:]
-    assert seconds < 8, f"{seconds:.1f} s from {sig.name} to the exit: a CI runner kills after ~10 s"
+    # 2-3.5 s here; a loaded CI machine takes up to twice as long, and must still beat the runner's SIGKILL
+    assert seconds < 9.5, f"{seconds:.1f} s from {sig.name} to the exit: a CI runner kills after ~10 s"
     res = _assert_partial(report, said, code)
     assert res["interrupted"] is True
     assert said in console and JUDGED.search(console), console[-3000:]
@@ -165,7 +166,8 @@ def test_max_duration_stops_the_run_incomplete(tmp_path: Path) -> None:
     console = out.read_text() + err.read_text()
     assert code == 5, console[-3000:]
     res = _assert_partial(report, "INCOMPLETE: the run reached its time limit (--max-duration)", 5)
-    assert res["interrupted"] is False and res["duration_s"] < 6
+    # stopped at 3 s plus the stop itself (about 1 s here, twice that on a loaded CI machine)
+    assert res["interrupted"] is False and res["duration_s"] < 7.5
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan"])

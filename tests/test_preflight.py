@@ -395,7 +395,7 @@ def test_a_retry_after_beyond_wait_ready_is_not_waited_for(
     start = time.monotonic()
     code, err = _run(["--base-url", f"{srv.root}/v1", "--model", "m", "--wait-ready", "30", *QUICK], tmp_path,
                      capsys)
-    assert code == EXIT_UNREACHABLE and time.monotonic() - start < 5
+    assert code == EXIT_UNREACHABLE and time.monotonic() - start < 8  # not the 600 s asked (slack for CI)
     assert _one_line(err).endswith("rate-limited the first request (HTTP 429, Retry-After 600 s): more than "
                                    "the 30 s left of --wait-ready 30: raise --wait-ready or retry later")
     assert srv.chats() == 1  # not the client's retries on top of the preflight's
@@ -421,7 +421,7 @@ def test_the_client_retries_do_not_multiply_the_wait() -> None:
         with pytest.raises(TargetUnreachable, match="--wait-ready 2"):
             target = Target(base_url=f"{srv.root}/v1", model="m", limits=Limits(max_retries=2))
             preflight(target, wait_ready=2)
-        assert time.monotonic() - start < 4
+        assert time.monotonic() - start < 6  # --wait-ready 2 plus one request (slack for a loaded CI)
         assert 2 <= srv.chats() <= 4
     finally:
         srv.stop()
@@ -442,7 +442,7 @@ def test_a_refused_connection_is_unreachable_at_once_naming_the_opt_in(
     base = f"http://127.0.0.1:{_free_port()}/v1"
     start = time.monotonic()
     code, err = _run(["--base-url", base, "--model", "m", *QUICK], tmp_path, capsys)
-    assert code == EXIT_UNREACHABLE and time.monotonic() - start < 3
+    assert code == EXIT_UNREACHABLE and time.monotonic() - start < 6  # at once, not --wait-ready's 300 s
     line = _one_line(err)
     assert f"target {base} unreachable: connect failed" in line
     assert "add --wait-for-connect to wait for it up to --wait-ready" in line
