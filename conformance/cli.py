@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from conformance.errors import UsageError
+from conformance.errors import TIME_LIMIT, UsageError, stop_cause
 from conformance.target import EMBEDDED_NOTE
 
 if TYPE_CHECKING:
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chat-conformance: error: {_hide_secrets(str(exc), _argv(argv))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:  # stopped outside a run's session (a run's own stop writes its reports)
-        cause = _stop_cause(exc)
+        cause = stop_cause(exc)
         print(f"chat-conformance: interrupted ({cause})", file=sys.stderr)
         return _STOP_EXIT.get(cause, EXIT_SIGINT)
     except Exception as exc:  # the suite itself crashed: say so, never blame the target
@@ -399,14 +399,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # ---- stopping a run: Ctrl-C, SIGTERM, --max-duration ------------------------------------------------------
 
-_TIME_LIMIT = "max-duration"  # conformance.results.TIME_LIMIT
-_STOP_EXIT = {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM, _TIME_LIMIT: EXIT_INCOMPLETE}
-
-
-def _stop_cause(exc: BaseException) -> str:
-    """The cause a ``KeyboardInterrupt`` of :class:`_Stops` names; ``SIGINT`` for Python's own."""
-    cause = str(exc.args[0]) if exc.args else ""
-    return cause if cause in _STOP_EXIT else "SIGINT"
+_STOP_EXIT = {"SIGINT": EXIT_SIGINT, "SIGTERM": EXIT_SIGTERM, TIME_LIMIT: EXIT_INCOMPLETE}
 
 
 class _Stops:
@@ -471,7 +464,7 @@ class _Stops:
         def fire() -> None:
             import _thread
 
-            self._pending = _TIME_LIMIT
+            self._pending = TIME_LIMIT
             _thread.interrupt_main(signal.SIGINT)  # calls _handle in the main thread
 
         self._timer = threading.Timer(max_duration, fire)
@@ -856,7 +849,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         done = grab.results() if grab is not None else None
         if done is not None:  # stopped again after the session wrote them
             return int(done["exit_code"])
-        return _stopped_early(args, base_url, model, _stop_cause(exc), embedded=server is not None)
+        return _stopped_early(args, base_url, model, stop_cause(exc), embedded=server is not None)
     finally:
         _STOPS.cancel_time_limit()
         if server is not None:

@@ -880,11 +880,12 @@ def _blocks_gate(config: pytest.Config, violations: list[dict[str, Any]]) -> boo
     findings the reports show as warnings: never a failed test, never under pytest's FAILURES."""
     import datetime as dt
 
-    from conformance.catalog import catalog, level_rank
+    from conformance.catalog import catalog
+    from conformance.results import fails_gate, waiver_applies
 
     state = config.stash[_state]
     profile = state["profile"].base
-    limit = level_rank(str(config.getoption("conformance_fail_on")).upper())
+    fail_on = str(config.getoption("conformance_fail_on"))
     waivers = state.get("waivers") or {}
     today = dt.date.today()
     for v in violations:
@@ -893,8 +894,10 @@ def _blocks_gate(config: pytest.Config, violations: list[dict[str, Any]]) -> boo
             return True  # a requirement the catalog does not know: never hidden
         lvl = req.level_for(profile)
         waiver = waivers.get(req.id)
-        waived = waiver is not None and not (waiver.get("expires") is not None and waiver["expires"] < today)
-        if level_rank(lvl) <= limit and not waived:
+        # the verdict aggregate() will give this violation's requirement
+        verdict = "waived" if waiver is not None and waiver_applies(waiver, today) else (
+            "informational" if lvl == "MAY" else "fail")
+        if fails_gate(lvl, verdict, fail_on):
             return True
     return False
 
@@ -988,18 +991,11 @@ class _Recorder:
         # the CLI's stops (SIGTERM, --max-duration) are a KeyboardInterrupt naming their cause
         _stop_first_pass(self.config)
         if excinfo.type is KeyboardInterrupt:
+            from conformance.errors import stop_cause
+
             state = self.config.stash[_state]
             state["interrupted"] = True
-            state["stopped_by"] = _stop_cause(excinfo.value)
-
-
-def _stop_cause(exc: BaseException) -> str:
-    """What stopped the run: the cause a ``KeyboardInterrupt`` of the CLI names (``SIGTERM``,
-    ``max-duration``), else ``SIGINT`` (Ctrl-C, Python's own KeyboardInterrupt)."""
-    from conformance.results import EXIT_INTERRUPTED, TIME_LIMIT
-
-    cause = str(exc.args[0]) if exc.args else ""
-    return cause if cause in (*EXIT_INTERRUPTED, TIME_LIMIT) else "SIGINT"
+            state["stopped_by"] = stop_cause(excinfo.value)
 
 
 def _run_wide(records: list[dict[str, Any]], stop_sequence: str | None = None,

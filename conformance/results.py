@@ -16,6 +16,7 @@ from typing import Any
 
 from conformance import __version__
 from conformance.catalog import catalog, level_rank
+from conformance.errors import TIME_LIMIT
 from conformance.evidence import exchange_key
 from conformance.latency import latency_of
 
@@ -92,6 +93,20 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     return "not-run", "the check ended before judging this requirement"
 
 
+def waiver_applies(waiver: dict[str, Any], today: dt.date) -> bool:
+    """A waiver of the expectations file still covers a failure today (it has not expired)."""
+    expires = waiver.get("expires")
+    return expires is None or expires >= today
+
+
+def fails_gate(level: str, verdict: str, fail_on: str) -> bool:
+    """A requirement's verdict fails the gate at ``fail_on``: a failure at that level or a stricter one (an
+    informational MAY finding only under ``--fail-on may``). A waived failure never does."""
+    limit = level_rank(fail_on.upper())
+    failing = ("fail", "informational") if limit >= level_rank("MAY") else ("fail",)
+    return verdict in failing and level_rank(level) <= limit
+
+
 def aggregate(
     records: list[dict[str, Any]],
     *,
@@ -115,7 +130,7 @@ def aggregate(
         expired = False
         if waiver is not None:
             expires = waiver.get("expires")
-            expired = expires is not None and expires < today
+            expired = not waiver_applies(waiver, today)
             if verdict == "fail" and not expired:
                 verdict, reason = "waived", f"waived: {waiver.get('reason', '')} (was: {reason})"
             elif verdict == "pass" and waiver.get("intermittent"):
@@ -157,11 +172,8 @@ def gate(
     internal = [r for r in records if r["outcome"] == "error"]
     if internal:
         return 4, f"internal error of the suite in {len(internal)} check(s); the verdict is incomplete"
-    limit = level_rank(fail_on.upper())
-    failing = ("fail", "informational") if limit >= level_rank("MAY") else ("fail",)
-    fails = [r for r in requirements.values() if r["verdict"] in failing]
-    blocking = [r for r in fails if level_rank(r["level"]) <= limit]
-    warned = [r for r in fails if level_rank(r["level"]) > limit]
+    blocking = [r for r in requirements.values() if fails_gate(r["level"], r["verdict"], fail_on)]
+    warned = [r for r in requirements.values() if is_warning(r, fail_on)]
     warning = ""
     if warned:
         by_w = Counter(r["level"] for r in warned)
@@ -248,11 +260,16 @@ def is_embedded(results: dict[str, Any]) -> bool:
     return bool((results.get("target") or {}).get("embedded"))
 
 
-def headline(results: dict[str, Any]) -> str:
-    """The verdict as every report's headline gives it: a self-test says so."""
+def _self_test(results: dict[str, Any]) -> str:
+    """What a verdict line of a run against the embedded server ends with ("" for a real target)."""
     from conformance.target import EMBEDDED_NOTE
 
-    return results["verdict"] + (f" [{EMBEDDED_NOTE}]" if is_embedded(results) else "")
+    return f" [{EMBEDDED_NOTE}]" if is_embedded(results) else ""
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The verdict as every report's headline gives it: a self-test says so."""
+    return results["verdict"] + _self_test(results)
 
 
 _JUDGED = ("pass", "fail", "waived", "unexpectedly-passing", "informational")
@@ -301,12 +318,7 @@ def verdict_words(results: dict[str, Any]) -> str:
             extra.append(f"{len(groups['waived'])} waived")
     if "requirements judged" not in words:
         extra.append(tail)
-    line = "; ".join([words, *extra])
-    if is_embedded(results):
-        from conformance.target import EMBEDDED_NOTE
-
-        line += f" [{EMBEDDED_NOTE}]"
-    return line
+    return "; ".join([words, *extra]) + _self_test(results)
 
 
 # why a requirement was not judged, from the start of its reason: (prefix, what the console says)
@@ -358,22 +370,17 @@ def blocking_ids(results: dict[str, Any]) -> set[str]:
     return {r["id"] for r in finding_groups(results)["failures"]}
 
 
-_KEPT = {
-    "none": "none (a MUST requirement failed)",
-    "MUST": "MUST (a SHOULD requirement failed)",
-    "SHOULD": "MUST and SHOULD (a MAY finding was reported)",
-    "MAY": "MUST, SHOULD and MAY (nothing failed at any level)",
-}
+_KEPT = {"none": "none", "MUST": "MUST", "SHOULD": "MUST and SHOULD", "MAY": "MUST, SHOULD and MAY"}
 
 
 def levels_kept(reached: str, level: str = "MAY", *, partial: bool = False) -> str:
-    """``level_reached`` said as the levels the target kept (``MAY`` alone reads as the weakest grade).
-    ``partial``: the run stopped early; a level counts only where every requirement of it was judged."""
+    """``level_reached`` said as the levels the target kept (``MAY`` alone reads as the weakest grade), and
+    why (``_REACHED``). ``partial``: the run stopped early; a level counts only where all of it was judged."""
+    kept = _KEPT.get(reached, reached)
     if partial:
-        kept = {"none": "none judged in full", "MUST": "MUST", "SHOULD": "MUST and SHOULD",
-                "MAY": "MUST, SHOULD and MAY"}.get(reached, reached)
+        kept = "none judged in full" if reached == "none" else kept
         return f"levels kept: {kept} (the run stopped early: a level counts only if all of it was judged)"
-    text = "levels kept: " + _KEPT.get(reached, reached)
+    text = f"levels kept: {kept} ({_REACHED.get(reached, '')})"
     if reached != "none" and level_rank(reached) > level_rank(level.upper()):
         text += f"; this run judged only up to {level.upper()}"
     return text
@@ -638,7 +645,6 @@ def build_results(
 # UNANSWERED_SHARE: INCOMPLETE, exit 5 (not 1: no requirement failed; a CI job may retry it).
 EXIT_INCOMPLETE = 5
 EXIT_INTERRUPTED = {"SIGINT": 130, "SIGTERM": 143}
-TIME_LIMIT = "max-duration"
 _STOPPED_BY = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM (a CI job's timeout or cancel)"}
 
 
@@ -668,16 +674,20 @@ def _partial_verdict(
         return EXIT_INTERRUPTED[stopped_by], f"INTERRUPTED by {_STOPPED_BY[stopped_by]}: {ran}; {body}", True
     if code == EXIT_INCOMPLETE:  # too many checks unanswered (_unanswered_gate)
         return code, f"{verdict}; {ran}", True
-    budget = any(r.get("skip_reason", "").startswith("not run: budget exhausted") for r in records)
     if stopped_by == TIME_LIMIT:
         why = "the run reached its time limit (--max-duration) before every check ran"
-    elif budget:
+    elif _budget_stopped(records):
         why = "the run's budget was exhausted before every check ran"
     else:
         return code, verdict, False
     if code == 0:
         return EXIT_INCOMPLETE, f"INCOMPLETE: {why}: {ran}; {body}", True
     return code, f"{verdict}; INCOMPLETE: {why}: {ran}", True
+
+
+def _budget_stopped(records: list[dict[str, Any]]) -> bool:
+    """A check was not run because the run's budget (--max-requests, --max-tokens-total) ran out."""
+    return any(r.get("skip_reason", "").startswith("not run: budget exhausted") for r in records)
 
 
 def _say_stopped(
@@ -688,7 +698,7 @@ def _say_stopped(
     how = {"SIGINT": "interrupted by Ctrl-C", "SIGTERM": "interrupted by SIGTERM",
            TIME_LIMIT: "its --max-duration reached"}.get(stopped_by or "")
     if how is None:
-        if not any(r.get("skip_reason", "").startswith("not run: budget exhausted") for r in records):
+        if not _budget_stopped(records):
             return
         how = "its budget exhausted"
     for r in reqs.values():
