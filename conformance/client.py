@@ -19,10 +19,8 @@ scrubbed from every recorded string (URL, bodies, events, error texts).
 Concurrency (spec/DECISIONS.md#concurrency): one ``Client`` is safe to share between threads; at most
 ``concurrency`` requests are in flight at once, on one pool of keep-alive connections. ``handle()`` gives each
 check its own view of it (its own ``on_exchange``, so every exchange lands in the check that sent it) over the
-same pool, budget and ``ReplayStore``: the engine runs every check once ahead, many at a time, on handles that
-``record``; the judged run then gets, on handles that ``replay``, each request's recorded exchange instead of
-sending it again (keyed by the check, the request and how often the check sent that request before; a
-request the first pass never sent is sent then).
+same pool and budget: the engine (conformance.engine.run) runs every check once, many at a time, each on its
+own handle.
 """
 
 from __future__ import annotations
@@ -48,7 +46,7 @@ from .target import Target
 from .violations import Unanswered
 
 __all__ = [
-    "Client", "ReplayStore", "RunAborted", "retry_after_seconds", "retry_delay", "usage_tokens", "USER_AGENT"
+    "Client", "RunAborted", "retry_after_seconds", "retry_delay", "usage_tokens", "USER_AGENT"
 ]
 
 USER_AGENT = "chat-conformance/0.1"
@@ -167,67 +165,10 @@ def _safe_url(url: httpx.URL) -> str:
     return str(url)
 
 
-RequestKey = tuple[str, str, str, tuple[tuple[str, str], ...], bool]
 
 
 class RunAborted(BaseException):
     """The run was stopped (Ctrl-C) while this request waited or was in flight (not a check's outcome)."""
-
-
-class ReplayStore:
-    """Exchanges the engine's first pass sent, kept for the judged run (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stored: dict[tuple[str, RequestKey, int], tuple[Exchange, bool]] = {}
-        self._running: dict[str, threading.Event] = {}
-        self.flooded = threading.Event()
-
-    def expect(self, scope: str) -> None:
-        """The first pass will record ``scope``: a replay of it waits until ``done(scope)``."""
-        with self._lock:
-            self._running.setdefault(scope, threading.Event())
-
-    def done(self, scope: str) -> None:
-        with self._lock:
-            ev = self._running.setdefault(scope, threading.Event())
-        ev.set()
-
-    def wait(self, scope: str) -> None:
-        """Wait until the first pass has finished ``scope`` (at once when it never expected it)."""
-        with self._lock:
-            ev = self._running.get(scope)
-        if ev is not None:
-            ev.wait()
-
-    def put(self, scope: str, key: RequestKey, n: int, ex: Exchange, waited: bool) -> None:
-        with self._lock:
-            self._stored[(scope, key, n)] = (ex, waited)
-        error = ex.transport_error or ""
-        if ex.body_truncated or error.startswith(("response larger than", "SSE event larger than")):
-            self.flooded.set()  # a target that floods: the engine runs the rest one check at a time
-
-    def take(self, scope: str, key: RequestKey, n: int) -> tuple[Exchange, bool] | None:
-        """The exchange stored for the ``n``-th sending of request ``key`` by check ``scope`` (and whether
-        its Retry-After was waited for), or None."""
-        with self._lock:
-            return self._stored.pop((scope, key, n), None)  # taken once: the store holds no answer judged
-
-    def unused(self, judged: set[str] = frozenset()) -> list[Exchange]:  # type: ignore[assignment]
-        """Exchanges sent ahead that the judged run never asked for (they cost tokens all the same).
-        ``judged``: ids of exchanges the judged run holds by other ways (the shared ones)."""
-        with self._lock:
-            seen: set[str] = set(judged)
-            out: list[Exchange] = []
-            for ex, _ in self._stored.values():
-                if ex.xid not in seen:
-                    seen.add(ex.xid)
-                    out.append(ex)
-            return out
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._stored)
 
 
 class _Count:
@@ -253,11 +194,7 @@ class Client:
         self.raise_unanswered = raise_unanswered
         self.concurrency = max(1, concurrency)
         self._in_flight = threading.BoundedSemaphore(self.concurrency)
-        self.scope: str | None = None
-        self.store: ReplayStore | None = None
-        self.mode: str | None = None  # "record" or "replay" on a handle with a store
-        self._sent: dict[RequestKey, int] = {}
-        self._sent_lock = threading.Lock()
+        self.scope: str | None = None  # the check a handle sends for
         self._root = True
         self._aborted = threading.Event()
         # one response at a time grows past sse.BIG_BODY: memory stays near one byte cap, whatever in flight
@@ -315,18 +252,12 @@ class Client:
         for w in live:
             w.fire_now()
 
-    def handle(self, *, on_exchange: Callable[[Exchange], None] | None, scope: str | None = None,
-               store: ReplayStore | None = None, mode: str | None = None) -> Client:
-        """A view of this client for one check: its own ``on_exchange``, the same connections, budget and
-        in-flight limit. With a ``store``, ``mode`` "record" keeps every exchange under ``scope``, "replay"
-        answers a request from the store when the first pass sent it (never closing the shared pool)."""
-        if mode not in (None, "record", "replay"):
-            raise ValueError(f"unknown mode {mode!r}")
+    def handle(self, *, on_exchange: Callable[[Exchange], None] | None, scope: str | None = None) -> Client:
+        """A view of this client for one check (``scope``: its key): its own ``on_exchange``, the same
+        connections, budget and in-flight limit (never closing the shared pool)."""
         h = copy.copy(self)
         h.on_exchange = on_exchange
-        h.scope, h.store, h.mode = scope, store, mode
-        h._sent = {}
-        h._sent_lock = threading.Lock()
+        h.scope = scope
         h._root = False
         return h
 
@@ -369,7 +300,7 @@ class Client:
         a time; the answers, and this handle's ``on_exchange`` calls, in the order of ``requests``. A 429/503
         that survives the retries is its ``Unanswered`` in the list (raised only where the client raises
         them); ``BudgetExhausted`` and ``RunAborted`` propagate."""
-        if self.concurrency <= 1 or len(requests) <= 1 or self.mode == "replay":
+        if self.concurrency <= 1 or len(requests) <= 1:
             return [self._one(body, label, self) for body, label in requests]
         from concurrent.futures import ThreadPoolExecutor
 
@@ -442,20 +373,8 @@ class Client:
                   stream: bool) -> Exchange:
         url = self.target.url(path)
         req_headers = self._headers(auth, headers, content_type)
-        key: RequestKey = (method, url, body_text or "", tuple(sorted(req_headers.items())), stream)
-        with self._sent_lock:
-            n = self._sent.get(key, 0)
-            self._sent[key] = n + 1
-        replayed = None
-        if self.store is not None and self.mode == "replay" and self.scope is not None:
-            self.store.wait(self.scope)  # the first pass may still be running this check
-            replayed = self.store.take(self.scope, key, n)
-        if replayed is not None:
-            return self._finish(replayed[0], waited=replayed[1])
         ex, waited = self._send(method, url, req_headers, content, body_text, label, stream)
         ex.credentials = self._credentials(req_headers, auth)
-        if self.store is not None and self.mode == "record" and self.scope is not None:
-            self.store.put(self.scope, key, n, ex, waited)
         return self._finish(ex, waited=waited)
 
     def _send(self, method: str, url: str, req_headers: dict[str, str], content: bytes | None,

@@ -12,7 +12,6 @@ import os
 import re
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +19,7 @@ import pytest
 
 if TYPE_CHECKING:
     from conformance.client import Client
-    from conformance.profiles import Profile
     from conformance.target import Target
-    from conformance.violations import Judge
 
 RECORD_KEY = "conformance"
 _records = pytest.StashKey[list[Any]]()
@@ -467,6 +464,8 @@ def _checks_client(config: pytest.Config) -> Client:
 
 
 def _item_requirements(item: pytest.Item) -> tuple[str, ...]:
+    if isinstance(item, CheckItem):
+        return item.check.requirements
     ids: list[str] = []
     for mark in item.iter_markers("requirement"):
         ids.extend(mark.args)
@@ -497,372 +496,148 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         state["progress"].total = len(items)
 
 
-# ---- fixtures ----------------------------------------------------------------------------------------------
+# ---- the checks as pytest items: each reports its record from the one engine run ------------------------
 
 
-@pytest.fixture(scope="session")
-def conformance_target(pytestconfig: pytest.Config) -> Target:
-    if _state not in pytestconfig.stash:
-        pytest.skip("chat-conformance checks need --conformance-base-url (use `chat-conformance run`)")
-    return pytestconfig.stash[_state]["target"]
+_record_key = pytest.StashKey[Any]()
 
 
-@pytest.fixture(scope="session")
-def profile(pytestconfig: pytest.Config, conformance_target: Target) -> Profile:
-    return pytestconfig.stash[_state]["profile"]
+class _CheckFailed(AssertionError):
+    """A check's violations (the target's fault): shown as one line naming the requirement."""
 
 
-@pytest.fixture(scope="session")
-def capabilities(pytestconfig: pytest.Config, conformance_target: Target) -> dict[str, dict[str, Any]]:
-    return _capabilities(pytestconfig)
+class _CheckError(Exception):
+    """A check crashed (the suite's own fault): shown with the check's own traceback."""
 
 
-@pytest.fixture(scope="session")
-def _session_client(pytestconfig: pytest.Config, conformance_target: Target) -> Any:
-    client = _checks_client(pytestconfig)
-    yield client
-    client.close()
+class CheckItem(pytest.Item):
+    """One registered check (``conformance.engine.registry``): ``runtest`` reports the record the engine made
+    when it ran the check, once (spec/DECISIONS.md#engine)."""
+
+    def __init__(self, *, check: Any, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.check = check
+        for rid in check.requirements:  # `-m requirement` and `iter_markers` keep working
+            self.add_marker(pytest.mark.requirement(rid))
+
+    def runtest(self) -> None:
+        if _state not in self.config.stash:
+            pytest.skip("chat-conformance checks need --conformance-base-url (use `chat-conformance run`)")
+        from conformance.records import Outcome
+
+        rec = _record_of(self)
+        self.stash[_record_key] = rec
+        if rec is None:  # the run stopped before (or while) this check ran: no record, nothing judged
+            state = self.config.stash[_state]
+            engine = state.get("engine")
+            why = (engine.stop_reason if engine is not None else None) or "the run was stopped"
+            if engine is not None and engine.stop_reason and not self.session.shouldstop:
+                self.session.shouldstop = engine.stop_reason
+            pytest.skip(f"not run: {why}")
+        if rec.skip_kind is not None and rec.skip_kind.value == "budget":
+            self.session.shouldstop = rec.skip_reason.removeprefix("not run: ")
+        if rec.outcome is Outcome.SKIPPED:
+            pytest.skip(rec.skip_reason)
+        if rec.outcome is Outcome.FAILED:
+            raise _CheckFailed(_one_line(rec.violations))
+        if rec.outcome is Outcome.ERROR:
+            raise _CheckError(rec.error)
+
+    def repr_failure(self, excinfo: Any, style: Any = None) -> Any:
+        if isinstance(excinfo.value, _CheckError | _CheckFailed):
+            return _escape_controls(str(excinfo.value))
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int | None, str]:
+        return self.path, None, self.name
 
 
-def _new_judge(item: pytest.Item, capabilities: dict[str, dict[str, Any]]) -> Judge:
-    """A check's judge; skips checks of unsupported optional capabilities."""
-    from conformance.catalog import catalog
-    from conformance.violations import Judge
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: Any) -> Any:
+    """A function registered with ``@check`` becomes one item per case, named as pytest would."""
+    keys = getattr(obj, "__conformance_checks__", None)
+    if not keys or not callable(obj):
+        return None
+    from conformance.engine.registry import CHECKS
 
-    reqs = _item_requirements(item)
-    if not reqs:
-        raise RuntimeError(f"{item.nodeid} has no @pytest.mark.requirement(...)")
-    for rid in reqs:
-        cap = catalog()[rid].capability
-        info = capabilities.get(cap)
-        if info is not None and not info.get("supported", True):
-            pytest.skip(f"unsupported: {cap}: {info.get('reason', 'declared unsupported')}")
-        if info is not None and info.get("source") == "not recorded":  # a replay: neither supported nor not
-            pytest.skip(str(info.get("reason")))
-    return Judge(requirements=reqs)
+    return [CheckItem.from_parent(collector, name=key.split("::", 1)[1], check=CHECKS[key]) for key in keys]
 
 
-@pytest.fixture
-def judge(request: pytest.FixtureRequest, capabilities: dict[str, dict[str, Any]]) -> Judge:
-    """Collects this check's violations and exchanges; skips checks of unsupported optional capabilities."""
-    j = _new_judge(request.node, capabilities)
-    request.node.stash[_judge_key] = j
-    return j
-
-
-def _handle(config: pytest.Config, root: Client, judge: Judge, scope: str) -> Client:
-    """A check's view of the shared client: its exchanges land in its judge; requests the first pass sent
-    are answered from the replay store."""
-    store = config.stash[_state].get("replay")
-    return root.handle(on_exchange=judge.exchanges.append, scope=scope, store=store,
-                       mode="replay" if store is not None else None)
-
-
-@pytest.fixture
-def client(request: pytest.FixtureRequest, judge: Judge, _session_client: Client) -> Client:
-    """The recording client; every exchange lands in this check's evidence."""
-    return _handle(request.config, _session_client, judge, request.node.nodeid)
-
-
-_judge_key = pytest.StashKey[Any]()
-
-
-@pytest.fixture(scope="session")
-def _shared_cache() -> dict[str, Any]:
-    return {}
-
-
-@pytest.fixture
-def shared(request: pytest.FixtureRequest, judge: Judge, _session_client: Any,
-           _shared_cache: dict[str, Any]) -> Any:
-    """``shared(key, body, **kw)``: one exchange sent once per worker and judged by every check that asks
-    for it (each check's evidence gets it). Use only for requests whose answer several checks judge.
-    ``shared(key, None, path="/models")`` shares a GET the same way."""
-
-    def get(key: str, body: dict[str, Any], **kw: Any) -> Any:
-        if key in _shared_cache:
-            ex = _shared_cache[key]
-            judge.exchanges.append(ex)
-            return ex
-        ahead = request.config.stash[_state].get("shared_ahead", {}).get(key)
-        if ahead is not None and ahead.exception() is None:  # sent by the first pass (waits for it)
-            ex = _shared_cache[key] = ahead.result()
-            judge.exchanges.append(ex)
-            return ex
-        h = _handle(request.config, _session_client, judge, f"shared:{key}")
-        ex = _send_shared(h, key, body, kw)
-        _shared_cache[key] = ex
-        return ex
-
-    return get
-
-
-def _send_shared(h: Client, key: str, body: dict[str, Any] | None, kw: dict[str, Any]) -> Any:
-    label = kw.pop("label", key)
-    if body is None:
-        return h.get(kw.pop("path"), label=label, **kw)
-    return h.chat(body, label=label, **kw)
-
-
-# ---- the first pass: every check run ahead, many at a time ---------------------------------------------
-
-
-FAST_TARGET_S = 0.05  # median answer time of the discovery probes under which the first pass is skipped
-
-
-def _answer_time(exchanges: list[Any]) -> float | None:
-    """The median time to a whole answer of the discovery probes that were answered, or None."""
-    times = sorted(ex.elapsed for ex in exchanges if ex.status is not None and ex.elapsed is not None)
-    return times[len(times) // 2] if times else None
-
-
-class _NotAhead(Exception):
-    """A check the first pass cannot run (a fixture it does not know): it runs in the judged pass only."""
-
-
-def _first_pass_order(items: list[pytest.Function]) -> list[pytest.Function]:
-    """The longest chains of dependent requests first (the generated phases), then pytest's order."""
-    return sorted(items, key=lambda it: 0 if "generated" in it.nodeid else 1)
-
-
-def _first_pass(session: pytest.Session) -> None:
-    """Run every check once ahead, ``--conformance-concurrency`` at a time, on handles that record each
-    exchange in the replay store; the judged pass (pytest's own loop) then answers the same requests from
-    the store. Nothing is judged here: outcomes, violations and errors of this pass are dropped, the judged
-    pass gives them again (spec/DECISIONS.md#concurrency)."""
-    import queue
-    import threading
-    from concurrent.futures import Future
-
-    from conformance.client import ReplayStore, RunAborted
-    from conformance.errors import BudgetExhausted
-
-    config = session.config
+def _context(config: pytest.Config) -> Any:
+    """The run's ``CheckContext`` (discovery runs the first time it is asked for)."""
     state = config.stash[_state]
-    concurrency = config.getoption("conformance_concurrency")
-    items = [it for it in session.items if isinstance(it, pytest.Function)]
-    if concurrency <= 1 or not items:
-        return
-    if config.getoption("conformance_replay"):  # nothing to wait for: a check takes its own recorded answers
-        state["first_pass"] = "off: a replay"
-        return
-    capabilities = _capabilities(config)
-    pace = _answer_time(state.get("discovery_exchanges", []))
-    if pace is not None and pace < FAST_TARGET_S:
-        # a target that answers faster than the suite judges gains nothing from requests in flight: the
-        # first pass would only run every check twice (spec/DECISIONS.md#concurrency)
-        state["first_pass"] = f"off: the target answers in {1000 * pace:.0f} ms"
-        return
-    root = _checks_client(config)
-    store = ReplayStore()
-    lock = threading.Lock()
-    pending: dict[str, Future[Any]] = {}
-    stop = threading.Event()
+    if "context" not in state:
+        from conformance.engine.run import CheckContext, RunOptions
 
-    def shared_for(judge: Any) -> Any:
-        def get(key: str, body: dict[str, Any], **kw: Any) -> Any:
-            with lock:
-                fut = pending.get(key)
-                owner = fut is None
-                if owner:
-                    fut = pending[key] = Future()
-            assert fut is not None
-            if not owner:
-                ex = fut.result()
-                judge.exchanges.append(ex)
-                return ex
-            h = root.handle(on_exchange=judge.exchanges.append, scope=f"shared:{key}", store=store,
-                            mode="record")
-            try:
-                ex = _send_shared(h, key, body, kw)
-            except BaseException as exc:
-                fut.set_exception(exc)
-                raise
-            fut.set_result(ex)
-            return ex
-
-        return get
-
-    def args_for(item: pytest.Function) -> dict[str, Any]:
-        judge = _new_judge(item, capabilities)
-        known: dict[str, Any] = {
-            "conformance_target": state["target"],
-            "profile": state["profile"],
-            "capabilities": capabilities,
-            "pytestconfig": config,
-            "judge": judge,
-            "client": root.handle(on_exchange=judge.exchanges.append, scope=item.nodeid, store=store,
-                                  mode="record"),
-            "shared": shared_for(judge),
-        }
-        callspec = getattr(item, "callspec", None)
-        params: dict[str, Any] = dict(callspec.params) if callspec is not None else {}
-        out: dict[str, Any] = {}
-        for name in item._fixtureinfo.argnames:
-            if name in params:
-                out[name] = params[name]
-            elif name in known:
-                out[name] = known[name]
-            else:
-                raise _NotAhead(name)
-        return out
-
-    def run(item: pytest.Function) -> None:
-        try:
-            item.obj(**args_for(item))
-        except RunAborted:
-            stop.set()
-        except BudgetExhausted:
-            stop.set()  # the judged pass meets the same end, in the right place
-        except BaseException:  # noqa: BLE001 - judged (or reported as the suite's error) in the judged pass
-            pass
-
-    order = _first_pass_order(items)
-    todo = queue.SimpleQueue[pytest.Function]()
-    for it in order:
-        store.expect(it.nodeid)
-        todo.put(it)
-
-    def worker() -> None:
-        while True:
-            try:
-                item = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                if not stop.is_set() and not store.flooded.is_set():
-                    run(item)  # after a byte cap was hit, the judged pass sends the rest (bounded memory)
-            finally:
-                store.done(item.nodeid)  # its judged pass may go on (a stopped one sends what is missing)
-
-    state["replay"] = store
-    state["shared_ahead"] = pending
-    state["first_pass_stop"] = stop
-    # more threads than requests in flight (the client's semaphore holds those to --concurrency): a check
-    # waiting for a shared exchange another check is fetching must not hold a sending slot. Daemon threads:
-    # a Ctrl-C never waits for the ones still waiting on the target.
-    threads = [threading.Thread(target=worker, name=f"conformance-ahead-{i}", daemon=True)
-               for i in range(min(len(items), max(4 * concurrency, 32), 256))]
-    for t in threads:
-        t.start()
-    state["first_pass_threads"] = threads
-
-
-def _stop_first_pass(config: pytest.Config) -> None:
-    """Ctrl-C: the first pass stops taking checks and the requests in flight end now."""
-    state = config.stash.get(_state, None)
-    if state is None or "first_pass_stop" not in state:
-        return
-    state["first_pass_stop"].set()
-    if "checks_client" in state:
-        state["checks_client"].abort()
-
-
-def _prefetch(session: pytest.Session) -> None:
-    """A check module may define ``conformance_prefetch(config, items, target, profile, capabilities)``: it is
-    called once, after discovery and before any check runs, with the module's selected checks, to start pure
-    work ahead (the generated phase draws its requests in a helper process: spec/DECISIONS.md#draw-ahead);
-    it returns whether it did, and then the module's checks run last in pytest's loop. Not under
-    pytest-xdist, nor with ``--conformance-no-prefetch``."""
-    config = session.config
-    if config.getoption("conformance_no_prefetch"):
-        return
-    state = config.stash[_state]
-    items = [it for it in session.items if isinstance(it, pytest.Function)]
-    modules: dict[Any, list[pytest.Function]] = {}
-    for it in items:
-        if callable(getattr(it.module, "conformance_prefetch", None)):
-            modules.setdefault(it.module, []).append(it)
-    if not modules:
-        return
-    capabilities = _capabilities(config)
-    ahead: set[Any] = set()
-    for module, selected in modules.items():
-        if module.conformance_prefetch(
-            config=config,
-            items=selected,
-            target=state["target"],
+        capabilities = _capabilities(config)
+        state["context"] = CheckContext(
+            conformance_target=state["target"],
             profile=state["profile"],
             capabilities=capabilities,
-        ):
-            ahead.add(module)
-    if ahead:  # their checks run last: what they wait for is made while the others run
-        session.items.sort(key=lambda it: getattr(it, "module", None) in ahead)
+            options=RunOptions(
+                examples=config.getoption("conformance_examples"),
+                hypothesis_seed=config.getoption("conformance_hypothesis_seed"),
+                no_prefetch=bool(config.getoption("conformance_no_prefetch")),
+            ),
+            root=_checks_client(config),
+            transport=state.get("transport"),
+        )
+    return state["context"]
+
+
+def _record_of(item: CheckItem) -> Any:
+    """The check's record: from the engine that runs the session's checks (waiting for it), or, where no
+    engine runs (an xdist worker), made now."""
+    from conformance.engine.run import _Budget, run_check
+
+    state = item.config.stash[_state]
+    engine = state.get("engine")
+    if engine is not None and item.check.key in engine.keys:
+        return engine.record(item.check.key)
+    try:
+        return run_check(item.check, _context(item.config))
+    except _Budget as b:
+        return b.record
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
-    """As pytest's own loop starts (it judges, one check after another), the first pass starts sending every
-    check's requests, many in flight at once; the judged pass of a check waits for its recording. Not under
-    pytest-xdist (each worker then sends one at a time)."""
+    """As pytest's loop starts, the engine starts running every selected check once, ``--concurrency`` at a
+    time; each item then reports its check's record. Not under pytest-xdist (each worker runs its items'
+    checks one at a time)."""
     config = session.config
     if _state not in config.stash or config.option.collectonly or session.testscollected == 0:
         return
     if hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None):
         return
-    _prefetch(session)
-    _first_pass(session)  # runs in the background: pytest's loop judges each check once it is recorded
+    from conformance.engine.run import Engine
+
+    items = [it for it in session.items if isinstance(it, CheckItem)]
+    if not items:
+        return
+    ctx = _context(config)
+    concurrency = 1 if config.getoption("conformance_replay") else config.getoption("conformance_concurrency")
+    engine = Engine(ctx, [it.check for it in items], concurrency=concurrency)
+    state = config.stash[_state]
+    state["engine"] = engine
+    engine.start()
+    place = {c.key: i for i, c in enumerate(engine.checks)}
+    session.items.sort(key=lambda it: place.get(it.check.key, -1) if isinstance(it, CheckItem) else -1)
     _phase(config, "running the checks")
 
 
+def _stop_engine(config: pytest.Config) -> None:
+    """Ctrl-C: the engine stops taking checks and the requests in flight end now."""
+    state = config.stash.get(_state, None)
+    if state is None:
+        return
+    if "engine" in state:
+        state["engine"].stop()
+    elif "checks_client" in state:
+        state["checks_client"].abort()
+
+
 # ---- outcome ----------------------------------------------------------------------------------------------
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
-    """A replay: the recording answers each check only with the answers its own evidence held."""
-    state = item.config.stash.get(_state, None)
-    transport = state.get("transport") if state is not None else None
-    if transport is None:
-        return (yield)
-    transport.asking = item.nodeid
-    try:
-        return (yield)
-    finally:
-        transport.asking = None
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item) -> Any:
-    """A fixture's request left unanswered (429/503 after the retries) makes the check inconclusive, as in
-    the check itself: never an error of the suite."""
-    from conformance.har import NotRecorded
-    from conformance.violations import Unanswered
-
-    try:
-        return (yield)
-    except NotRecorded as exc:  # a replay: a fixture's request is not in the recording
-        pytest.skip(str(exc))
-    except Unanswered as exc:
-        pytest.skip(f"inconclusive: {exc}")
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Any:
-    from conformance.errors import BudgetExhausted
-    from conformance.violations import Inconclusive, ViolationError
-
-    try:
-        result = yield
-    except Inconclusive as exc:
-        from conformance.har import NotRecorded
-
-        judge = item.stash.get(_judge_key, None)
-        if judge is not None:  # what it judged before it gave up is not a pass
-            judge.judged.clear()
-        # a replay's request the recording lacks: "not recorded: ...", never judged (results.py's own kind)
-        pytest.skip(str(exc) if isinstance(exc, NotRecorded) else f"inconclusive: {exc}")
-    except BudgetExhausted as exc:
-        item.session.shouldstop = f"budget exhausted: {exc}"
-        pytest.skip(f"not run: budget exhausted: {exc}")
-    judge = item.stash.get(_judge_key, None)
-    if judge is not None and judge.violations:
-        raise (
-            ViolationError(judge.violations[0])
-            if len(judge.violations) == 1
-            else AssertionError("\n".join(str(v) for v in judge.violations))
-        )
-    return result
 
 
 @pytest.hookimpl(wrapper=True)
@@ -906,57 +681,25 @@ def _blocks_gate(config: pytest.Config, violations: list[dict[str, Any]]) -> boo
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     from conformance.evidence import PARSE_LOCK
 
-    with PARSE_LOCK:  # the traceback's source is parsed: never while a first-pass thread draws
+    with PARSE_LOCK:  # a traceback's source may be parsed: never while an engine thread draws
         report = yield
     if _state not in item.config.stash:
         return report
     if report.longrepr is not None:  # target text (ANSI escapes, CR, BEL) is shown, never interpreted
         report.longrepr = _escape_tree(report.longrepr)
         report.sections = _escape_tree(report.sections)
-    judge = item.stash.get(_judge_key, None)
-    final = report.when == "call" or (report.when == "setup" and not report.passed)
-    if not final:
+    rec = item.stash.get(_record_key, None)
+    if report.when != "call" or rec is None:
         return report
-    outcome = report.outcome
-    error = ""
-    excinfo = call.excinfo
-    if report.failed and excinfo is not None and not isinstance(excinfo.value, AssertionError):
-        outcome, error = (
-            "error",
-            "".join(traceback.format_exception_only(excinfo.type, excinfo.value)).strip(),
-        )
-        error += "\n" + str(report.longrepr)[-3000:]
-    elif report.failed and (judge is None or not judge.violations):
-        # a bare assert in a check (no Violation naming a requirement): the check's defect, never the target's
-        outcome = "error"
-        error = "check failed without a violation: " + (str(excinfo.value)[:2000] if excinfo else "failed")
-    skip_reason = ""
-    if report.skipped and isinstance(report.longrepr, tuple):
-        skip_reason = str(report.longrepr[2]).removeprefix("Skipped: ")
-    record = {
-        "nodeid": item.nodeid,
-        "requirements": list(_item_requirements(item)),
-        "outcome": outcome if outcome in ("passed", "failed", "skipped", "error") else "error",
-        "skip_reason": skip_reason,
-        "error": error,
-        "duration": round(report.duration, 4),
-        "judged": sorted(judge.judged) if judge else [],
-        "violations": [vars(v) for v in judge.violations] if judge else [],
-        "exchanges": [ex.to_dict() for ex in judge.exchanges] if judge else [],
-    }
+    record = rec.to_dict()
     report.user_properties.append((RECORD_KEY, record))
-    if report.failed and record["outcome"] == "failed" and record["violations"]:
-        # the target's fault: one line (requirement, message, JSON path); the evidence is in the reports.
-        # pytest's traceback would show this plugin's hook wrappers, never the target's answer.
-        report.longrepr = _one_line(record["violations"])
-        if not _blocks_gate(item.config, record["violations"]):
-            # below the gate (a warning, a MAY finding, a waived failure): the record keeps it, the reports
-            # show it; pytest does not count it as a failure the job would then contradict
-            report.sections.append(
-                ("chat-conformance finding (does not fail the gate)", str(report.longrepr))
-            )
-            report.outcome = "passed"
-            report.longrepr = None
+    below = record["outcome"] == "failed" and not _blocks_gate(item.config, record["violations"])
+    if report.failed and below:
+        # below the gate (a warning, a MAY finding, a waived failure): the record keeps it, the reports
+        # show it; pytest does not count it as a failure the job would then contradict
+        report.sections.append(("chat-conformance finding (does not fail the gate)", str(report.longrepr)))
+        report.outcome = "passed"
+        report.longrepr = None
     return report
 
 
@@ -989,7 +732,7 @@ class _Recorder:
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
         # pytest's own stop (session.Interrupted, e.g. our budget stop) is a KeyboardInterrupt subclass too;
         # the CLI's stops (SIGTERM, --max-duration) are a KeyboardInterrupt naming their cause
-        _stop_first_pass(self.config)
+        _stop_engine(self.config)
         if excinfo.type is KeyboardInterrupt:
             from conformance.errors import stop_cause
 
@@ -1065,20 +808,28 @@ def _availability_record(health: Any, collapses: list[Any], *, replay: bool = Fa
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
-    if _state not in config.stash or hasattr(config, "workerinput"):
+    if _state not in config.stash:
+        return
+    if hasattr(config, "workerinput"):
+        if "checks_client" in config.stash[_state]:
+            config.stash[_state]["checks_client"].close()
         return
     from conformance.results import build_results, cost_of, write_all
 
     state = config.stash[_state]
     _phase(config, "judging the run and writing the reports")
     t: Target = state["target"]
-    if "first_pass_stop" in state:  # no first-pass thread outlives the run (a check the judged pass skipped)
-        state["first_pass_stop"].set()
-        deadline = time.monotonic() + 1.5  # stopped: the reports come within seconds, all threads together
-        for thread in state.get("first_pass_threads", []):
-            thread.join(None if not state["interrupted"] else max(0.0, deadline - time.monotonic()))
+    engine = state.get("engine")
+    if engine is not None:  # no engine thread outlives the run (a check pytest's loop never reached)
+        if not all(engine.done(k) for k in engine.keys):
+            engine.stop()
+            engine.join(1.5)  # stopped: the reports come within seconds, all threads together
+        engine.close()
     stored: list[Any] = config.stash[_records]
     records = list(stored)
+    if engine is not None:  # checks the engine ran that pytest's loop did not report (a stopped run)
+        reported = {r["nodeid"] for r in records}
+        records += [r.to_dict() for r in engine.records() if r.nodeid not in reported]
     from conformance.health import Health
 
     health = Health.of_run(records)  # every exchange of the run, each once, in the order they completed
@@ -1090,22 +841,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         records.append(_availability_record(health, collapses,
                                             replay=bool(config.getoption("conformance_replay"))))
     probes = [{"exchanges": [ex.to_dict() for ex in state.get("discovery_exchanges", [])]}]
-    unused: list[Any] = []
-    if state.get("replay") is not None:  # sent by the first pass, never asked for by the judged pass
-        judged = {ex.get("xid") for r in records for ex in r.get("exchanges", [])}
-        unused = state["replay"].unused({x for x in judged if x})
-        probes.append({"exchanges": [ex.to_dict() for ex in unused]})
     cost = cost_of([*records, *probes])
     if "budget" in state and state["budget"].shared:  # counted across workers only when a limit is set
         cost["budget"] = state["budget"].snapshot()
     notes = []
     if session.shouldstop:
         notes.append(str(session.shouldstop))
-    if unused:
-        notes.append(
-            f"{len(unused)} request(s) sent ahead were not asked for again by their checks (in the cost): "
-            + ", ".join(sorted({ex.label for ex in unused})[:5])
-        )
+    if engine is not None and engine.stop_reason and not session.shouldstop:
+        notes.append(engine.stop_reason)
     results = build_results(
         records,
         target={
@@ -1156,6 +899,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             paths = write_all(results, Path(report_dir))
         state["written"] = [*paths, *written]
     session.exitstatus = results["exit_code"]
+    if "checks_client" in state:
+        state["checks_client"].close()
     _stop_progress(config)
 
 

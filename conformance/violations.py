@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.evidence import Exchange
+from conformance.records import SkipKind
 
-__all__ = ["Violation", "ViolationError", "Judge", "Inconclusive", "Unanswered"]
+__all__ = ["Violation", "ViolationError", "Judge", "Inconclusive", "Unanswered", "Skipped"]
 
 _MAX_SHOWN = 500
 
@@ -52,6 +53,16 @@ class ViolationError(AssertionError):
 
 class Inconclusive(Exception):
     """The check could not decide (e.g. the target's output gave nothing to judge); not a failure."""
+
+
+class Skipped(Exception):
+    """The check judges nothing, for a reason known before it asks (an optional capability the target does
+    not offer, a requirement the profile judges with another check): ``kind`` says which."""
+
+    def __init__(self, reason: str, kind: SkipKind) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
 
 
 class Unanswered(Inconclusive):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from conformance.checks._support import body, is_4xx, judge_error_shape
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 WRONG_KEY = "sk-chat-conformance-wrong-key"
@@ -47,7 +46,7 @@ def _judge_refusal(judge, ex, requirement, what):
         judge_error_shape(judge, ex)
 
 
-@pytest.mark.requirement("AUTH-MISSING-KEY", "AUTH-NOTHING-GENERATED", "AUTH-STATUS-401", "ERROR-SHAPE")
+@check("AUTH-MISSING-KEY", "AUTH-NOTHING-GENERATED", "AUTH-STATUS-401", "ERROR-SHAPE")
 def test_missing_key_refused(client, judge, conformance_target):
     if not conformance_target.api_key:
         raise Inconclusive("no API key configured, so the target cannot be expected to require one")
@@ -55,7 +54,7 @@ def test_missing_key_refused(client, judge, conformance_target):
     _judge_refusal(judge, ex, "AUTH-MISSING-KEY", "a request without a key")
 
 
-@pytest.mark.requirement("AUTH-WRONG-KEY", "AUTH-NOTHING-GENERATED", "AUTH-STATUS-401", "ERROR-SHAPE")
+@check("AUTH-WRONG-KEY", "AUTH-NOTHING-GENERATED", "AUTH-STATUS-401", "ERROR-SHAPE")
 def test_wrong_key_refused(client, judge, conformance_target):
     if not conformance_target.api_key:
         raise Inconclusive("no API key configured, so the target cannot be expected to require one")

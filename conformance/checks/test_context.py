@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     body,
     judge_error_response,
@@ -21,6 +19,7 @@ from conformance.checks._support import (
     published_context_length,
     usage_of,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 WORD = "hello"
@@ -71,7 +70,7 @@ def _overflow(shared: Any, target: Any, ctx: int, **extra: Any) -> tuple[dict[st
     return body(target, messages=_words(n), max_tokens=2 * margin, **extra), 2 * margin
 
 
-@pytest.mark.requirement("CONTEXT-TRUNCATE-DEFAULT")
+@check("CONTEXT-TRUNCATE-DEFAULT")
 def test_context_truncate_by_default(shared, client, judge, conformance_target, profile):
     ctx = _context_length(shared, conformance_target, profile)
     req, max_tokens = _overflow(shared, conformance_target, ctx)
@@ -118,7 +117,7 @@ def _prompt_tokens(shared: Any, target: Any, messages: list[dict[str, Any]]) -> 
     return usage_of(obj(ex.json()), "prompt_tokens")
 
 
-@pytest.mark.requirement("CONTEXT-ERROR-BEHAVIOR")
+@check("CONTEXT-ERROR-BEHAVIOR")
 def test_context_error_behavior(shared, client, judge, conformance_target, profile):
     ctx = _context_length(shared, conformance_target, profile)
     req, max_tokens = _overflow(shared, conformance_target, ctx, context_length_exceeded_behavior="error")
@@ -143,7 +142,7 @@ def test_context_error_behavior(shared, client, judge, conformance_target, profi
                          'context_length_exceeded_behavior "error"')
 
 
-@pytest.mark.requirement("CONTEXT-PROMPT-TOO-LONG")
+@check("CONTEXT-PROMPT-TOO-LONG")
 def test_prompt_longer_than_context(shared, client, judge, conformance_target, profile):
     ctx = _context_length(shared, conformance_target, profile)
     per_word, rest = _prompt_cost(shared, conformance_target)
@@ -153,7 +152,7 @@ def test_prompt_longer_than_context(shared, client, judge, conformance_target, p
     judge_error_response(judge, ex, "CONTEXT-PROMPT-TOO-LONG", "a prompt longer than the context length")
 
 
-@pytest.mark.requirement("CONTEXT-BEHAVIOR-ENUM")
+@check("CONTEXT-BEHAVIOR-ENUM")
 def test_context_behavior_enum(client, judge, conformance_target):
     for value in ("truncate", "error"):
         ex = client.chat(body(conformance_target, max_tokens=2, context_length_exceeded_behavior=value),

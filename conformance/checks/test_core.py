@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     COMPARE_LOGPROBS,
     DIVERGED,
@@ -29,6 +27,7 @@ from conformance.checks._support import (
     settle,
     usage_of,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 BASIC = "basic"  # the shared basic completion, judged by several checks
@@ -38,7 +37,7 @@ def _basic(shared: Any, target: Any) -> Any:
     return shared(BASIC, body(target, max_tokens=8), label="basic completion")
 
 
-@pytest.mark.requirement("CORE-REQUEST-JSON", "CORE-CONTENT-TYPE", "CORE-SCHEMA-VALID")
+@check("CORE-REQUEST-JSON", "CORE-CONTENT-TYPE", "CORE-SCHEMA-VALID")
 def test_basic_completion_is_json_and_valid(shared, judge, conformance_target):
     ex = _basic(shared, conformance_target)
     judge.require(
@@ -79,7 +78,7 @@ def test_basic_completion_is_json_and_valid(shared, judge, conformance_target):
     judge_schema(judge, "CORE-SCHEMA-VALID", "ChatCompletion", data, ex)
 
 
-@pytest.mark.requirement(
+@check(
     "CORE-OBJECT",
     "CORE-ID-PRESENT",
     "CORE-CREATED-SECONDS",
@@ -168,7 +167,7 @@ def test_completion_fields(shared, judge, conformance_target):
             judge_answer_fields(judge, again, adata, note=" (asked again with room for the reasoning)")
 
 
-@pytest.mark.requirement("CORE-ID-UNIQUE")
+@check("CORE-ID-UNIQUE")
 def test_ids_unique(shared, client, judge, conformance_target):
     first = ok_json(_basic(shared, conformance_target))
     ex = client.chat(body(conformance_target, max_tokens=2), label="second completion")
@@ -224,7 +223,7 @@ class _Pair:
         return answer_of(ok_json(self._send_new(), f"the request with {self.what}"))
 
 
-@pytest.mark.requirement("CORE-MULTI-TURN")
+@check("CORE-MULTI-TURN")
 def test_multi_turn_conversation(shared, client, judge, conformance_target, profile, capabilities):
     # History must reach the model. Forced evidence: the conversation's prompt holds the last user message
     # and more, so usage.prompt_tokens must grow over the last message alone. The answers may legitimately be
@@ -261,7 +260,7 @@ def test_multi_turn_conversation(shared, client, judge, conformance_target, prof
                 "last message)", received=full, exchange=pair.ex)
 
 
-@pytest.mark.requirement("CORE-CONTENT-PARTS")
+@check("CORE-CONTENT-PARTS")
 def test_content_parts(shared, client, judge, conformance_target, profile, capabilities):
     # Content parts are "the equivalent string": the same deterministic request with USER as one text part
     # must give the same answer (compared token by token: a near-tie divergence is asked again, then
@@ -283,7 +282,7 @@ def test_content_parts(shared, client, judge, conformance_target, profile, capab
                 expected=done.answers_a[done.a].text, received=done.answers_b[done.b].text, exchange=pair.ex)
 
 
-@pytest.mark.requirement("CORE-MODELS-LIST", "CORE-CONTEXT-SIZE-PUBLISHED")
+@check("CORE-MODELS-LIST", "CORE-CONTEXT-SIZE-PUBLISHED")
 def test_models_list(client, judge, conformance_target):
     ex = client.get("/models", label="list models")
     data = ex.json()
@@ -339,7 +338,7 @@ def test_models_list(client, judge, conformance_target):
     )
 
 
-@pytest.mark.requirement("TARGET-AVAILABLE")
+@check("TARGET-AVAILABLE")
 def test_target_keeps_answering_under_the_runs_load(judge):
     # no request of its own: every exchange of the run's checks is judged after the run (conformance.health);
     # the verdict is the run-wide record's (spec/DECISIONS.md#target-health)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import ERROR_SHAPE_REQS, USER, body, judge_error_response
+from conformance.engine.registry import case as registry_case
+from conformance.engine.registry import check
 
 MSG = [{"role": "user", "content": USER}]
 
@@ -15,7 +15,7 @@ def _without(d: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k != key}
 
 
-@pytest.mark.requirement("ERROR-MALFORMED-JSON", *ERROR_SHAPE_REQS)
+@check("ERROR-MALFORMED-JSON", *ERROR_SHAPE_REQS)
 def test_malformed_json(client, judge):
     # Any 4xx: OpenAI answers 400, FastAPI/pydantic servers 422 (spec/DECISIONS.md#relevel-13)
     ex = client.post_raw("/chat/completions", b'{"model": "x", "messages": [', label="malformed JSON body")
@@ -72,12 +72,9 @@ INVALID: list[tuple[str, str, str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    "case, requirement, what, build",
-    [
-        pytest.param(*row, id=row[0], marks=pytest.mark.requirement(row[1], *ERROR_SHAPE_REQS))
-        for row in INVALID
-    ],
+@check(
+    argnames="case, requirement, what, build",
+    cases=[registry_case(*row, id=row[0], requirements=(row[1], *ERROR_SHAPE_REQS)) for row in INVALID],
 )
 def test_invalid_request_refused(client, judge, conformance_target, case, requirement, what, build):
     ex = client.chat(build(conformance_target), label=what)

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._generated import (
     CAPABILITY_FIELDS,
     VALID_LABEL,
@@ -38,13 +36,15 @@ from conformance.checks._generated import (
     run_property,
 )
 from conformance.checks._support import ERROR_SHAPE_REQS, judge_error_response, judge_schema
+from conformance.engine.registry import case, check, prepare
 from conformance.evidence import Exchange
-from conformance.violations import Judge
+from conformance.records import SkipKind
+from conformance.violations import Judge, Skipped
 
 
-def _options(config: Any) -> tuple[int, int]:
-    examples = config.getoption("conformance_examples", 25)
-    seed = config.getoption("conformance_hypothesis_seed", 0)
+def _options(options: Any) -> tuple[int, int]:
+    examples = options.examples
+    seed = options.hypothesis_seed
     return max(1, int(25 if examples is None else examples)), int(0 if seed is None else seed)
 
 
@@ -56,13 +56,10 @@ def _send(client: Any):
     return send
 
 
-_DRAWS = pytest.StashKey[dict[Any, Any]]()
-
-
-def _draws(config: Any) -> dict[Any, Any]:
+def _draws(options: Any) -> dict[Any, Any]:
     """This run's drawn requests (a property's draws depend on its label, seed, examples and the run's
     target, profile and capabilities, which one run never changes)."""
-    return config.stash.setdefault(_DRAWS, {})
+    return options.scratch.setdefault("generated-draws", {})
 
 
 def _judge_valid(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -> None:
@@ -121,27 +118,25 @@ def _judge_valid(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -
     judge_schema(scratch, "CORE-SCHEMA-VALID", "ChatCompletion", data, ex)
 
 
-def conformance_prefetch(
-    config: Any, items: list[Any], target: Any, profile: Any, capabilities: dict[str, Any]
-) -> bool:
-    """Called by the plugin once before the checks run (with this module's selected checks): the generated
+@prepare
+def draw_generated_ahead(
+    checks: list[Any], options: Any, conformance_target: Any, profile: Any, capabilities: dict[str, Any]
+) -> Any:
+    """Called by the engine once before the checks run (with this module's selected checks): the generated
     requests of the run are drawn ahead, in a helper process (``_generated.draw_ahead``), while the other
-    checks send theirs. Whether it did."""
+    checks send theirs. The helper's cleanup when it did, else None."""
     fields = [
-        it.callspec.params["field_name"]
-        for it in items
-        if it.originalname == "test_generated_invalid_request_rejected" and _supported_field(
-            it.callspec.params["field_name"], capabilities
+        c.params["field_name"]
+        for c in checks
+        if c.name == "test_generated_invalid_request_rejected" and _supported_field(
+            c.params["field_name"], capabilities
         )
     ]
-    if not fields and not any(it.originalname == "test_generated_valid_requests_accepted" for it in items):
-        return False
-    examples, seed = _options(config)
-    close = draw_ahead(_draws(config), target.model, profile, capabilities, fields, examples, seed)
-    if close is None:
-        return False
-    config.add_cleanup(close)
-    return True
+    if not fields and not any(c.name == "test_generated_valid_requests_accepted" for c in checks):
+        return None
+    examples, seed = _options(options)
+    model = conformance_target.model
+    return draw_ahead(_draws(options), model, profile, capabilities, fields, examples, seed)
 
 
 def _supported_field(name: str, capabilities: dict[str, Any]) -> bool:
@@ -149,16 +144,16 @@ def _supported_field(name: str, capabilities: dict[str, Any]) -> bool:
     return not caps or any((capabilities.get(c) or {}).get("supported", True) for c in caps)
 
 
-@pytest.mark.requirement("GEN-VALID-ACCEPTED", "CORE-SCHEMA-VALID", "STREAM-CHUNK-SCHEMA", "ERROR-NO-5XX")
+@check("GEN-VALID-ACCEPTED", "CORE-SCHEMA-VALID", "STREAM-CHUNK-SCHEMA", "ERROR-NO-5XX")
 def test_generated_valid_requests_accepted(
-    client, judge, conformance_target, profile, capabilities, pytestconfig
+    client, judge, conformance_target, profile, capabilities, options
 ):
-    examples, seed = _options(pytestconfig)
+    examples, seed = _options(options)
     model = conformance_target.model
     run_property(
         judge,
         _send(client),
-        drawn_property(_draws(pytestconfig), model, profile, capabilities, None, examples, seed),
+        drawn_property(_draws(options), model, profile, capabilities, None, examples, seed),
         _judge_valid,
         seed=seed,
         label=VALID_LABEL,
@@ -176,32 +171,27 @@ def _judge_invalid(requirement_of: dict[str, str]):
 
 def _field_params() -> list[Any]:
     return [
-        pytest.param(
-            name,
-            id=name,
-            marks=pytest.mark.requirement(
-                "GEN-INVALID-REJECTED", *mutation_requirements(name), *ERROR_SHAPE_REQS
-            ),
-        )
+        case(name, id=name,
+             requirements=("GEN-INVALID-REJECTED", *mutation_requirements(name), *ERROR_SHAPE_REQS))
         for name in mutation_fields()
     ]
 
 
-@pytest.mark.parametrize("field_name", _field_params())
+@check(argnames="field_name", cases=_field_params())
 def test_generated_invalid_request_rejected(
-    client, judge, conformance_target, profile, capabilities, pytestconfig, field_name
+    client, judge, conformance_target, profile, capabilities, options, field_name
 ):
     if not _supported_field(field_name, capabilities):
         caps = CAPABILITY_FIELDS[field_name]
-        pytest.skip(f"unsupported: {field_name} needs one of {', '.join(caps)}")
-    examples, seed = _options(pytestconfig)
+        raise Skipped(f"unsupported: {field_name} needs one of {', '.join(caps)}", SkipKind.UNSUPPORTED)
+    examples, seed = _options(options)
     model = conformance_target.model
     muts = mutations(model, profile.any_token_id)[field_name]
     requirement_of = {m.what: m.requirement for m in muts}
     run_property(
         judge,
         _send(client),
-        drawn_property(_draws(pytestconfig), model, profile, capabilities, field_name, examples, seed),
+        drawn_property(_draws(options), model, profile, capabilities, field_name, examples, seed),
         _judge_invalid(requirement_of),
         seed=seed,
         label=invalid_label(field_name),

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._rules import json_prefix_error, judge_json_answer
 from conformance.checks._support import (
     ask,
@@ -24,6 +22,7 @@ from conformance.checks._support import (
     stream_finish,
     stream_text,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive, Judge
 
 __all__ = ["json_prefix_error"]  # kept importable from here (its home is _rules)
@@ -107,7 +106,7 @@ def _json_body(target: Any, profile: Any, response_format: dict[str, Any], **fie
     )
 
 
-@pytest.mark.requirement("FORMAT-TEXT")
+@check("FORMAT-TEXT")
 def test_format_text_accepted(client, judge, conformance_target, capabilities):
     ex = ask(
         client,
@@ -129,7 +128,7 @@ def test_format_text_accepted(client, judge, conformance_target, capabilities):
     )
 
 
-@pytest.mark.requirement("JSON-OBJECT-VALID")
+@check("JSON-OBJECT-VALID")
 def test_json_object_answer(client, judge, conformance_target, profile):
     ex, data = _answer(
         client,
@@ -144,7 +143,7 @@ def test_json_object_answer(client, judge, conformance_target, profile):
     )
 
 
-@pytest.mark.requirement("JSON-SCHEMA-VALID")
+@check("JSON-SCHEMA-VALID")
 def test_json_schema_answer(client, judge, conformance_target, profile):
     ex, data = _answer(
         client,
@@ -165,7 +164,7 @@ def test_json_schema_answer(client, judge, conformance_target, profile):
     )
 
 
-@pytest.mark.requirement("JSON-SCHEMA-STREAM")
+@check("JSON-SCHEMA-STREAM")
 def test_json_schema_streamed(client, judge, conformance_target, profile):
     req = _json_body(conformance_target, profile, JSON_SCHEMA_FORMAT, stream=True)
     label = "streamed response_format json_schema {answer: boolean}"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     THINK_CLOSE,
     answer_text,
@@ -31,6 +29,7 @@ from conformance.checks._support import (
     thinking_off,
     usage_of,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 FORCE_MAX = 8
@@ -153,7 +152,7 @@ def _forced_token(data: dict[str, Any], tid: int) -> str:
     raise Inconclusive("neither logprobs nor usage tell the forced token apart")
 
 
-@pytest.mark.requirement("LOGIT-BIAS-FORCE")
+@check("LOGIT-BIAS-FORCE")
 def test_logit_bias_forces_token(shared, client, judge, conformance_target, profile, capabilities):
     tid = bias_token(shared, conformance_target, profile, capabilities)
     ex = _force(shared, client, conformance_target, capabilities, tid)
@@ -182,7 +181,7 @@ def test_logit_bias_forces_token(shared, client, judge, conformance_target, prof
                 received={"completion_tokens": ct, "finish_reason": fr}, exchange=ex)
 
 
-@pytest.mark.requirement("LOGIT-BIAS-BAN")
+@check("LOGIT-BIAS-BAN")
 def test_logit_bias_bans_token(shared, client, judge, conformance_target, profile, capabilities):
     # The ban only shows when the token would otherwise be generated: find a deterministic answer that holds
     # it (the plain one, else one spread by penalties), then send the same request with -100 on the token.

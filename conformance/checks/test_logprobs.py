@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     NEUTRAL_PENALTIES,
     ask,
@@ -33,6 +31,7 @@ from conformance.checks._support import (
     usage_of,
 )
 from conformance.checks.test_core import _basic
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive, Judge
 
 TOP = 5
@@ -59,7 +58,7 @@ def _entries(shared: Any, judge: Any, target: Any, profile: Any, requirement: st
     return ex, data, entries
 
 
-@pytest.mark.requirement("LOGPROBS-PRESENT")
+@check("LOGPROBS-PRESENT")
 def test_logprobs_present(shared, judge, conformance_target, profile, capabilities):
     ex, data, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-PRESENT",
                                  capabilities)
@@ -77,7 +76,7 @@ def test_logprobs_present(shared, judge, conformance_target, profile, capabiliti
                 received=len(entries), exchange=ex)
 
 
-@pytest.mark.requirement("LOGPROBS-VALUES")
+@check("LOGPROBS-VALUES")
 def test_logprobs_values(shared, judge, conformance_target, profile, capabilities):
     ex, _, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-VALUES",
                               capabilities)
@@ -99,7 +98,7 @@ def test_logprobs_values(shared, judge, conformance_target, profile, capabilitie
                     exchange=ex)
 
 
-@pytest.mark.requirement("LOGPROBS-TOKENS-CONCAT")
+@check("LOGPROBS-TOKENS-CONCAT")
 def test_logprobs_tokens_concatenate(shared, judge, conformance_target, profile, capabilities):
     ex, data, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-TOKENS-CONCAT",
                                  capabilities)
@@ -128,7 +127,7 @@ def _tops(e: Any) -> Any:
     return e.get("top_logprobs") if isinstance(e, dict) else None
 
 
-@pytest.mark.requirement("LOGPROBS-TOP-COUNT")
+@check("LOGPROBS-TOP-COUNT")
 def test_top_logprobs_count(shared, judge, conformance_target, profile, capabilities):
     ex, _, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-TOP-COUNT",
                               capabilities)
@@ -140,7 +139,7 @@ def test_top_logprobs_count(shared, judge, conformance_target, profile, capabili
                     received=n if n is not None else tops, exchange=ex)
 
 
-@pytest.mark.requirement("LOGPROBS-TOP-AT-MOST")
+@check("LOGPROBS-TOP-AT-MOST")
 def test_top_logprobs_at_most(shared, judge, conformance_target, profile):
     ex, _, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-TOP-AT-MOST")
     counted = 0
@@ -156,7 +155,7 @@ def test_top_logprobs_at_most(shared, judge, conformance_target, profile):
         raise Inconclusive("no entry carries a top_logprobs list (judged by LOGPROBS-TOP-COUNT)")
 
 
-@pytest.mark.requirement("LOGPROBS-TOP-ORDER")
+@check("LOGPROBS-TOP-ORDER")
 def test_top_logprobs_order(shared, judge, conformance_target, profile, capabilities):
     ex, _, entries = _entries(shared, judge, conformance_target, profile, "LOGPROBS-TOP-ORDER",
                               capabilities)
@@ -193,7 +192,7 @@ def _greedy_answer(client: Any, target: Any, profile: Any, capabilities: Any) ->
     return ask_neutral(send, request)
 
 
-@pytest.mark.requirement("LOGPROBS-GREEDY-CONSISTENT")
+@check("LOGPROBS-GREEDY-CONSISTENT")
 def test_logprobs_greedy_consistent(client, judge, conformance_target, profile, capabilities):
     # Deterministic settings keep only the most likely token, so each chosen token is the first alternative
     # and carries the same logprob. A position where the two best alternatives tie (within 1e-6) is skipped:
@@ -242,7 +241,7 @@ def _judge_greedy(judge: Any, ex: Any, entries: list[Any]) -> None:
         raise Inconclusive("no position with top_logprobs and a clear most likely token")
 
 
-@pytest.mark.requirement("LOGPROBS-ABSENT-BY-DEFAULT")
+@check("LOGPROBS-ABSENT-BY-DEFAULT")
 def test_logprobs_absent_by_default(shared, judge, conformance_target):
     ex = _basic(shared, conformance_target)
     data = ok_json(ex, "basic completion")
@@ -252,14 +251,14 @@ def test_logprobs_absent_by_default(shared, judge, conformance_target):
                     path=f"$.choices[{i}].logprobs", expected="null or absent", received=lp, exchange=ex)
 
 
-@pytest.mark.requirement("LOGPROBS-TOP-REQUIRES-LOGPROBS")
+@check("LOGPROBS-TOP-REQUIRES-LOGPROBS")
 def test_top_logprobs_requires_logprobs(client, judge, conformance_target):
     ex = client.chat(body(conformance_target, max_tokens=2, top_logprobs=3),
                      label="top_logprobs 3 without logprobs")
     judge_error_response(judge, ex, "LOGPROBS-TOP-REQUIRES-LOGPROBS", "top_logprobs without logprobs")
 
 
-@pytest.mark.requirement("LOGPROBS-STREAM")
+@check("LOGPROBS-STREAM")
 def test_logprobs_stream(client, judge, conformance_target, profile, capabilities):
     ex = ask(client, deterministic_body(conformance_target, profile, max_tokens=room(capabilities, 8),
                                         logprobs=True, stream=True, **thinking_off(capabilities)),

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import body, finish_of, ok_json, usage_of
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 N = 2
@@ -17,7 +16,7 @@ def _two(shared: Any, target: Any) -> Any:
     return shared("n-2", body(target, n=N, max_tokens=MAX), label=f"n={N}, max_tokens {MAX}")
 
 
-@pytest.mark.requirement("N-CHOICES-COUNT")
+@check("N-CHOICES-COUNT")
 def test_n_choices(shared, judge, conformance_target):
     ex = _two(shared, conformance_target)
     data = ok_json(ex, f"n={N}")
@@ -32,7 +31,7 @@ def test_n_choices(shared, judge, conformance_target):
                 expected=list(range(N)), received=indices, exchange=ex)
 
 
-@pytest.mark.requirement("N-USAGE-COUNTS-ALL")
+@check("N-USAGE-COUNTS-ALL")
 def test_n_usage_counts_every_choice(shared, judge, conformance_target):
     ex = _two(shared, conformance_target)
     data = ok_json(ex, f"n={N}")

@@ -15,8 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     COMPARE_LOGPROBS,
     DIVERGED,
@@ -34,6 +32,7 @@ from conformance.checks._support import (
     room,
     thinking_off,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 MAX = 24
@@ -255,19 +254,19 @@ def _confirm_backwards(client: Any, judge: Any, target: Any, profile: Any, capab
                 received=got.text, exchange=ex)
 
 
-@pytest.mark.requirement("PENALTY-FREQUENCY-EFFECT")
+@check("PENALTY-FREQUENCY-EFFECT")
 def test_frequency_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-FREQUENCY-EFFECT",
                    "frequency_penalty", capabilities)
 
 
-@pytest.mark.requirement("PENALTY-PRESENCE-EFFECT")
+@check("PENALTY-PRESENCE-EFFECT")
 def test_presence_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-PRESENCE-EFFECT",
                    "presence_penalty", capabilities)
 
 
-@pytest.mark.requirement("PENALTY-REPETITION-EFFECT")
+@check("PENALTY-REPETITION-EFFECT")
 def test_repetition_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-REPETITION-EFFECT",
                    "repetition_penalty", capabilities)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import ERROR_SHAPE_REQS, body, judge_error_response
+from conformance.engine.registry import case, check
 
 MAX_TOKENS = 2
 STOPS = ["\n\n\n", "###", "<END>", "STOP!", "@@@"]  # stop=k sends the first k of these
@@ -62,8 +61,7 @@ def _case_id(param: str, value: Any) -> str:
 
 
 def _params(rows: list[tuple[str, str, tuple[Any, ...]]], *extra_marks: str) -> list[Any]:
-    return [pytest.param(rid, param, value, id=_case_id(param, value),
-                         marks=pytest.mark.requirement(rid, *extra_marks))
+    return [case(rid, param, value, id=_case_id(param, value), requirements=(rid, *extra_marks))
             for rid, param, values in rows for value in values]
 
 
@@ -97,7 +95,7 @@ def _judge_accepted(judge: Any, ex: Any, requirement: str, what: str) -> None:
                 received=f"{ex.status} {(ex.body_text or '')[:160]}", exchange=ex)
 
 
-@pytest.mark.parametrize("requirement, param, value", _params(ACCEPT))
+@check(argnames="requirement, param, value", cases=_params(ACCEPT))
 def test_value_inside_range_accepted(client, judge, conformance_target, profile, requirement, param, value):
     what = _what(param, value, profile)
     ex = client.chat(body(conformance_target, max_tokens=MAX_TOKENS, **_fields(param, value, profile)),
@@ -105,7 +103,7 @@ def test_value_inside_range_accepted(client, judge, conformance_target, profile,
     _judge_accepted(judge, ex, requirement, what)
 
 
-@pytest.mark.parametrize("requirement, param, value", _params(REJECT, *ERROR_SHAPE_REQS))
+@check(argnames="requirement, param, value", cases=_params(REJECT, *ERROR_SHAPE_REQS))
 def test_value_outside_range_rejected(client, judge, conformance_target, profile, requirement, param, value):
     what = _what(param, value, profile) + " (outside the documented range)"
     ex = client.chat(body(conformance_target, max_tokens=MAX_TOKENS, **_fields(param, value, profile)),
@@ -113,7 +111,7 @@ def test_value_outside_range_rejected(client, judge, conformance_target, profile
     judge_error_response(judge, ex, requirement, what)
 
 
-@pytest.mark.parametrize("requirement, param, value", _params(BOUNDARY))
+@check(argnames="requirement, param, value", cases=_params(BOUNDARY))
 def test_value_on_exclusive_bound(client, judge, conformance_target, profile, requirement, param, value):
     what = _what(param, value, profile) + " (on the bound)"
     ex = client.chat(body(conformance_target, max_tokens=MAX_TOKENS, **_fields(param, value, profile)),

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     USER,
     ask,
@@ -22,6 +20,7 @@ from conformance.checks._support import (
     require_completion,
     stream_text,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive, Judge
 
 MAX_TOKENS = 24
@@ -62,7 +61,7 @@ def _supported(capabilities: dict[str, Any], cap: str) -> bool:
     return bool((capabilities.get(cap) or {}).get("supported", True))
 
 
-@pytest.mark.requirement("REASONING-SEPARATE")
+@check("REASONING-SEPARATE")
 def test_reasoning_separated(client, judge, conformance_target, profile):
     ex = ask(
         client,
@@ -93,7 +92,7 @@ def test_reasoning_separated(client, judge, conformance_target, profile):
     )
 
 
-@pytest.mark.requirement("REASONING-STREAM")
+@check("REASONING-STREAM")
 def test_reasoning_streamed(client, judge, conformance_target, profile):
     ex = client.chat(
         _reasoning_body(conformance_target, profile, separate_reasoning=True, stream=True),
@@ -132,7 +131,7 @@ def test_reasoning_streamed(client, judge, conformance_target, profile):
     )
 
 
-@pytest.mark.requirement("REASONING-NOT-SEPARATED")
+@check("REASONING-NOT-SEPARATED")
 def test_reasoning_not_separated(client, judge, conformance_target, profile):
     ex = client.chat(
         _reasoning_body(conformance_target, profile, separate_reasoning=False),
@@ -151,7 +150,7 @@ def test_reasoning_not_separated(client, judge, conformance_target, profile):
     )
 
 
-@pytest.mark.requirement("THINKING-DISABLE")
+@check("THINKING-DISABLE")
 def test_thinking_disabled(client, judge, conformance_target, profile, capabilities):
     fields: dict[str, Any] = {"enable_thinking": False}
     if _supported(capabilities, "reasoning"):
@@ -183,7 +182,7 @@ def test_thinking_disabled(client, judge, conformance_target, profile, capabilit
     )
 
 
-@pytest.mark.requirement("THINKING-ENABLE")
+@check("THINKING-ENABLE")
 def test_thinking_enabled(client, judge, conformance_target, profile, capabilities):
     separate = _supported(capabilities, "reasoning")
     fields: dict[str, Any] = {"enable_thinking": True}

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     DIVERGED,
     EMPTY,
@@ -25,6 +23,7 @@ from conformance.checks._support import (
     settle,
     with_logprobs,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 HOT = 1.5  # a high temperature: without the filter, different seeds give different samples
@@ -120,16 +119,16 @@ def _judge_filter(client: Any, judge: Any, target: Any, requirement: str, what: 
                            + "; ".join(unsettled))
 
 
-@pytest.mark.requirement("SAMPLING-TOP-P-EFFECT")
+@check("SAMPLING-TOP-P-EFFECT")
 def test_tiny_top_p_is_greedy(client, judge, conformance_target):
     _judge_filter(client, judge, conformance_target, "SAMPLING-TOP-P-EFFECT", "top_p 1e-06", top_p=1e-06)
 
 
-@pytest.mark.requirement("SAMPLING-MIN-P-EFFECT")
+@check("SAMPLING-MIN-P-EFFECT")
 def test_min_p_one_is_greedy(client, judge, conformance_target):
     _judge_filter(client, judge, conformance_target, "SAMPLING-MIN-P-EFFECT", "min_p 1", min_p=1.0)
 
 
-@pytest.mark.requirement("SAMPLING-TOP-K-EFFECT")
+@check("SAMPLING-TOP-K-EFFECT")
 def test_top_k_one_is_greedy(client, judge, conformance_target):
     _judge_filter(client, judge, conformance_target, "SAMPLING-TOP-K-EFFECT", "top_k 1", top_k=1)

@@ -7,21 +7,21 @@ openai package it is unsupported, never a failure.
 
 from __future__ import annotations
 
-import pytest
-
 from conformance.checks._sdk import ACCUMULATE, NOT_INSTALLED, PARSE, STRUCTURED, judge_exchange, sdk_version
 from conformance.checks._support import body, ok_json, ok_stream
 from conformance.checks.test_core import _basic
 from conformance.checks.test_streaming import MAX
-from conformance.violations import Inconclusive
+from conformance.engine.registry import check
+from conformance.records import SkipKind
+from conformance.violations import Inconclusive, Skipped
 
 
 def _require_sdk() -> None:
     if sdk_version() is None:
-        pytest.skip(f"unsupported: {NOT_INSTALLED}")
+        raise Skipped(f"unsupported: {NOT_INSTALLED}", SkipKind.UNSUPPORTED)
 
 
-@pytest.mark.requirement(PARSE)
+@check(PARSE)
 def test_sdk_reads_the_basic_completion(shared, judge, conformance_target):
     _require_sdk()
     ex = _basic(shared, conformance_target)
@@ -29,7 +29,7 @@ def test_sdk_reads_the_basic_completion(shared, judge, conformance_target):
     judge_exchange(judge, ex)
 
 
-@pytest.mark.requirement(ACCUMULATE)
+@check(ACCUMULATE)
 def test_sdk_accumulates_the_stream(shared, judge, conformance_target):
     _require_sdk()
     ex = shared(
@@ -43,7 +43,7 @@ def test_sdk_accumulates_the_stream(shared, judge, conformance_target):
         raise Inconclusive("the SDK could not read the stream's chunks (SDK-PARSE): nothing to accumulate")
 
 
-@pytest.mark.requirement(STRUCTURED)
+@check(STRUCTURED)
 def test_sdk_parses_structured_outputs(judge):
     _require_sdk()
     # no request of its own: the json_schema answers the run asks for (test_json, the generated requests) are

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import EMPTY, EQUAL, answer_of, body, compare_answers, content_of, ok_json
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 HOT = 1.5  # inside the seed's 0 < x < 2: sampling is far from greedy
@@ -20,7 +19,7 @@ def _seeded(shared: Any, target: Any, seed: int) -> Any:
                   label=f"temperature {HOT}, seed {seed}")
 
 
-@pytest.mark.requirement("SEED-DETERMINISM")
+@check("SEED-DETERMINISM")
 def test_same_seed_same_content(shared, client, judge, conformance_target):
     # The same seeded request, asked until two answers agree (at most ASKS times). On a conforming target the
     # first two agree whatever the model; a target whose numerics are not batch-invariant may flip a token
@@ -48,7 +47,7 @@ def test_same_seed_same_content(shared, client, judge, conformance_target):
                 received=[a.reasoning + a.content for a in answers[1:]], exchange=exchanges[-1])
 
 
-@pytest.mark.requirement("SEED-VARIES")
+@check("SEED-VARIES")
 def test_different_seeds_vary(shared, judge, conformance_target):
     # Four different seeds at temperature 1.5, 12 tokens each. Sampling that is really sampling gives four
     # identical answers only if every one of the 12 draws agrees in all four runs; the check fails only when

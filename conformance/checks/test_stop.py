@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
 from conformance.checks._support import (
     NEAR_TIE,
     REASKS,
@@ -40,7 +38,9 @@ from conformance.checks._support import (
     usage_of,
     with_logprobs,
 )
-from conformance.violations import Inconclusive
+from conformance.engine.registry import check
+from conformance.records import SkipKind
+from conformance.violations import Inconclusive, Skipped
 
 MAX = 16
 LONG = 32
@@ -282,7 +282,7 @@ def _cut(shared: Any, target: Any, profile: Any, stop: str, src: Source = DEFAUL
     return _settle_cut(ask, _bases(shared, target, profile, src, capabilities), stop)
 
 
-@pytest.mark.requirement("STOP-HONOURED")
+@check("STOP-HONOURED")
 def test_stop_honoured(shared, judge, conformance_target, profile, capabilities):
     _, stop, _, src = _stop(shared, conformance_target, profile, capabilities)
     ex, got, base, at = _cut(shared, conformance_target, profile, stop, src, capabilities)
@@ -327,23 +327,23 @@ def _judge_inclusion(shared: Any, judge: Any, target: Any, profile: Any, require
     judge.check(True, requirement, "")
 
 
-@pytest.mark.requirement("STOP-SEQUENCE-INCLUDED")
+@check("STOP-SEQUENCE-INCLUDED")
 def test_stop_sequence_included(shared, judge, conformance_target, profile, capabilities):
     if profile.stop_sequence != "included":
-        pytest.skip("the profile judges STOP-SEQUENCE-EXCLUDED")
+        raise Skipped("the profile judges STOP-SEQUENCE-EXCLUDED", SkipKind.NOT_APPLICABLE)
     _judge_inclusion(shared, judge, conformance_target, profile, "STOP-SEQUENCE-INCLUDED", "included",
                      capabilities)
 
 
-@pytest.mark.requirement("STOP-SEQUENCE-EXCLUDED")
+@check("STOP-SEQUENCE-EXCLUDED")
 def test_stop_sequence_excluded(shared, judge, conformance_target, profile, capabilities):
     if profile.stop_sequence != "excluded":
-        pytest.skip("the profile judges STOP-SEQUENCE-INCLUDED")
+        raise Skipped("the profile judges STOP-SEQUENCE-INCLUDED", SkipKind.NOT_APPLICABLE)
     _judge_inclusion(shared, judge, conformance_target, profile, "STOP-SEQUENCE-EXCLUDED", "excluded",
                      capabilities)
 
 
-@pytest.mark.requirement("STOP-STRING-OR-ARRAY")
+@check("STOP-STRING-OR-ARRAY")
 def test_stop_string_or_array(shared, client, judge, conformance_target, profile, capabilities):
     _, stop, _, src = _stop(shared, conformance_target, profile, capabilities)
     for form, value in (("a single string", stop), ("an array of 4 strings", [*FILLER, stop])):
@@ -374,7 +374,7 @@ def test_stop_string_or_array(shared, client, judge, conformance_target, profile
                     received={"content": got.content, "finish_reason": got.finish}, exchange=ex)
 
 
-@pytest.mark.requirement("STOP-STREAM")
+@check("STOP-STREAM")
 def test_stop_stream(shared, client, judge, conformance_target, profile, capabilities):
     _, stop, _, src = _stop(shared, conformance_target, profile, capabilities)
     plain_ex, plain_got, plain_base, plain_at = _cut(shared, conformance_target, profile, stop, src,

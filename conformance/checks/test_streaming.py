@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from conformance.catalog import catalog
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import (
@@ -27,13 +25,14 @@ from conformance.checks._support import (
     stream_usage,
     with_logprobs,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 MAX = 8
 MULTIBYTE_PROMPT = "Write a short story about a cat named Zoë who loves crème brûlée — in 東京."
 
 
-@pytest.mark.requirement(
+@check(
     "STREAM-CONTENT-TYPE",
     "STREAM-DATA-ONLY",
     "STREAM-CHUNK-JSON",
@@ -71,7 +70,7 @@ def test_stream_with_usage(shared, judge, conformance_target, profile):
     judge_stream(judge, ex, n=1, include_usage=True, usage_empty_choices=empty_choices)
 
 
-@pytest.mark.requirement("STREAM-INCREMENTAL", "MAXTOK-STREAM-BOUND")
+@check("STREAM-INCREMENTAL", "MAXTOK-STREAM-BOUND")
 def test_stream_incremental_and_bounded(shared, judge, conformance_target):
     ex = shared(
         "stream-usage",
@@ -134,7 +133,7 @@ def test_stream_incremental_and_bounded(shared, judge, conformance_target):
         )
 
 
-@pytest.mark.requirement(
+@check(
     "STREAM-CHOICE-INDEX",
     "STREAM-FINISH-ONCE",
     "STREAM-ROLE-FIRST",
@@ -149,7 +148,7 @@ def test_stream_two_choices(client, judge, conformance_target, profile):
     )
 
 
-@pytest.mark.requirement("STREAM-MATCHES-NONSTREAM", "USAGE-STREAM-MATCHES")
+@check("STREAM-MATCHES-NONSTREAM", "USAGE-STREAM-MATCHES")
 def test_stream_equals_nonstream(client, judge, conformance_target, profile):
     # The same deterministic request, streamed and not, with logprobs: the two answers are compared token by
     # token (compare_answers); a divergence only at a near-tie is asked again (settle), a confident one fails
@@ -221,7 +220,7 @@ def test_stream_equals_nonstream(client, judge, conformance_target, profile):
         )
 
 
-@pytest.mark.requirement("STREAM-OPTIONS-REQUIRES-STREAM")
+@check("STREAM-OPTIONS-REQUIRES-STREAM")
 def test_stream_options_without_stream(client, judge, conformance_target):
     ex = client.chat(
         body(conformance_target, max_tokens=2, stream_options={"include_usage": True}),

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from conformance.checks._rules import (
     judge_args_json,
     judge_args_schema,
@@ -31,6 +29,7 @@ from conformance.checks._support import (
     ok_stream,
     require_completion,
 )
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 PROMPT = "What is the weather in Paris today?"
@@ -163,7 +162,7 @@ def _forced_call(shared: Any, target: Any, profile: Any) -> tuple[Any, dict[str,
     return ex, msg, calls, fr
 
 
-@pytest.mark.requirement("TOOLS-CHOICE-REQUIRED")
+@check("TOOLS-CHOICE-REQUIRED")
 def test_choice_required_calls_a_tool(shared, judge, conformance_target, profile):
     ex = _required(shared, conformance_target, profile)
     data = require_completion(judge, ex, "TOOLS-CHOICE-REQUIRED", 'a request with tool_choice "required"')
@@ -184,13 +183,13 @@ def test_choice_required_calls_a_tool(shared, judge, conformance_target, profile
     )
 
 
-@pytest.mark.requirement("TOOLS-CALL-SHAPE")
+@check("TOOLS-CALL-SHAPE")
 def test_tool_call_shape(shared, judge, conformance_target, profile):
     ex, _, calls, _ = _forced_call(shared, conformance_target, profile)
     judge_call_shape(judge, "TOOLS-CALL-SHAPE", calls, ex, "$.choices[0].message")
 
 
-@pytest.mark.requirement("TOOLS-ARGS-JSON")
+@check("TOOLS-ARGS-JSON")
 def test_tool_arguments_are_json(shared, judge, conformance_target, profile):
     ex, _, calls, fr = _forced_call(shared, conformance_target, profile)
     why = judge_args_json(judge, "TOOLS-ARGS-JSON", calls, fr, ex, "$.choices[0].message")
@@ -198,7 +197,7 @@ def test_tool_arguments_are_json(shared, judge, conformance_target, profile):
         raise Inconclusive(why)
 
 
-@pytest.mark.requirement("TOOLS-ARGS-SCHEMA")
+@check("TOOLS-ARGS-SCHEMA")
 def test_tool_arguments_match_schema(shared, judge, conformance_target, profile):
     ex, _, calls, fr = _forced_call(shared, conformance_target, profile)
     if not judge_args_schema(judge, "TOOLS-ARGS-SCHEMA", calls, SCHEMAS, ex, "$.choices[0].message"):
@@ -206,7 +205,7 @@ def test_tool_arguments_match_schema(shared, judge, conformance_target, profile)
         raise Inconclusive(f"no tool-call arguments to validate ({why})")
 
 
-@pytest.mark.requirement("TOOLS-FINISH-REASON")
+@check("TOOLS-FINISH-REASON")
 def test_tool_call_finish_reason(shared, judge, conformance_target, profile):
     # Judged on a call the model chose (tool_choice "auto"): a call forced by tool_choice "required" or a
     # named function may end with "stop", as the OpenAI API's own do (spec/DECISIONS.md#protocol-details).
@@ -224,7 +223,7 @@ def test_tool_call_finish_reason(shared, judge, conformance_target, profile):
 CUT_MAX_TOKENS = 3  # too few for any call's arguments: {"city": ... does not end within them
 
 
-@pytest.mark.requirement("TOOLS-FINISH-REASON")
+@check("TOOLS-FINISH-REASON")
 def test_cut_tool_call_finish_reason(client, judge, conformance_target, profile):
     # A call forced by a named tool_choice, with a max_tokens too small for its arguments: a call cut short
     # ends with finish_reason "length", never "tool_calls" (a client would run an unfinished call).
@@ -246,7 +245,7 @@ def test_cut_tool_call_finish_reason(client, judge, conformance_target, profile)
                       cut=True)
 
 
-@pytest.mark.requirement("TOOLS-CHOICE-NONE")
+@check("TOOLS-CHOICE-NONE")
 def test_choice_none_calls_no_tool(client, judge, conformance_target, profile):
     ex = ask(client, _tool_body(conformance_target, profile, "none", max_tokens=8),
              label='tool_choice "none"')
@@ -274,7 +273,7 @@ def test_choice_none_calls_no_tool(client, judge, conformance_target, profile):
     )
 
 
-@pytest.mark.requirement("TOOLS-CHOICE-AUTO")
+@check("TOOLS-CHOICE-AUTO")
 def test_choice_auto(shared, judge, conformance_target, profile):
     ex = _auto(shared, conformance_target, profile)
     data = require_completion(judge, ex, "TOOLS-CHOICE-AUTO", 'a request with tool_choice "auto"')
@@ -304,7 +303,7 @@ def test_choice_auto(shared, judge, conformance_target, profile):
         )
 
 
-@pytest.mark.requirement("TOOLS-CHOICE-NAMED")
+@check("TOOLS-CHOICE-NAMED")
 def test_choice_named_calls_that_function(shared, judge, conformance_target, profile):
     ex = _with_retry(shared, "tools-named", conformance_target, profile, NAMED_CHOICE,
                      "tool_choice naming get_time (the second of two tools)", tools=[WEATHER, TIME])
@@ -328,7 +327,7 @@ def test_choice_named_calls_that_function(shared, judge, conformance_target, pro
                      "the named function")
 
 
-@pytest.mark.requirement("TOOLS-RESULT-TURN")
+@check("TOOLS-RESULT-TURN")
 def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
     msgs: list[dict[str, Any]] = [
         {"role": "user", "content": PROMPT},
@@ -352,7 +351,7 @@ def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
     require_completion(judge, ex, "TOOLS-RESULT-TURN", "a conversation holding tool_calls and a tool result")
 
 
-@pytest.mark.requirement("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED", "TOOLS-ARGS-JSON")
+@check("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED", "TOOLS-ARGS-JSON")
 def test_streamed_tool_call_fragments(client, judge, conformance_target, profile):
     ex = client.chat(
         _tool_body(conformance_target, profile, "required", stream=True),
@@ -475,7 +474,7 @@ def test_streamed_tool_call_fragments(client, judge, conformance_target, profile
         raise Inconclusive(f"streamed tool call(s) {cut} were cut by max_tokens before their arguments ended")
 
 
-@pytest.mark.requirement("TOOLS-UNKNOWN-CHOICE", *ERROR_SHAPE_REQS)
+@check("TOOLS-UNKNOWN-CHOICE", *ERROR_SHAPE_REQS)
 def test_unknown_named_choice_rejected(client, judge, conformance_target, profile):
     choice = {"type": "function", "function": {"name": "no_such_function"}}
     ex = client.chat(

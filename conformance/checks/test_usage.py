@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from conformance.checks._support import (
     REASKS,
     answer_of,
@@ -16,12 +14,13 @@ from conformance.checks._support import (
     with_logprobs,
 )
 from conformance.checks.test_core import _basic
+from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 LONG_PROMPT = " ".join(["Tell me everything you know about cats, dogs, birds and fish."] * 3)
 
 
-@pytest.mark.requirement("USAGE-PRESENT", "USAGE-INTEGERS", "USAGE-TOTAL-SUM")
+@check("USAGE-PRESENT", "USAGE-INTEGERS", "USAGE-TOTAL-SUM")
 def test_usage_fields(shared, judge, conformance_target):
     ex = _basic(shared, conformance_target)
     data = ok_json(ex)
@@ -62,7 +61,7 @@ def test_usage_fields(shared, judge, conformance_target):
         )
 
 
-@pytest.mark.requirement("MAXTOK-BOUND", "MAXTOK-LENGTH-FINISH", "USAGE-COMPLETION-EXACT")
+@check("MAXTOK-BOUND", "MAXTOK-LENGTH-FINISH", "USAGE-COMPLETION-EXACT")
 def test_max_tokens_bounds_and_length(client, judge, conformance_target, profile):
     limit = 5
     # deterministic, so that an ambiguous answer can be asked again (see below); with logprobs, so that a
@@ -145,7 +144,7 @@ def test_max_tokens_bounds_and_length(client, judge, conformance_target, profile
         )
 
 
-@pytest.mark.requirement("USAGE-PROMPT-GROWS")
+@check("USAGE-PROMPT-GROWS")
 def test_prompt_tokens_grow(shared, client, judge, conformance_target):
     short = ok_json(_basic(shared, conformance_target)).get("usage") or {}
     ex = client.chat(
