@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from conformance.engine.options import DEFAULTS
 from conformance.errors import TIME_LIMIT, UsageError, stop_cause
 from conformance.target import EMBEDDED_NOTE
 
@@ -35,7 +36,6 @@ __all__ = [
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERNAL = 0, 1, 2, 3, 4
 # a partial run (spec/DECISIONS.md#partial-runs), as conformance.results gives them
 EXIT_INCOMPLETE, EXIT_SIGINT, EXIT_SIGTERM = 5, 130, 143
-CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 SERVE_KEY_ENV = "CONFORMANCE_SERVE_API_KEY"
 
 
@@ -190,13 +190,14 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--concurrency",
         type=int,
-        default=32,
+        default=None,
         metavar="N",
-        help="requests in flight at once from one process (default 32; 1 sends one request at a time)",
+        help=f"requests in flight at once (default {DEFAULTS['concurrency']}; 1 sends one request at a time)",
     )
     r.add_argument(
         "-n", "--workers", default="0", metavar="N",
-        help="parallel worker processes (pytest-xdist), or auto; not needed: --concurrency is faster",
+        help="N checks at once, or auto (one per CPU): the same as --concurrency N, which wins when both "
+        "are given (worker processes once; the engine now runs every check in one process)",
     )
     r.add_argument("--max-requests", type=int, metavar="N", help="request budget")
     r.add_argument("--max-tokens-total", type=int, metavar="N", help="token budget")
@@ -591,7 +592,7 @@ def _validate_run(args: argparse.Namespace) -> None:
         raise UsageError(f"--record {args.record} is a folder: give a file name, e.g. {args.record}/run.har")
     if args.workers != "auto" and not args.workers.isdigit():
         raise UsageError(f"-n {args.workers!r} is not a number of workers: give e.g. -n 2 or -n auto")
-    if not 1 <= args.concurrency <= 256:
+    if args.concurrency is not None and not 1 <= args.concurrency <= 256:
         raise UsageError(
             f"--concurrency {args.concurrency} is out of range: give 1 to 256 requests in flight (default 32)"
         )
@@ -710,14 +711,11 @@ def _preflight_while_loading(
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import pytest
-
     from conformance.errors import TargetUnreachable
 
     _validate_run(args)
     _STOPS.start_run(getattr(args, "max_duration", None))
     server = None
-    grab: _Grab | None = None
     env_key = args.api_key_env
     base_url, model = args.base_url, args.model
     replay = getattr(args, "replay", None)
@@ -755,100 +753,40 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except TargetUnreachable as exc:
             print(f"chat-conformance: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        pargs = [
-            str(CHECKS_DIR),
-            "-c",
-            str(CHECKS_DIR / "pytest.ini"),
-            "--rootdir",
-            str(CHECKS_DIR),
-            "-p",
-            "no:cacheprovider",
-            *(["-qq", "-s", "--tb=no", "-rN", "--disable-warnings", "-o", "console_output_style=classic",
-               "--conformance-console"]
-              if not args.verbose
-              else ["-" + "v" * args.verbose]),
-            "--conformance-progress",
-            _progress_mode(getattr(args, "progress", "auto")),
-            "--conformance-base-url",
-            base_url,
-            "--conformance-model",
-            model,
-            "--conformance-api-key-env",
-            env_key,
-            "--conformance-profile",
-            args.profile,
-            "--conformance-level",
-            args.level,
-            "--conformance-fail-on",
-            args.fail_on,
-            "--conformance-report-dir",
-            args.report_dir,
-            "--conformance-timeout",
-            str(args.timeout),
-            "--conformance-idle-timeout",
-            str(args.idle_timeout),
-        ]
-        for flag, values in (
-            ("--conformance-only", args.only),
-            ("--conformance-require", args.require),
-            ("--conformance-header", args.header),
-        ):
-            for v in values:
-                pargs += [flag, v]
-        for flag, value in (
-            ("--conformance-expectations", args.expectations),
-            ("--conformance-max-requests", args.max_requests),
-            ("--conformance-max-tokens-total", args.max_tokens_total),
-            ("--conformance-rate-limit", args.rate_limit),
-            ("--conformance-ca-bundle", args.ca_bundle),
-            ("--conformance-examples", args.examples),
-            ("--conformance-hypothesis-seed", args.hypothesis_seed),
-            ("--conformance-record", args.record),
-            ("--conformance-replay", replay),
-            ("--conformance-concurrency", args.concurrency),
-        ):
-            if value is not None:
-                pargs += [flag, str(value)]
-        for flag, on in (
-            ("--conformance-embedded", server is not None or getattr(args, "replay_embedded", False)),
-            ("--conformance-strict-waivers", args.strict_waivers),
-            ("--conformance-insecure", args.insecure),
-            ("--conformance-skip-discovery", args.skip_discovery),
-        ):
-            if on:
-                pargs.append(flag)
-        if args.workers != "0":
-            pargs += ["-p", "xdist.plugin", "-n", args.workers]
-        grab = _Grab()
-        # only the plugins the suite needs: autoloading every installed pytest plugin (hypothesis,
-        # schemathesis, anyio, ...) doubles the start-up time of a run, in every xdist worker too
-        saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-        os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-        try:
-            code = pytest.main([*pargs, "-p", "conformance.plugin"], plugins=[grab])
-        finally:
-            if saved is None:
-                os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
-            else:
-                os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = saved
-        results = grab.results()
-        if results is None:
-            if code == pytest.ExitCode.USAGE_ERROR:
-                return EXIT_USAGE
-            if code == pytest.ExitCode.INTERRUPTED:  # stopped before the session began: reports all the same
-                cause = _STOPS.cause or "SIGINT"
-                return _stopped_early(args, base_url, model, cause, embedded=server is not None)
-            print(
-                "chat-conformance: internal error: the run produced no results (pytest exit code "
-                f"{int(code)}): please report this",
-                file=sys.stderr,
-            )
-            return EXIT_INTERNAL
-        return int(results["exit_code"])
-    except KeyboardInterrupt as exc:  # stopped outside the checks' session (preflight): the reports say so
-        done = grab.results() if grab is not None else None
-        if done is not None:  # stopped again after the session wrote them
-            return int(done["exit_code"])
+        from conformance.engine.options import RunConfig
+
+        cfg = RunConfig(
+            embedded=server is not None or getattr(args, "replay_embedded", False),
+            console=True,
+            progress=_progress_mode(getattr(args, "progress", "auto")),
+            base_url=base_url,
+            model=model,
+            api_key_env=env_key,
+            profile=args.profile,
+            level=args.level,
+            only=list(args.only),
+            require=list(args.require),
+            report_dir=args.report_dir,
+            expectations=args.expectations,
+            strict_waivers=bool(args.strict_waivers),
+            fail_on=args.fail_on,
+            max_requests=args.max_requests,
+            max_tokens_total=args.max_tokens_total,
+            rate_limit=args.rate_limit,
+            timeout=args.timeout,
+            idle_timeout=args.idle_timeout,
+            header=list(args.header),
+            insecure=bool(args.insecure),
+            ca_bundle=args.ca_bundle,
+            skip_discovery=bool(args.skip_discovery),
+            examples=args.examples if args.examples is not None else DEFAULTS["examples"],
+            record=args.record,
+            replay=replay,
+            concurrency=_concurrency(args),
+            hypothesis_seed=args.hypothesis_seed if args.hypothesis_seed is not None else 0,
+        )
+        return _run_engine(cfg, verbose=args.verbose)
+    except KeyboardInterrupt as exc:  # stopped before the run began (preflight): the reports say so
         return _stopped_early(args, base_url, model, stop_cause(exc), embedded=server is not None)
     finally:
         _STOPS.cancel_time_limit()
@@ -904,32 +842,60 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 os.environ[name] = value
 
 
-def _tryfirst(fn: Any) -> Any:
-    """pytest's ``hookimpl(tryfirst=True)``, without importing pytest as the CLI loads."""
-    from pluggy import HookimplMarker
+def _concurrency(args: argparse.Namespace) -> int:
+    """Requests in flight: ``--concurrency``, else ``-n N`` (worker processes once; now N checks at once in
+    the one process), else the default."""
+    if args.concurrency is not None:
+        return int(args.concurrency)
+    if args.workers not in ("0", None):
+        return os.cpu_count() or 2 if args.workers == "auto" else max(1, int(args.workers))
+    return int(DEFAULTS["concurrency"])
 
-    return HookimplMarker("pytest")(tryfirst=True)(fn)
 
+def _run_engine(cfg: Any, *, verbose: int = 0) -> int:
+    """One run on the engine, in this process: discovery, every selected check once, the run judged, the
+    reports written, the summary printed (the verdict its last line). A stop (Ctrl-C, SIGTERM, the time
+    limit) ends the checks in flight; the reports say what ran."""
+    from conformance.checks import run_wide
+    from conformance.console import section_rule, summary_lines, verdict_line
+    from conformance.engine.registry import load_checks, ordered
+    from conformance.engine.session import RunSession
 
-class _Grab:
-    """In-process pytest plugin that hands the run's results back to the CLI."""
+    run = RunSession(cfg)
+    run.start_progress()
+    checks = [c for c in ordered(load_checks().values()) if run.selects(c.requirements)]
+    if run.progress is not None:
+        run.progress.total = len(checks)
 
-    def __init__(self) -> None:
-        self.config: Any = None
+    def on_record(rec: Any) -> None:
+        if run.progress is not None:
+            run.progress.check_done()
+        if verbose:
+            from conformance.console import escape_controls
 
-    def pytest_configure(self, config: Any) -> None:
-        self.config = config
+            why = rec.skip_reason or rec.error.split("\n", 1)[0]
+            line = f"{rec.nodeid} {rec.outcome.value.upper()}"
+            if verbose > 1 and why:
+                line += f" ({why[:200]})"
+            print(escape_controls(line), flush=True)
 
-    @_tryfirst
-    def pytest_sessionfinish(self) -> None:  # before the plugin's: no stop cuts the reports short
-        _STOPS.finishing = True
-
-    def results(self) -> dict[str, Any] | None:
-        from conformance.plugin import _state
-
-        if self.config is None or _state not in self.config.stash:
-            return None
-        return self.config.stash[_state].get("results")
+    try:
+        engine = run.engine(checks, on_record=on_record)
+        engine.start()
+        run.phase("running the checks")
+        engine.join()
+    except KeyboardInterrupt as exc:
+        run.interrupt(stop_cause(exc))
+    _STOPS.finishing = True  # the reports are written whatever comes now
+    run.settle()
+    records = [r.to_dict() for r in run.current.records()] if run.current is not None else []
+    results = run.finish(records, run_wide=run_wide, notes=[],
+                         selected={r for c in checks for r in c.requirements} or None)
+    print(section_rule())
+    for line in summary_lines(results, run.written):
+        print(line)
+    print(verdict_line(results), flush=True)
+    return int(results["exit_code"])
 
 
 # ---- a fleet: several models in one run ------------------------------------------------------------------
@@ -1005,16 +971,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     )
     codes: list[int] = []
     results_list: list[dict[str, Any]] = []
-    # the second run in this process finds the plugin imported already: pytest's warning about it is noise
-    saved = os.environ.get("PYTEST_ADDOPTS")
-    os.environ["PYTEST_ADDOPTS"] = f"{saved or ''} -W ignore::pytest.PytestAssertRewriteWarning".strip()
-    try:
-        _run_fleet(targets, runs, codes, results_list)
-    finally:
-        if saved is None:
-            os.environ.pop("PYTEST_ADDOPTS", None)
-        else:
-            os.environ["PYTEST_ADDOPTS"] = saved
+    _run_fleet(targets, runs, codes, results_list)
     from conformance.reports.matrix import matrix_markdown, write_matrix
 
     root.mkdir(parents=True, exist_ok=True)

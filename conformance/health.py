@@ -148,3 +148,66 @@ class Health:
         if run:
             close(None)
         return out
+
+
+# ---- what a collapse does to a run's records (the front-ends' finish) ------------------------------------
+
+
+HEALTH = "TARGET-AVAILABLE"
+
+
+def not_judged_in_a_collapse(
+    records: list[dict[str, Any]], collapses: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records, records for the run-wide judges): a check that saw an exchange of a collapse (the target had
+    stopped answering) is unanswered, whatever it found: the crash made its verdict unknowable, and is named
+    once (TARGET-AVAILABLE). The run-wide judges never see those exchanges either."""
+    from conformance.records import SkipKind, skip_kind_of
+
+    if not collapses:
+        return records, records
+    bad: set[str] = set().union(*(c.xids for c in collapses))
+    out: list[dict[str, Any]] = []
+    for r in records:
+        hit = [ex for ex in r.get("exchanges", []) if ex.get("xid") in bad]
+        undecided = skip_kind_of(r) in (SkipKind.INCONCLUSIVE, SkipKind.UNANSWERED)
+        if hit and (r["outcome"] in ("passed", "failed") or undecided):
+            said = ", ".join(sorted({str(v["requirement"]) for v in r.get("violations", [])}))
+            why = (f"inconclusive: no answer: the target stopped answering while this check ran ({HEALTH}): "
+                   "not judged" + (f" (it would have failed {said})" if said else ""))
+            r = {**r, "outcome": "skipped", "judged": [], "violations": [], "skip_reason": why,
+                 "skip_kind": SkipKind.UNANSWERED.value}
+        out.append(r)
+    judged = [{**r, "exchanges": [ex for ex in r.get("exchanges", []) if ex.get("xid") not in bad]}
+              for r in out]
+    return out, judged
+
+
+def availability_record(health: Any, collapses: list[Any], *, replay: bool = False) -> dict[str, Any]:
+    """TARGET-AVAILABLE, judged on the whole run: failed once per collapse, with the last good and the first
+    bad exchange (and the one that showed the target back) as evidence."""
+    from conformance.records import SkipKind
+    from conformance.violations import run_wide_record
+
+    record = run_wide_record(HEALTH, [], [])
+    if not collapses:
+        if not health.answered():
+            why = ("not recorded: no answer of this run's checks is in the recording" if replay
+                   else "inconclusive: the target answered none of the run's requests")
+            kind = SkipKind.NOT_RECORDED if replay else SkipKind.INCONCLUSIVE
+            record.update(outcome="skipped", judged=[], skip_reason=why, skip_kind=kind.value)
+        return record
+    record["outcome"] = "failed"
+    for c in collapses:
+        evidence = [ex for ex in (c.last_good, c.bad[0], c.recovered) if ex is not None]
+        first = len(record["exchanges"]) + (1 if c.last_good is not None else 0)
+        record["exchanges"] += [ex.to_dict() for ex in evidence]
+        record["violations"].append({
+            "requirement": HEALTH, "message": c.describe(), "path": "$",
+            "expected": "an answer to every request of the run (at most --concurrency in flight), or a "
+                        "429/503 with Retry-After while overloaded",
+            "received": f"{c.bad[0].label}: " + (f"HTTP {c.bad[0].status}" if c.bad[0].status is not None
+                                                  else str(c.bad[0].transport_error)),
+            "exchange": first,
+        })
+    return record

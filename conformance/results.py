@@ -19,6 +19,7 @@ from conformance.catalog import catalog, level_rank
 from conformance.errors import TIME_LIMIT
 from conformance.evidence import exchange_key
 from conformance.latency import latency_of
+from conformance.records import SkipKind, skip_kind_of
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",
@@ -51,10 +52,13 @@ RESULTS_SCHEMA_VERSION = "1.0"
 # is INCOMPLETE rather than judged: the rate-limited run must judge 95% of an unlimited one
 UNANSWERED_SHARE = 0.05
 _NO_ANSWER = "inconclusive: no answer"
-_UNANSWERED = ("inconclusive: rate-limited after", "inconclusive: overloaded after", _NO_ANSWER)
-# skip reasons of checks that sent nothing: "not recorded: ..." is a replay's request its recording lacks
-# (har.NotRecorded): never judged, never a pass or a failure
-NOT_SENT = ("unsupported", "not run", "not recorded")
+
+
+def _sent(record: dict[str, Any]) -> bool:
+    """Whether a check may have sent requests: not one skipped before it asked (unsupported, not run for the
+    budget, or a replay's request its recording lacks: never judged, never a pass or a failure)."""
+    kind = skip_kind_of(record)
+    return kind is None or kind.sent
 VERDICTS = (
     "pass",
     "fail",
@@ -87,10 +91,30 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
                      key=lambda r: not str(r["nodeid"]).startswith("run-wide::"))
     if skipped and len(skipped) == len(mine):
         for r in skipped:
-            if r.get("skip_reason", "").startswith("unsupported"):
+            if skip_kind_of(r) is SkipKind.UNSUPPORTED:
                 return "unsupported", r["skip_reason"]
         return "not-run", skipped[0].get("skip_reason", "skipped")
     return "not-run", "the check ended before judging this requirement"
+
+
+def blocks_gate(violations: list[dict[str, Any]], *, profile: str, fail_on: str,
+                waivers: dict[str, Any]) -> bool:
+    """Whether one of a check's violations fails the gate: its requirement's level at ``fail_on`` or stricter
+    (a MAY finding only under ``--fail-on may``), and no unexpired waiver for it. The others are findings the
+    reports show as warnings (a check's test outcome under pytest: passed)."""
+    today = dt.date.today()
+    for v in violations:
+        req = catalog().get(v["requirement"])
+        if req is None:
+            return True  # a requirement the catalog does not know: never hidden
+        lvl = req.level_for(profile)
+        waiver = waivers.get(req.id)
+        # the verdict aggregate() will give this violation's requirement
+        verdict = "waived" if waiver is not None and waiver_applies(waiver, today) else (
+            "informational" if lvl == "MAY" else "fail")
+        if fails_gate(lvl, verdict, fail_on):
+            return True
+    return False
 
 
 def waiver_applies(waiver: dict[str, Any], today: dt.date) -> bool:
@@ -687,7 +711,7 @@ def _partial_verdict(
 
 def _budget_stopped(records: list[dict[str, Any]]) -> bool:
     """A check was not run because the run's budget (--max-requests, --max-tokens-total) ran out."""
-    return any(r.get("skip_reason", "").startswith("not run: budget exhausted") for r in records)
+    return any(skip_kind_of(r) is SkipKind.BUDGET for r in records)
 
 
 def _say_stopped(
@@ -711,11 +735,10 @@ def _unanswered_gate(records: list[dict[str, Any]], code: int, verdict: str) -> 
     """Checks the target left unanswered (429/503 after the retries: inconclusive, never judged) are said
     in the verdict; past ``UNANSWERED_SHARE`` of the checks that ran, a run that would pass is INCOMPLETE
     (exit 5): what it could not judge is too much to call it conformant (spec/DECISIONS.md#rate-limits)."""
-    unanswered = [r for r in records if r.get("skip_reason", "").startswith(_UNANSWERED)]
+    unanswered = [r for r in records if skip_kind_of(r) is SkipKind.UNANSWERED]
     if not unanswered:
         return code, verdict
-    ran = [r for r in records if not r.get("skip_reason", "").startswith(NOT_SENT)
-           and not r["nodeid"].startswith("run-wide::")]  # the run-wide records send nothing
+    ran = [r for r in records if _sent(r) and not r["nodeid"].startswith("run-wide::")]  # those send nothing
     said = (f"{len(unanswered)} of {len(ran)} check(s) unanswered (HTTP 429/503 after the retries, no "
             "answer, or a collapse of the target: not judged)")
     collapsed = any(v.get("requirement") == "TARGET-AVAILABLE"

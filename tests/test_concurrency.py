@@ -97,7 +97,7 @@ def _run(report: Path, *args: str) -> dict[str, Any]:
 )
 def test_verdicts_are_identical_at_concurrency_1_and_64(tmp_path: Path, faults: tuple[str, ...]) -> None:
     # Requirement ids: every one the run judges; a faulty server so that failures must agree too.
-    # --ttft: a target slow enough for the first pass to run (a faster one is judged serially)
+    # --ttft: a target slow enough that many checks are in flight at once
     args = ["--ttft", "0.1", *(a for f in faults for a in ("--fault", f))]
     serial = _run(tmp_path / "c1", "--concurrency", "1", *args)
     wide = _run(tmp_path / "c64", "--concurrency", "64", *args)

@@ -15,12 +15,12 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from conformance.checks import run_wide as _run_wide
 from conformance.checks._runwide import judge_run, run_wide_selection
 from conformance.checks._stream import judge_stream
 from conformance.checks._support import DIVERGED, NEAR_TIE, Answer, TokenLogprob, compare_answers
 from conformance.cli import main
 from conformance.evidence import Exchange, SSEEvent
-from conformance.plugin import _run_wide
 from conformance.reference import create_app
 from conformance.violations import Judge
 

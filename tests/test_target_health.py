@@ -12,8 +12,9 @@ import pytest
 from conformance.cli import main
 from conformance.evidence import Exchange
 from conformance.health import SCOPES, STREAK, Health
+from conformance.health import availability_record as _availability_record
+from conformance.health import not_judged_in_a_collapse as _not_judged_in_a_collapse
 from conformance.outcomes import RequestOutcome, request_outcome, unhealthy
-from conformance.plugin import _availability_record, _not_judged_in_a_collapse
 
 
 @pytest.mark.parametrize(

@@ -26,3 +26,13 @@ from conformance.checks import (  # noqa: F401  (each import registers its modul
     test_tools,
     test_usage,
 )
+
+
+def run_wide(records: list, stop_sequence: str | None = None, capabilities: dict | None = None) -> list:
+    """Records of the run-wide invariants over every exchange of the run, for the requirements the run
+    selected whose own capability the target offers (``_runwide.run_wide_selection``: a check skipped for
+    one capability never takes an unrelated requirement with it). The front-ends hand it to the engine's
+    ``RunSession.finish``."""
+    from conformance.checks._runwide import judge_run, run_wide_selection
+
+    return judge_run(records, run_wide_selection(records, capabilities), stop_sequence=stop_sequence)

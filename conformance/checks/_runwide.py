@@ -48,6 +48,7 @@ from conformance.checks._support import (
     stream_text,
 )
 from conformance.evidence import Exchange, exchange_key
+from conformance.records import SkipKind, skip_kind_of
 from conformance.schemas import schema_errors
 from conformance.violations import Judge, run_wide_record
 
@@ -431,11 +432,11 @@ def run_wide_selection(
     selected: set[str] = set()
     skipped_unsupported: set[str] = set()
     for r in records:
-        skipped = str(r.get("skip_reason", "")) if r.get("outcome") == "skipped" else ""
-        if skipped.startswith("not recorded"):
+        kind = skip_kind_of(r)
+        if kind is SkipKind.NOT_RECORDED:
             continue
         selected.update(r.get("requirements", []))
-        if skipped.startswith("unsupported"):
+        if kind is SkipKind.UNSUPPORTED:
             skipped_unsupported.update(r.get("requirements", []))
 
     def unsupported(rid: str) -> bool:
