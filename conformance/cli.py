@@ -700,9 +700,7 @@ def _preflight_while_loading(
 
     sender = threading.Thread(target=send, name="conformance-preflight", daemon=True)
     sender.start()
-    # not conformance.plugin: pytest rewrites its asserts when it loads it (importing it first would warn)
-    import conformance.checks._generated  # noqa: F401
-    import conformance.checks._support  # noqa: F401
+    import conformance.checks  # noqa: F401  (registers every check)
     import conformance.results  # noqa: F401
 
     sender.join()
@@ -856,14 +854,14 @@ def _run_engine(cfg: Any, *, verbose: int = 0) -> int:
     """One run on the engine, in this process: discovery, every selected check once, the run judged, the
     reports written, the summary printed (the verdict its last line). A stop (Ctrl-C, SIGTERM, the time
     limit) ends the checks in flight; the reports say what ran."""
-    from conformance.checks import run_wide
+    from conformance.checks import run_wide  # importing the package registers every check
     from conformance.console import section_rule, summary_lines, verdict_line
-    from conformance.engine.registry import load_checks, ordered
+    from conformance.engine.registry import CHECKS, ordered
     from conformance.engine.session import RunSession
 
     run = RunSession(cfg)
     run.start_progress()
-    checks = [c for c in ordered(load_checks().values()) if run.selects(c.requirements)]
+    checks = [c for c in ordered(CHECKS.values()) if run.selects(c.requirements)]
     if run.progress is not None:
         run.progress.total = len(checks)
 

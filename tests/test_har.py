@@ -29,7 +29,7 @@ from conformance.har import (
 )
 from conformance.reference.server import start_in_thread
 from conformance.target import Limits, Target
-from conformance.violations import Inconclusive, Unanswered
+from conformance.violations import Inconclusive, NoAnswer, Unanswered
 
 CANARY = "sk-canary-har-5d1e-never-write-me"
 # a slice of the suite with discovery probes, streams, auth refusals, generated requests and run-wide rules
@@ -227,7 +227,9 @@ def test_streams_transport_errors_and_retried_429s_replay_as_recorded() -> None:
     with Client(_TARGET, transport=ReplayTransport(har), raise_unanswered=True) as c:
         ex = c.post_raw("chat/completions", b'{"s": 1}', stream=True)
         assert [e.data for e in ex.events] == ['{"choices": []}', "[DONE]"] and ex.transport_error is None
-        ex = c.post_raw("chat/completions", b'{"r": 1}')
+        with pytest.raises(NoAnswer) as refused_run:  # the checks' client: no answer is never judged
+            c.post_raw("chat/completions", b'{"r": 1}')
+        ex = refused_run.value.exchange  # type: ignore[attr-defined]
         assert ex.status is None and "Connection refused" in (ex.transport_error or "")
         with pytest.raises(Unanswered):  # answered 429 as often as it was asked: retries + 1
             c.post_raw("chat/completions", b'{"l": 1}')

@@ -100,9 +100,3 @@ def ordered(checks: Iterable[Check]) -> list[Check]:
     """Checks in the run's order: module file, then place in the file (pytest's collection order)."""
     return sorted(checks, key=lambda c: c.order)
 
-
-def load_checks() -> dict[str, Check]:
-    """Import ``conformance.checks`` (every check module registers its checks) and return the registry."""
-    import conformance.checks  # noqa: F401
-
-    return CHECKS

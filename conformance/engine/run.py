@@ -336,6 +336,8 @@ class Engine:
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._threads:
+            if t.ident is None:  # stopped while the threads were starting: this one never ran
+                continue
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
