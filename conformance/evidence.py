@@ -109,6 +109,9 @@ class Exchange:
     # key). None in records older than this field: the reproducer reads the key from $CONFORMANCE_API_KEY
     credentials: dict[str, str] | None = None
     sent_at: float | None = None  # Unix time it was sent (report.html's timeline); None in older records
+    # a request the suite sent to be refused (a check judged it as an error answer): a 5xx there is a finding
+    # of the error requirements (ERROR-NO-5XX), never a sign of the target's health (health.py)
+    refusal_expected: bool = False
 
     # ---- derived views used by checks -------------------------------------------------------------
     @property
@@ -148,7 +151,10 @@ class Exchange:
         return [ev.json for ev in self.events[:end] if ev.json is not None]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["refusal_expected"]:  # said only where true: results.json keeps its shape
+            del d["refusal_expected"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Exchange:

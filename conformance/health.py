@@ -85,8 +85,11 @@ class Health:
         """``ex`` completed (now, or at ``at``), sent by the check ``scope``."""
         outcome = request_outcome(ex.status, ex.transport_error)
         now = self._clock() if at is None else at
-        seen = _Seen(ex, scope or "", unhealthy(ex.status, ex.transport_error),
-                     outcome in (RequestOutcome.THROTTLED, RequestOutcome.NOT_SENT), now,
+        # a server error to a request the suite sent to be refused is the error requirements' finding
+        # (ERROR-NO-5XX: some servers answer every invalid request 500): no sign of trouble, nor of health
+        refused = outcome is RequestOutcome.SERVER_ERROR and ex.refusal_expected
+        seen = _Seen(ex, scope or "", unhealthy(ex.status, ex.transport_error) and not refused,
+                     refused or outcome in (RequestOutcome.THROTTLED, RequestOutcome.NOT_SENT), now,
                      now - float(ex.elapsed or 0.0))
         with self._lock:
             self._seen.append(seen)

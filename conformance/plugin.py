@@ -289,7 +289,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from conformance.checks import run_wide
 
     run.settle()
-    records = list(config.stash[_records])
+    records: list[Any] = list(config.stash[_records])  # type: ignore[index]
     if run.current is not None:  # checks the engine ran that pytest's loop did not report (a stopped run)
         reported = {r["nodeid"] for r in records}
         records += [r.to_dict() for r in run.current.records() if r.nodeid not in reported]

@@ -89,7 +89,6 @@ CORE = [
     "health.py",
     "latency.py",
     "records.py",
-    "console.py",
 ]
 
 
@@ -101,7 +100,15 @@ def test_core_has_no_io_layers_above(name: str) -> None:
         for m in _imports(path)
         if m.startswith(
             ("conformance.client", "conformance.plugin", "conformance.cli", "conformance.checks", "httpx",
-             "conformance.engine", "pytest")
+             "conformance.engine", "conformance.results", "conformance.reports", "pytest")
         )
     ]
     assert not bad, f"{name} (core layer) imports {bad}"
+
+
+@pytest.mark.parametrize("name", ["results.py", "console.py", "progress.py"])
+def test_reports_layer_never_imports_the_engine_checks_or_front_ends(name: str) -> None:
+    forbidden = ("conformance.engine", "conformance.client", "conformance.checks", "conformance.plugin",
+                 "conformance.cli")
+    bad = [m for m in _imports(PKG / name) if _under(m, forbidden)]
+    assert not bad, f"{name} (reports layer) imports {bad}"

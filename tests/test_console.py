@@ -178,11 +178,23 @@ def test_plain_pytest_ends_with_the_suites_verdict(tmp_path: Path) -> None:
              "--conformance-only", "core", "--conformance-report-dir", str(tmp_path)],
             capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
         )
+        # the same run from the CLI (the engine in process, no pytest): the same verdicts (issue 22)
+        cli = tmp_path / "cli"
+        assert main(["run", "--base-url", srv.base_url, "--model", srv.model, "--only", "core",
+                     "--report-dir", str(cli)]) == 0  # a SHOULD failure does not fail the gate
     assert proc.returncode == 0, proc.stdout[-3000:]
     lines = _lines(proc.stdout)
     verdict = "chat-conformance: CONFORMANT — no MUST failure; 1 SHOULD warning;"
     assert lines[-1].startswith(verdict), lines[-3:]
     assert "FAILURES" not in proc.stdout and not re.search(r"\d+ failed", proc.stdout)
+    assert re.search(r"\d+ passed", proc.stdout)  # one pytest item per check
+
+    def verdicts(folder: Path) -> dict[str, str]:
+        res = json.loads((folder / "results.json").read_text())
+        return {k: v["verdict"] for k, v in res["requirements"].items()}
+
+    assert verdicts(tmp_path) == verdicts(cli)
+    assert verdicts(cli)["CORE-MODEL-MATCHES"] == "fail"  # the SHOULD warning, from either front-end
 
 
 # ---- 9. a console a provider reads ------------------------------------------------------------------------

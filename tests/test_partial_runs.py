@@ -158,7 +158,7 @@ def test_an_exhausted_budget_is_incomplete_in_every_report(
 
 def test_max_duration_stops_the_run_incomplete(tmp_path: Path) -> None:
     report = tmp_path / "report"
-    proc, out, err = _start(report, ["--ttft", "0.5", "--max-duration", "3"])
+    proc, out, err = _start(report, ["--ttft", "1", "--max-duration", "3"])
     try:
         code = proc.wait(20)
     finally:

@@ -311,9 +311,9 @@ def test_a_bare_assert_in_a_check_is_the_suites_error_not_the_targets(tmp_path: 
     check = tmp_path / "test_bad_check.py"
     check.write_text(
         textwrap.dedent("""
-        import pytest
+        from conformance.engine.registry import check
 
-        @pytest.mark.requirement("CORE-OBJECT")
+        @check("CORE-OBJECT")
         def test_bad(judge):
             assert 1 == 2, "a bug in the check"
     """),
@@ -484,20 +484,20 @@ def test_a_failing_check_prints_one_line_and_a_crash_keeps_its_traceback(tmp_pat
 
     (tmp_path / "test_console.py").write_text(
         textwrap.dedent("""
-        import pytest
+        from conformance.engine.registry import check
 
-        @pytest.mark.requirement("CORE-OBJECT", "CORE-ID-PRESENT")
+        @check("CORE-OBJECT", "CORE-ID-PRESENT")
         def test_two_violations(judge):
             judge.check(False, "CORE-OBJECT", 'object is not "chat.completion"', path="$.object",
                         expected="chat.completion", received="list")
             judge.check(False, "CORE-ID-PRESENT", "no id", path="$.id")
 
-        @pytest.mark.requirement("CORE-MODEL-PRESENT")
+        @check("CORE-MODEL-PRESENT")
         def test_stopped_by_require(judge):
             judge.require(False, "CORE-MODEL-PRESENT", "no model\\nin the body \\x1b[31m", path="$.model")
             raise AssertionError("never reached")
 
-        @pytest.mark.requirement("CORE-CREATED-SECONDS")
+        @check("CORE-CREATED-SECONDS")
         def test_suite_crash(judge):
             usage = {}
             usage["prompt_tokens"] += 1

@@ -271,6 +271,7 @@ def judge_error_response(judge: Judge, ex: Exchange, requirement: str, what: str
     (the refusal itself) and, where the check is marked with them, ERROR-NO-5XX, ERROR-NOT-200 and the
     error-shape requirements. Returns whether the request was refused with a 4xx."""
     w = judge.wants
+    ex.refusal_expected = True  # a 5xx here is ERROR-NO-5XX's finding, not the target's health
     if ex.status is None:
         judge.check(
             False,

@@ -29,7 +29,7 @@ def target_from_config(cfg: RunConfig) -> Any:
     from conformance.errors import UsageError
     from conformance.target import Limits, Target, check_base_url
 
-    base_url = check_base_url(cfg.base_url)
+    base_url = check_base_url(cfg.base_url or "")
     if not cfg.model:
         raise UsageError("no model given: pass --model NAME (the name the target serves)")
     key_env = cfg.api_key_env
@@ -287,8 +287,12 @@ class RunSession:
         cost = cost_of([*records, *probes])
         if self.budget is not None and self.budget.shared:  # counted across workers only when a limit is set
             cost["budget"] = self.budget.snapshot()
-        if self.current is not None and self.current.stop_reason and self.current.stop_reason not in notes:
-            notes = [*notes, self.current.stop_reason]
+        engine = self.current
+        if engine is not None and engine.stop_reason and engine.stop_reason not in notes:
+            notes = [*notes, engine.stop_reason]
+        if engine is not None and engine.lowest < engine.concurrency:
+            notes = [*notes, f"the target left requests unanswered: the run lowered the checks at once from "
+                             f"{engine.concurrency} to {engine.lowest}, and raised them again as it answered"]
         results = build_results(
             records,
             target={
