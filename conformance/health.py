@@ -37,6 +37,7 @@ class _Seen:
     scope: str
     bad: bool
     neutral: bool
+    refused: bool  # a 5xx to a request the suite sent to be refused: part of a collapse it falls in, no sign
     at: float  # when it completed
     sent: float  # when it was sent (its completion less its elapsed time)
 
@@ -51,10 +52,13 @@ class Collapse:
     recovered: Any = None  # the first healthy exchange after it, if the target came back
     started: float = 0.0
     ended: float = 0.0
+    # 5xx answers to requests sent to be refused, between the last good answer and the next: the collapse's
+    # too (their checks are not judged), though they neither start nor extend it
+    swept: list[Any] = field(default_factory=list)
 
     @property
     def xids(self) -> set[str]:
-        return {ex.xid for ex in self.bad}
+        return {ex.xid for ex in (*self.bad, *self.swept)}
 
     def describe(self) -> str:
         kinds: dict[str, int] = {}
@@ -89,7 +93,7 @@ class Health:
         # (ERROR-NO-5XX: some servers answer every invalid request 500): no sign of trouble, nor of health
         refused = outcome is RequestOutcome.SERVER_ERROR and ex.refusal_expected
         seen = _Seen(ex, scope or "", unhealthy(ex.status, ex.transport_error) and not refused,
-                     refused or outcome in (RequestOutcome.THROTTLED, RequestOutcome.NOT_SENT), now,
+                     refused or outcome in (RequestOutcome.THROTTLED, RequestOutcome.NOT_SENT), refused, now,
                      now - float(ex.elapsed or 0.0))
         with self._lock:
             self._seen.append(seen)
@@ -126,14 +130,18 @@ class Health:
             seen = list(self._seen)
         out: list[Collapse] = []
         last_good: Any = None
+        last_good_at = float("-inf")
         run: list[_Seen] = []
 
         def close(recovered: _Seen | None) -> None:
             scopes = {s.scope for s in run}
             if len(run) >= STREAK and len(scopes) >= SCOPES:
+                hi = recovered.at if recovered else float("inf")
+                swept = [s.exchange for s in seen if s.refused and last_good_at < s.at < hi]
                 out.append(Collapse(bad=[s.exchange for s in run], scopes=scopes, last_good=last_good,
                                     recovered=recovered.exchange if recovered else None,
-                                    started=run[0].at, ended=recovered.at if recovered else run[-1].at))
+                                    started=run[0].at, ended=recovered.at if recovered else run[-1].at,
+                                    swept=swept))
 
         for s in seen:
             if s.neutral:
@@ -147,7 +155,7 @@ class Health:
             if run:
                 close(s)
                 run = []
-            last_good = s.exchange
+            last_good, last_good_at = s.exchange, s.at
         if run:
             close(None)
         return out

@@ -194,3 +194,8 @@ def test_server_errors_to_requests_sent_to_be_refused_are_no_collapse() -> None:
     assert "refusal_expected" not in ex(0, 500, False)  # said only where true
     crashed = [{"nodeid": f"c{i}", "exchanges": [ex(i, 500, False)]} for i in range(8)]
     assert len(Health.of_run(crashed).collapses()) == 1
+    # inside a collapse (from the last good answer on) a refused request's 5xx is the collapse's: not judged
+    mixed = [{"nodeid": "ok", "exchanges": [ex(-1, 200, False)]},
+             {"nodeid": "inv", "exchanges": [ex(0, 500, True)]}, *crashed[1:]]
+    (collapse,) = Health.of_run(mixed).collapses()
+    assert [e.label for e in collapse.swept] == ["r0"] and len(collapse.bad) == 7
