@@ -171,6 +171,52 @@ class RunAborted(BaseException):
     """The run was stopped (Ctrl-C) while this request waited or was in flight (not a check's outcome)."""
 
 
+START = 16  # requests in flight when a client starts (at most its concurrency): more as the target answers
+
+
+class Limiter:
+    """At most ``allowed`` requests in flight, adjusted as answers come (additive increase, multiplicative
+    decrease): one more at each answered request, up to ``ceiling`` (``--concurrency``); halved, down to one,
+    at each request left without an answer or answered with a server error (spec/DECISIONS.md#engine, gentle
+    by default). A 429/503 leaves it as it is: the shared pace handles those. Shared by every handle."""
+
+    def __init__(self, ceiling: int, start: int = START) -> None:
+        self.ceiling = max(1, ceiling)
+        self.allowed = float(min(self.ceiling, max(1, start)))
+        self.lowest = int(self.allowed)
+        self.lowered = False  # whether the target's answers ever halved it
+        self._n = 0
+        self._cond = threading.Condition()
+
+    def __enter__(self) -> Limiter:
+        with self._cond:
+            while self._n >= int(self.allowed):
+                self._cond.wait(0.5)
+            self._n += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._n -= 1
+            self._cond.notify_all()
+
+    def answered(self, ex: Exchange) -> None:
+        """Adjust to what became of one request."""
+        from conformance.outcomes import RequestOutcome, request_outcome
+
+        outcome = request_outcome(ex.status, ex.transport_error)
+        strained = outcome in (RequestOutcome.TIMED_OUT, RequestOutcome.CONNECTION_FAILED,
+                               RequestOutcome.SERVER_ERROR)
+        with self._cond:
+            if strained:
+                self.allowed = max(1.0, self.allowed / 2)
+                self.lowest = min(self.lowest, int(self.allowed))
+                self.lowered = True
+            elif outcome is RequestOutcome.ANSWERED:
+                self.allowed = min(float(self.ceiling), self.allowed + 1)
+            self._cond.notify_all()
+
+
 class _Count:
     """A thread-safe counter."""
 
@@ -193,7 +239,7 @@ class Client:
         self.target = target
         self.raise_unanswered = raise_unanswered
         self.concurrency = max(1, concurrency)
-        self._in_flight = threading.BoundedSemaphore(self.concurrency)
+        self._in_flight = Limiter(self.concurrency)
         self.scope: str | None = None  # the check a handle sends for
         self._root = True
         self._aborted = threading.Event()
@@ -231,6 +277,11 @@ class Client:
                                 max_keepalive_connections=max(5, self.concurrency),
                                 keepalive_expiry=KEEPALIVE_EXPIRY),
         )
+
+    @property
+    def limiter(self) -> Limiter:
+        """The requests in flight, shared by every handle: at most ``concurrency``, fewer while strained."""
+        return self._in_flight
 
     # ---- lifecycle --------------------------------------------------------------------------------
     def close(self) -> None:
@@ -399,6 +450,7 @@ class Client:
                     # second attempt's failure stands
                     ex = self._attempt(method, url, req_headers, content, body_text, label, stream,
                                        fresh=True)
+                self._in_flight.answered(ex)
             ex.retries = retries
             if ex.status not in _RETRY_STATUSES:
                 if self.budget is not None and ex.status is not None:

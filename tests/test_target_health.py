@@ -176,7 +176,8 @@ def test_a_target_that_stalls_and_comes_back_is_named_and_the_run_goes_on(tmp_pa
     assert len(judged_after) > 40, len(judged_after)
     unanswered = [c for c in results["checks"] if c.get("skip_kind") == "unanswered"]
     assert len(unanswered) < 60, len(unanswered)
-    assert any("lowered the checks at once from 32 to 1" in n for n in results["notes"]), results["notes"]
+    assert any("lowered the requests in flight to 1 (of at most 32)" in n for n in results["notes"]), \
+        results["notes"]
 
 
 def test_server_errors_to_requests_sent_to_be_refused_are_no_collapse() -> None:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.engine.registry import PREPARES, Check, ordered
-from conformance.outcomes import SUITE_SIDE
 from conformance.records import CheckRecord, Outcome, SkipKind
 
 _MAX_ERROR = 3000
@@ -232,12 +231,6 @@ class Engine:
         self.concurrency = max(1, concurrency)
         self.on_record = on_record
         self.stopped = threading.Event()
-        # checks allowed to run at once: all of them until the target stops answering, then halved at each
-        # check it left unanswered and one more at each it answered (spec/DECISIONS.md#engine: gentle)
-        self.allowed = float(self.concurrency)
-        self.lowest = self.concurrency
-        self._running = 0
-        self._gate = threading.Condition()
         self.flooded = threading.Event()  # an answer hit a byte cap: the checks left run one at a time
         self.stop_reason: str | None = None  # "budget exhausted: ..." when the budget stopped the run
         self.cleanups: list[Callable[[], Any]] = []
@@ -285,39 +278,28 @@ class Engine:
             while True:
                 if i > 0 and self.flooded.is_set():  # a target that floods: the rest one check at a time
                     return
-                with self._gate:
-                    while self._running >= max(1, int(self.allowed)) and not self.stopped.is_set():
-                        self._gate.wait(0.5)
-                    self._running += 1
                 try:
-                    try:
-                        chk = todo.get_nowait()
-                    except queue.Empty:
-                        return
-                    fut = self._futures[chk.key]
-                    if self.stopped.is_set():
-                        fut.set_result(None)
-                        continue
-                    try:
-                        rec = run_check(chk, self.ctx)
-                    except _Budget as b:
-                        rec = b.record
-                        self.stop_reason = self.stop_reason or f"budget exhausted: {b}"
-                        self.stopped.set()
-                    except BaseException as exc:  # noqa: BLE001 - never lose a waiter
-                        fut.set_exception(exc)
-                        continue
-                    if rec is not None:
-                        self._pace(rec)
-                    if rec is not None and _flooded(rec):
-                        self.flooded.set()  # memory stays near one byte cap per check in flight, then one
-                    if rec is not None and self.on_record is not None:
-                        self.on_record(rec)
-                    fut.set_result(rec)
-                finally:
-                    with self._gate:
-                        self._running -= 1
-                        self._gate.notify_all()
+                    chk = todo.get_nowait()
+                except queue.Empty:
+                    return
+                fut = self._futures[chk.key]
+                if self.stopped.is_set():
+                    fut.set_result(None)
+                    continue
+                try:
+                    rec = run_check(chk, self.ctx)
+                except _Budget as b:
+                    rec = b.record
+                    self.stop_reason = self.stop_reason or f"budget exhausted: {b}"
+                    self.stopped.set()
+                except BaseException as exc:  # noqa: BLE001 - never lose a waiter
+                    fut.set_exception(exc)
+                    continue
+                if rec is not None and _flooded(rec):
+                    self.flooded.set()  # memory stays near one byte cap per check in flight, then one
+                if rec is not None and self.on_record is not None:
+                    self.on_record(rec)
+                fut.set_result(rec)
 
         # more threads than requests in flight when many are (a check waiting for a shared exchange another
         # check is fetching must not hold a sending slot); one thread at concurrency 1. Daemon threads: a
@@ -329,21 +311,6 @@ class Engine:
         ]
         for t in self._threads:
             t.start()
-
-    def _pace(self, rec: CheckRecord) -> None:
-        """Fewer checks at once while the target leaves requests unanswered (no answer, or 429/503 after the
-        retries): halved at each such check, down to one; one more at each check it answered, up to
-        ``concurrency``. A stall then costs the checks in flight and one at a time after, not the run."""
-        starved = rec.skip_kind is SkipKind.UNANSWERED or any(
-            ex.get("status") is None and not str(ex.get("transport_error") or "").startswith(SUITE_SIDE)
-            for ex in rec.exchanges)
-        with self._gate:
-            if starved:
-                self.allowed = max(1.0, self.allowed / 2)
-                self.lowest = min(self.lowest, int(self.allowed))
-            elif rec.exchanges:
-                self.allowed = min(float(self.concurrency), self.allowed + 1)
-            self._gate.notify_all()
 
     def record(self, key: str) -> CheckRecord | None:
         """The record of check ``key`` once it ran (None: the run stopped before it, or while it ran)."""

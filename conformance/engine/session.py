@@ -290,9 +290,11 @@ class RunSession:
         engine = self.current
         if engine is not None and engine.stop_reason and engine.stop_reason not in notes:
             notes = [*notes, engine.stop_reason]
-        if engine is not None and engine.lowest < engine.concurrency:
-            notes = [*notes, f"the target left requests unanswered: the run lowered the checks at once from "
-                             f"{engine.concurrency} to {engine.lowest}, and raised them again as it answered"]
+        limiter = self.checks_client.limiter if self.checks_client is not None else None
+        if limiter is not None and limiter.lowered:
+            notes = [*notes, "the target left requests unanswered or answered them with server errors: the "
+                             f"run lowered the requests in flight to {limiter.lowest} (of at most "
+                             f"{limiter.ceiling}), and raised them again as it answered"]
         results = build_results(
             records,
             target={
