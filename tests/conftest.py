@@ -188,3 +188,26 @@ def llamacpp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaC
         yield LlamaCppServer(base_url=base, model=MODEL, key=CANARY_KEY)
     finally:
         _stop(proc)
+
+
+# ---- markers: a fast subset (`-m "not whole_run"`) and the real servers (`-m "not real_server"`) ----------
+
+# the real-server lineages: they build or install a server and run the whole suite against it
+REAL_SERVER_MODULES = {"test_llamacpp_suite", "test_llamacpp_target", "test_transformers_suite"}
+# modules whose tests mostly run the whole suite (a CLI run against a server, in process or not): matrices,
+# partial runs, target health, rate limits, concurrency, fleets, replays, reproducibility
+WHOLE_RUN_MODULES = {
+    "test_kill_matrix", "test_variant_matrix", "test_target_health", "test_partial_runs", "test_rate_limits",
+    "test_concurrency", "test_fleet", "test_run", "test_replay_subsets", "test_reproducible", "test_chaos",
+    "test_real_server_misses", "test_sdk", "test_console", "test_packaging", *REAL_SERVER_MODULES,
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = getattr(item, "module", None)
+        name = module.__name__.rsplit(".", 1)[-1] if module is not None else ""
+        if name in WHOLE_RUN_MODULES:
+            item.add_marker(pytest.mark.whole_run)
+        if name in REAL_SERVER_MODULES:
+            item.add_marker(pytest.mark.real_server)
