@@ -64,6 +64,7 @@ BEARS_ON: dict[str, tuple[str, ...]] = {
     "null-optional-fields": ("core", "streaming", "tools", "logprobs"),
     "extra-fields": ("core", "streaming", "usage"),
     "sse-comments-crlf": ("streaming",),
+    "sse-id-retry": ("streaming",),
     "content-type-charset": ("core", "streaming", "errors"),
     "tool-call-one-fragment": ("tools",),
     "role-with-content": ("streaming",),

@@ -1416,6 +1416,10 @@ class _Server:
             events.append(f"{prefix}data: [DONE]\n\n")
             if self.f("events-after-done") and chunks:
                 events.append(f"{prefix}data: {json.dumps(chunks[-1])}\n\n")
+        if self.v("sse-id-retry"):  # sse-starlette's ServerSentEvent(id=..., retry=...): clients ignore both
+            events = [f"id: {i}\n{e}" for i, e in enumerate(events)]
+            if events:
+                events[0] = "retry: 3000\n" + events[0]
         if self.v("sse-comments-crlf"):
             # sse-starlette's keep-alive comments, CRLF line ends (json.dumps never writes a raw newline);
             # the first event also holds a comment line inside its own block

@@ -60,6 +60,13 @@ _TABLE: list[Variant] = [
         "proxies; the SSE specification allows both).",
     ),
     Variant(
+        "sse-id-retry",
+        "legit",
+        "Every stream event carries an `id:` line and the stream opens with `retry: 3000` (sse-starlette's "
+        "ServerSentEvent(id=..., retry=...)): SSE clients, the official SDKs included, deliver the data "
+        "unchanged.",
+    ),
+    Variant(
         "content-type-charset",
         "legit",
         "Content-Type with parameters: application/json; charset=utf-8 and text/event-stream; "
