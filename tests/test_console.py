@@ -197,6 +197,30 @@ def test_plain_pytest_ends_with_the_suites_verdict(tmp_path: Path) -> None:
     assert verdicts(cli)["CORE-MODEL-MATCHES"] == "fail"  # the SHOULD warning, from either front-end
 
 
+def test_plain_pytest_under_xdist_gives_the_cli_s_verdicts(tmp_path: Path) -> None:
+    """Under pytest-xdist each worker runs its own items' checks (no engine pool): the verdicts are the CLI's
+    (the CLI's `-n` now means checks at once, so only plain pytest still takes this path)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
+    with start_in_thread() as srv:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "--pyargs", "conformance.checks", "-p", "no:cacheprovider", "-q",
+             "-n", "2", "--conformance-base-url", srv.base_url, "--conformance-model", srv.model,
+             "--conformance-only", "core", "--conformance-report-dir", str(tmp_path / "xdist")],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        )
+        assert main(["run", "--base-url", srv.base_url, "--model", srv.model, "--only", "core",
+                     "--report-dir", str(tmp_path / "cli")]) == 0
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+    def verdicts(folder: Path) -> dict[str, str]:
+        res = json.loads((folder / "results.json").read_text())
+        return {k: v["verdict"] for k, v in res["requirements"].items()}
+
+    assert verdicts(tmp_path / "xdist") == verdicts(tmp_path / "cli")
+    assert "pass" in verdicts(tmp_path / "cli").values()
+
+
 # ---- 9. a console a provider reads ------------------------------------------------------------------------
 
 
