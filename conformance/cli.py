@@ -583,7 +583,8 @@ def _validate_run(args: argparse.Namespace) -> None:
             raise UsageError(
                 "--ttft/--tps apply to the embedded reference server only: drop --base-url or --ttft/--tps"
             )
-        if args.api_key_env != "CONFORMANCE_API_KEY" and not os.environ.get(args.api_key_env):
+        if (args.api_key_env != "CONFORMANCE_API_KEY" and not os.environ.get(args.api_key_env)
+                and not getattr(args, "replay_api_key", None)):  # a replay's placeholder stands in
             raise key_env_unset(args.api_key_env)
     else:
         from conformance.reference.faults import FAULTS
@@ -727,8 +728,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from conformance.profiles import load_profile
         from conformance.reference.server import start_in_thread
 
-        key = secrets.token_urlsafe(16)
-        os.environ[env_key] = key
+        key = secrets.token_urlsafe(16)  # held here, handed to the run: never put in the environment
         server = start_in_thread(
             api_key=key,
             faults=tuple(args.fault),
@@ -749,7 +749,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         verify: bool | str = False if args.insecure else (args.ca_bundle or True)
         try:
             if not replay:
-                key_value = os.environ.get(env_key) or None
+                key_value = key if server is not None else (os.environ.get(env_key) or None)
                 _preflight_while_loading(
                     base_url, model, key_value, verify, args.timeout, wait_ready=args.wait_ready,
                     wait_for_connect=args.wait_for_connect, headers=args.header, api_key_env=env_key,
@@ -790,7 +790,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             hypothesis_seed=(args.hypothesis_seed if args.hypothesis_seed is not None
                              else DEFAULTS["hypothesis_seed"]),
         )
-        return _run_engine(cfg, verbose=args.verbose)
+        return _run_engine(cfg, verbose=args.verbose,
+                           api_key=key if server is not None else getattr(args, "replay_api_key", None))
     except KeyboardInterrupt as exc:  # stopped before the run began (preflight): the reports say so
         return _stopped_early(args, base_url, model, stop_cause(exc), embedded=server is not None)
     finally:
@@ -824,27 +825,19 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     run.skip_discovery = bool(info.get("skip_discovery"))
     run.replay = args.recording
     run.replay_embedded = bool(info.get("embedded"))  # a self-test's recording is still a self-test
-    restore: tuple[str, str | None] | None = None
+    run.replay_api_key = None
     if info.get("auth", True):  # the checks that need a key see one; it is sent nowhere
         # the reproducers name the variable the recorded run used; a placeholder stands in when it is unset
+        # (handed to the run, never put in the environment)
         env = str(info.get("api_key_env") or REPLAY_KEY_ENV)
         if not env.isidentifier():
             env = REPLAY_KEY_ENV
         if not os.environ.get(env):
-            restore = (env, os.environ.get(env))
-            os.environ[env] = "replay-placeholder-key"
+            run.replay_api_key = "replay-placeholder-key"
         run.api_key_env = env
     print(f"chat-conformance: replaying {args.recording} (model {run.model} at {run.base_url}); "
           "no request leaves this machine", file=sys.stderr)
-    try:
-        return _cmd_run(run)
-    finally:
-        if restore is not None:
-            name, value = restore
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return _cmd_run(run)
 
 
 def _concurrency(args: argparse.Namespace) -> int:
@@ -857,7 +850,7 @@ def _concurrency(args: argparse.Namespace) -> int:
     return int(DEFAULTS["concurrency"])
 
 
-def _run_engine(cfg: Any, *, verbose: int = 0) -> int:
+def _run_engine(cfg: Any, *, verbose: int = 0, api_key: str | None = None) -> int:
     """One run on the engine, in this process: discovery, every selected check once, the run judged, the
     reports written, the summary printed (the verdict its last line). A stop (Ctrl-C, SIGTERM, the time
     limit) ends the checks in flight; the reports say what ran."""
@@ -866,7 +859,7 @@ def _run_engine(cfg: Any, *, verbose: int = 0) -> int:
     from conformance.engine.registry import CHECKS, ordered
     from conformance.engine.session import RunSession
 
-    run = RunSession(cfg)
+    run = RunSession(cfg, api_key=api_key)
     run.start_progress()
     # the package's checks (a pytest run in this process may have registered others: they are its own)
     checks = [c for c in ordered(CHECKS.values())

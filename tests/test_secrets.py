@@ -542,3 +542,16 @@ def test_a_replay_names_the_variable_the_recorded_run_used(
     keyed = [c for c in curls if "authorization" in c.lower()]
     assert keyed and all("$MY_STAGING_KEY" in c for c in keyed), keyed[:2]
     assert not any("CONFORMANCE_REPLAY_API_KEY" in c for c in curls)
+
+
+def test_an_embedded_run_never_puts_its_key_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded server's key was written to $CONFORMANCE_API_KEY of the process (issue 22: nothing passes
+    through the environment): a later run in the same process against a real target then sent it."""
+    monkeypatch.delenv("CONFORMANCE_API_KEY", raising=False)
+    code = main(["run", "--only", "AUTH-MISSING-KEY", "--report-dir", str(tmp_path), "--progress", "off"])
+    assert code == 0
+    assert "CONFORMANCE_API_KEY" not in os.environ
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["requirements"]["AUTH-MISSING-KEY"]["verdict"] == "pass"  # the run had its key all the same

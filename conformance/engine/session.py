@@ -25,7 +25,9 @@ from conformance.engine.run import CheckContext, Engine, RunOptions
 RunWide = Callable[[list[dict[str, Any]], Any, Any], list[dict[str, Any]]]
 
 
-def target_from_config(cfg: RunConfig) -> Any:
+def target_from_config(cfg: RunConfig, api_key: str | None = None) -> Any:
+    """The run's target. ``api_key``: a key the front-end holds itself (the embedded server's, a replay's
+    placeholder), never put in the environment; else the key is read from ``cfg.api_key_env``."""
     from conformance.errors import UsageError
     from conformance.target import Limits, Target, check_base_url
 
@@ -33,7 +35,8 @@ def target_from_config(cfg: RunConfig) -> Any:
     if not cfg.model:
         raise UsageError("no model given: pass --model NAME (the name the target serves)")
     key_env = cfg.api_key_env
-    api_key = os.environ.get(key_env) or None
+    if api_key is None:
+        api_key = os.environ.get(key_env) or None
     if key_env != "CONFORMANCE_API_KEY" and api_key is None:
         from conformance.target import key_env_unset
 
@@ -101,12 +104,13 @@ class RunSession:
     controller's state folder and capabilities (``state_dir``, ``capabilities``) and never discovers."""
 
     def __init__(self, cfg: RunConfig, *, state_dir: str | None = None,
-                 capabilities: dict[str, dict[str, Any]] | None = None, worker: bool = False) -> None:
+                 capabilities: dict[str, dict[str, Any]] | None = None, worker: bool = False,
+                 api_key: str | None = None) -> None:
         from conformance.profiles import load_profile
 
         hypothesis_home()
         self.cfg = cfg
-        self.target = target_from_config(cfg)
+        self.target = target_from_config(cfg, api_key)
         self.profile = load_profile(self.target.profile)
         if not worker:
             from conformance.catalog import check_selection
