@@ -135,7 +135,11 @@ class Health:
 
         def close(recovered: _Seen | None) -> None:
             scopes = {s.scope for s in run}
-            if len(run) >= STREAK and len(scopes) >= SCOPES:
+            # sustained: the target also failed a request sent after the first failure showed. A burst of
+            # quick 5xx to requests all sent before it (one server bug met by several checks at once, as
+            # transformers serve's 500 on frequency_penalty < 0) is no collapse.
+            sustained = any(s.sent >= run[0].at for s in run[1:])
+            if len(run) >= STREAK and len(scopes) >= SCOPES and sustained:
                 hi = recovered.at if recovered else float("inf")
                 swept = [s.exchange for s in seen if s.refused and last_good_at < s.at < hi]
                 out.append(Collapse(bad=[s.exchange for s in run], scopes=scopes, last_good=last_good,

@@ -200,3 +200,17 @@ def test_server_errors_to_requests_sent_to_be_refused_are_no_collapse() -> None:
              {"nodeid": "inv", "exchanges": [ex(0, 500, True)]}, *crashed[1:]]
     (collapse,) = Health.of_run(mixed).collapses()
     assert [e.label for e in collapse.swept] == ["r0"] and len(collapse.bad) == 7
+
+
+def test_a_burst_of_5xx_all_sent_before_the_first_came_back_is_no_collapse() -> None:
+    """transformers serve answers frequency_penalty < 0 with 500: five checks asking at once got five quick
+    500s in a row (a false TARGET-AVAILABLE, 1 run in 4). A collapse is sustained: the target also fails a
+    request sent after the first failure showed."""
+    def ex(i: int, sent: float, status: int = 500) -> dict[str, Any]:
+        return Exchange(label=f"r{i}", method="POST", url="u", request_headers={}, status=status,
+                        elapsed=0.05, sent_at=sent).to_dict()
+
+    burst = [{"nodeid": f"c{i}", "exchanges": [ex(i, 1000.0 + i / 1000)]} for i in range(6)]
+    assert Health.of_run(burst).collapses() == []
+    sustained = [*burst, {"nodeid": "late", "exchanges": [ex(9, 1000.5)]}]
+    assert len(Health.of_run(sustained).collapses()) == 1
