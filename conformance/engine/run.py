@@ -11,6 +11,7 @@ The engine never imports the checks: a front-end imports ``conformance.checks`` 
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
 import time
@@ -248,14 +249,12 @@ class Engine:
         for c in self.checks:
             by_module.setdefault(c.module, []).append(c)
         ctx = self.ctx
-        known = {"checks": None, "options": ctx.options, "conformance_target": ctx.conformance_target,
+        known = {"options": ctx.options, "conformance_target": ctx.conformance_target,
                  "profile": ctx.profile, "capabilities": ctx.capabilities}
         for module, selected in by_module.items():
             fn = PREPARES.get(module)
             if fn is None:
                 continue
-            import inspect
-
             args = {n: (selected if n == "checks" else known[n]) for n in inspect.signature(fn).parameters}
             cleanup = fn(**args)
             if cleanup is not None:
