@@ -33,6 +33,10 @@ from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
 PROMPT = "What is the weather in Paris today?"
+# The question a forced call is asked on: one that invites no tool (no weather, no city, no tool's name), so
+# that only tool_choice "required" (or a named function) can bring the call; a server that reads "required"
+# as "auto" answers it in prose (the fault tool-required-as-auto; on the weather question it passed).
+UNINVITED = "Write a short story about a cat."
 # A call's budget: room for a grammar-constrained call (vLLM's took 52 tokens for get_weather); the tokens are
 # spent only if the model needs them. An answer cut (finish_reason length) before any call is asked again with
 # RETRY_MAX_TOKENS before it is judged (spec/DECISIONS.md#protocol-details).
@@ -81,11 +85,12 @@ def _tool_body(
     *,
     tools: list[dict[str, Any]] | None = None,
     max_tokens: int = MAX_TOKENS,
+    prompt: str = PROMPT,
     **fields: Any,
 ) -> dict[str, Any]:
     return body(
         target,
-        messages=[{"role": "user", "content": PROMPT}],
+        messages=[{"role": "user", "content": prompt}],
         tools=tools or [WEATHER],
         tool_choice=tool_choice,
         max_tokens=max_tokens,
@@ -143,8 +148,10 @@ def _no_call_verdict(ex: Any, what: str) -> None:
 
 
 def _required(shared: Any, target: Any, profile: Any) -> Any:
-    """The shared forced call: tool_choice "required" with the weather tool."""
-    return _with_retry(shared, REQUIRED_KEY, target, profile, "required", 'tool_choice "required"')
+    """The shared forced call: tool_choice "required" with the weather tool, on a question that invites no
+    tool (UNINVITED)."""
+    return _with_retry(shared, REQUIRED_KEY, target, profile, "required",
+                       'tool_choice "required", a question that invites no tool', prompt=UNINVITED)
 
 
 def _auto(shared: Any, target: Any, profile: Any) -> Any:
@@ -162,7 +169,7 @@ def _forced_call(shared: Any, target: Any, profile: Any) -> tuple[Any, dict[str,
     return ex, msg, calls, fr
 
 
-@check("TOOLS-CHOICE-REQUIRED")
+@check("TOOLS-CHOICE-REQUIRED", neighbours=("tool-required-as-auto", "tool-required-ignored"))
 def test_choice_required_calls_a_tool(shared, judge, conformance_target, profile):
     ex = _required(shared, conformance_target, profile)
     data = require_completion(judge, ex, "TOOLS-CHOICE-REQUIRED", 'a request with tool_choice "required"')
@@ -351,11 +358,12 @@ def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
     require_completion(judge, ex, "TOOLS-RESULT-TURN", "a conversation holding tool_calls and a tool result")
 
 
-@check("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED", "TOOLS-ARGS-JSON")
+@check("TOOLS-STREAM-FRAGMENTS", "TOOLS-CHOICE-REQUIRED", "TOOLS-ARGS-JSON",
+       neighbours=("tool-required-as-auto",))
 def test_streamed_tool_call_fragments(client, judge, conformance_target, profile):
     ex = client.chat(
-        _tool_body(conformance_target, profile, "required", stream=True),
-        label='streamed tool_choice "required"',
+        _tool_body(conformance_target, profile, "required", stream=True, prompt=UNINVITED),
+        label='streamed tool_choice "required", a question that invites no tool',
     )
     chunks = ok_stream(ex, 'streamed tool_choice "required"')
     frags: dict[int, list[tuple[int, dict[str, Any]]]] = {}

@@ -48,16 +48,23 @@ class Check:
     params: dict[str, Any] = field(default_factory=dict, compare=False)
     case_id: str | None = None
     order: tuple[str, int, int] = ("", 0, 0)  # module file, line, case index: the run's order
+    # the fault modes of conformance/reference/faults.py that are this check's nearest wrong neighbours: the
+    # wrong servers its request and oracle were built to tell from a conforming one (tests/test_neighbours.py)
+    neighbours: tuple[str, ...] = ()
 
     @property
     def argnames(self) -> tuple[str, ...]:
         return tuple(inspect.signature(self.func).parameters)
 
 
-def check(*requirements: str, argnames: str | None = None,
-          cases: Sequence[Case] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def check(*requirements: str, argnames: str | None = None, cases: Sequence[Case] | None = None,
+          neighbours: Iterable[str] = ()) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register the decorated function as a check of ``requirements`` (ids of spec/requirements.yaml); with
-    ``argnames`` ("a, b") and ``cases``, once per case, each case's values bound to those names."""
+    ``argnames`` ("a, b") and ``cases``, once per case, each case's values bound to those names.
+    ``neighbours`` names the fault modes (conformance/reference/faults.py) that are the check's nearest wrong
+    neighbours: each breaks one of the check's requirements, and the check must fail on it (the kill matrix
+    proves it) where a weaker oracle would pass (spec/DECISIONS.md#neighbours)."""
+    near = tuple(neighbours)
     names = [n.strip() for n in argnames.split(",")] if argnames else []
     if (cases is None) != (not names):
         raise TypeError("@check: argnames and cases go together")
@@ -79,7 +86,7 @@ def check(*requirements: str, argnames: str | None = None,
             if not reqs:
                 raise TypeError(f"@check on {fn.__name__}: name the requirement ids it judges")
             CHECKS[key] = Check(key=key, module=module, name=fn.__name__, func=fn, requirements=tuple(reqs),
-                                params=params, case_id=cid, order=(file, line, i))
+                                params=params, case_id=cid, order=(file, line, i), neighbours=near)
             keys.append(key)
         fn.__conformance_checks__ = keys  # type: ignore[attr-defined]  # the pytest plugin's items
         return fn

@@ -725,9 +725,9 @@ class _Server:
             preferred = mentions[0] if mentions else names[0]
             if isinstance(tool_choice, dict):
                 call = tool_choice["name"]
-            elif tool_choice == "required":
+            elif tool_choice == "required" and not self.f("tool-required-as-auto"):
                 call = None if self.f("tool-required-ignored") else preferred
-            elif tool_choice == "auto":
+            elif tool_choice in ("auto", "required"):  # fault tool-required-as-auto
                 if last["role"] == "user" and ("weather" in last["text"].lower() or mentions):
                     call = preferred
             elif tool_choice == "none" and self.f("tool-choice-none-ignored"):

@@ -271,6 +271,12 @@ _TABLE: list[tuple[str, str, str]] = [
     ("tool-choice-none-ignored", "TOOLS-CHOICE-NONE", 'tool_choice "none" still calls the first tool.'),
     ("tool-auto-rejected", "TOOLS-CHOICE-AUTO", 'tool_choice "auto" gets 400.'),
     ("tool-required-ignored", "TOOLS-CHOICE-REQUIRED", 'tool_choice "required" answers with plain content.'),
+    (
+        "tool-required-as-auto",
+        "TOOLS-CHOICE-REQUIRED",
+        'tool_choice "required" is treated as "auto": a call only when the question invites one (it names '
+        "the weather or a tool), plain content otherwise.",
+    ),
     ("tool-named-wrong", "TOOLS-CHOICE-NAMED", "A named tool_choice calls another function."),
     ("tool-result-rejected", "TOOLS-RESULT-TURN", "A conversation holding a tool message gets 400."),
     ("tool-stream-no-id", "TOOLS-STREAM-FRAGMENTS", "The first streamed tool-call fragment carries no id."),
