@@ -148,7 +148,8 @@ def test_stream_two_choices(client, judge, conformance_target, profile):
     )
 
 
-@check("STREAM-MATCHES-NONSTREAM", "USAGE-STREAM-MATCHES")
+@check("STREAM-MATCHES-NONSTREAM", "USAGE-STREAM-MATCHES",
+       neighbours=("stream-differs", "stream-drops-multibyte", "stream-usage-differs"))
 def test_stream_equals_nonstream(client, judge, conformance_target, profile):
     # The same deterministic request, streamed and not, with logprobs: the two answers are compared token by
     # token (compare_answers); a divergence only at a near-tie is asked again (settle), a confident one fails

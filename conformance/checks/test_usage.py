@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from conformance.checks._support import (
     REASKS,
+    USER,
     answer_of,
     body,
     compare_answers,
     deterministic_body,
+    finish_of,
     first_choice,
+    is_4xx,
     obj,
     ok_json,
+    ok_stream,
+    stream_finish,
+    stream_usage,
     with_logprobs,
 )
-from conformance.checks.test_core import _basic
+from conformance.checks.test_core import HISTORY, _basic
 from conformance.engine.registry import check
 from conformance.violations import Inconclusive
 
@@ -160,5 +168,49 @@ def test_prompt_tokens_grow(shared, client, judge, conformance_target):
         path="$.usage.prompt_tokens",
         expected=f"> {a}",
         received=b,
+        exchange=ex,
+    )
+
+
+# ---- streamed usage on a conversation with several choices (spec/DECISIONS.md#neighbours) ----------------
+# The streamed-vs-not comparison of test_streaming judges a one-message prompt and one choice: a stream that
+# counts only the last message as prompt_tokens, or only choice 0 in completion_tokens, passed it. The same
+# conversation (system, user, assistant, user) with n = 2, cut at STREAM_N_MAX tokens, is asked streamed and
+# not: prompt_tokens never depends on the answers, and when every choice of both ends with length both count
+# exactly n x max_tokens, whatever the tokens were (no comparison of answers, so numerics cannot matter).
+STREAM_N = 2
+STREAM_N_MAX = 4
+
+
+@check("USAGE-STREAM-MATCHES", neighbours=("stream-usage-last-message", "stream-usage-first-choice",
+                                           "stream-usage-differs"))
+def test_stream_usage_conversation_and_choices(client, judge, conformance_target):
+    messages: list[dict[str, Any]] = [*HISTORY, {"role": "user", "content": USER}]
+    fields: dict[str, Any] = {"messages": messages, "n": STREAM_N, "max_tokens": STREAM_N_MAX}
+    what = f"a 4-message conversation, n {STREAM_N}, max_tokens {STREAM_N_MAX}"
+    plain = client.chat(body(conformance_target, **fields), label=f"{what}, not streamed")
+    if is_4xx(plain):
+        raise Inconclusive(f"{what} was refused ({plain.status}): n > 1 is judged by the n checks")
+    data = ok_json(plain, what)
+    ex = client.chat(body(conformance_target, stream=True, stream_options={"include_usage": True}, **fields),
+                     label=f"{what}, streamed with include_usage")
+    chunks = ok_stream(ex, f"{what}, streamed")
+    u1, u2 = obj(data.get("usage")), stream_usage(chunks)
+    if not u1 or u2 is None:
+        raise Inconclusive("no usage on one side (judged by USAGE-PRESENT and USAGE-STREAM-LAST-CHUNK)")
+    choices = data.get("choices")
+    got = len(choices) if isinstance(choices, list) else 0
+    finishes = [finish_of(data, i) for i in range(got)] + [stream_finish(chunks, i) for i in range(STREAM_N)]
+    keys = ["prompt_tokens"]
+    if got == STREAM_N and finishes == ["length"] * (2 * STREAM_N):
+        keys += ["completion_tokens", "total_tokens"]  # every choice of both ran to max_tokens
+    judge.check(
+        all(u1.get(k) == u2.get(k) for k in keys),
+        "USAGE-STREAM-MATCHES",
+        "streamed usage differs from the non-streamed usage of the same conversation with "
+        f"n {STREAM_N}" + ("" if len(keys) > 1 else " (prompt_tokens; a choice ended before max_tokens)"),
+        path="usage",
+        expected={k: u1.get(k) for k in keys},
+        received={k: u2.get(k) for k in keys},
         exchange=ex,
     )

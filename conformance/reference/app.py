@@ -125,6 +125,7 @@ class ChatRequest:
     reasoning: str = "none"  # none | separate | inline
     refuse: bool = False  # variant refusal-json-schema: answer with message.refusal instead of content
     reasoning_tokens: int = 6  # length of the reasoning segment when there is one
+    last_message_tokens: int = 0  # the prompt's size had it held the last message alone
 
 
 @dataclass
@@ -683,6 +684,7 @@ class _Server:
 
         # ---- prompt and context
         prompt_ids = VOCAB.encode(_render_prompt(messages[-1:] if self.f("history-ignored") else messages))
+        last_message_tokens = len(VOCAB.encode(_render_prompt(messages[-1:])))
         ctx = self.context_length
         if len(prompt_ids) >= ctx:
             if not self.f("prompt-too-long-accepted"):
@@ -811,6 +813,7 @@ class _Server:
             reasoning=reasoning,
             refuse=self._refuse(body, response_format, call),
             reasoning_tokens=reasoning_tokens,
+            last_message_tokens=last_message_tokens,
         )
 
     def _refuse(self, body: dict[str, Any], response_format: dict[str, Any] | None, call: str | None) -> bool:
@@ -1040,6 +1043,10 @@ class _Server:
                 prompt += 0.5
         elif self.f("stream-usage-differs"):
             prompt += 1
+        if stream and self.f("stream-usage-last-message"):
+            prompt = req.last_message_tokens
+        if stream and self.f("stream-usage-first-choice"):
+            completion = choices[0].completion_tokens
         total = prompt + completion
         if stream and self.f("stream-usage-total-wrong"):
             total += 1

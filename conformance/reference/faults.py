@@ -83,6 +83,18 @@ _TABLE: list[tuple[str, str, str]] = [
     ),
     ("stream-usage-differs", "USAGE-STREAM-MATCHES", "Streamed usage counts one more prompt token."),
     (
+        "stream-usage-last-message",
+        "USAGE-STREAM-MATCHES",
+        "Streamed usage counts only the last message's tokens as prompt_tokens (the history is left out of "
+        "the count, not of the prompt); the same for a one-message prompt.",
+    ),
+    (
+        "stream-usage-first-choice",
+        "USAGE-STREAM-MATCHES",
+        "Streamed usage counts only choice 0's tokens in completion_tokens when n > 1 (non-streamed usage "
+        "counts every choice).",
+    ),
+    (
         "usage-stream-unrequested",
         "USAGE-STREAM-ABSENT",
         "Streams without include_usage end with a usage chunk (openai profile).",
