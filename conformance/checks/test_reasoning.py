@@ -61,7 +61,7 @@ def _supported(capabilities: dict[str, Any], cap: str) -> bool:
     return bool((capabilities.get(cap) or {}).get("supported", True))
 
 
-@check("REASONING-SEPARATE")
+@check("REASONING-SEPARATE", "USAGE-COMPLETION-EXACT", neighbours=("reasoning-tokens-uncounted",))
 def test_reasoning_separated(client, judge, conformance_target, profile):
     ex = ask(
         client,
@@ -88,6 +88,32 @@ def test_reasoning_separated(client, judge, conformance_target, profile):
         path="$.choices[0].message.content",
         expected="no <think>/</think>",
         received=f"{found}: {str(content)[:200]!r}",
+        exchange=ex,
+    )
+    judge_cut_counts_reasoning(judge, ex)
+
+
+def judge_cut_counts_reasoning(judge: Judge, ex: Any) -> None:
+    """USAGE-COMPLETION-EXACT on an answer that reasoned: one that max_tokens cut (finish_reason length) has
+    generated exactly max_tokens tokens, reasoning included (the prompt is far too short for the context to
+    cut it first). A server that leaves the reasoning tokens out of completion_tokens passed every usage check
+    on answers without reasoning (spec/DECISIONS.md#neighbours)."""
+    data = ex.json() if ex.status is not None and 200 <= ex.status < 300 else None
+    ch = first_choice(data) if isinstance(data, dict) else {}
+    msg = ch.get("message") if isinstance(ch.get("message"), dict) else {}
+    usage = data.get("usage") if isinstance(data, dict) else None
+    ct = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    rc = msg.get("reasoning_content") if isinstance(msg, dict) else None
+    if ch.get("finish_reason") != "length" or not isinstance(ct, int) or not (isinstance(rc, str) and rc):
+        return  # not cut, no count, or no reasoning: the plain answers of test_usage judge the rest
+    judge.check(
+        ct == MAX_TOKENS,
+        "USAGE-COMPLETION-EXACT",
+        "an answer with reasoning_content cut by max_tokens (finish_reason length) does not count max_tokens "
+        "completion tokens: the reasoning tokens are generated tokens too",
+        path="$.usage.completion_tokens",
+        expected=MAX_TOKENS,
+        received=ct,
         exchange=ex,
     )
 

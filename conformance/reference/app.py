@@ -1034,6 +1034,8 @@ class _Server:
         if self.f("prompt-tokens-constant"):
             prompt = 10
         completion = sum(c.completion_tokens for c in choices)
+        if self.f("reasoning-tokens-uncounted"):
+            completion -= sum(len(c.reasoning) + c.answer_start for c in choices)
         if self.f("n-usage-one-choice"):
             completion = choices[0].completion_tokens
         if not stream:

@@ -73,6 +73,12 @@ _TABLE: list[tuple[str, str, str]] = [
         "USAGE-COMPLETION-EXACT",
         "Non-streaming completion_tokens is one less than counted (total kept consistent).",
     ),
+    (
+        "reasoning-tokens-uncounted",
+        "USAGE-COMPLETION-EXACT",
+        "completion_tokens (streamed or not) leaves out the reasoning tokens (reasoning_content, or the "
+        "<think> segment of content): only the answer's tokens are counted.",
+    ),
     ("prompt-tokens-constant", "USAGE-PROMPT-GROWS", "prompt_tokens is always 10 (total kept consistent)."),
     ("no-usage-chunk", "USAGE-STREAM-LAST-CHUNK", "With include_usage the usage chunk is not sent."),
     ("usage-every-chunk", "USAGE-STREAM-NULL-ELSEWHERE", "With include_usage every chunk carries the usage."),
