@@ -49,6 +49,10 @@ INVALID: list[tuple[str, str, str, Any]] = [
         lambda t: body(t, max_tokens=2) | {"model": "no-such-model-chat-conformance"},
     ),
     ("max-tokens-string", "ERROR-WRONG-TYPE", "max_tokens as a string", lambda t: body(t, max_tokens="ten")),
+    # top_k counts tokens (the seed: "the k most likely next tokens"; spec/openapi.yaml: integer): a
+    # fraction is the wrong type, not a value to round (spec/DECISIONS.md#neighbours)
+    ("top-k-fraction", "ERROR-WRONG-TYPE", "top_k 3.5 (a fraction for an integer field)",
+     lambda t: body(t, max_tokens=2, top_k=3.5)),
     (
         "messages-object",
         "ERROR-WRONG-TYPE",
@@ -72,9 +76,18 @@ INVALID: list[tuple[str, str, str, Any]] = [
 ]
 
 
+# the fault modes each case was built to tell from a conforming server (spec/DECISIONS.md#neighbours)
+NEIGHBOURS: dict[str, tuple[str, ...]] = {
+    "top-k-fraction": ("top-k-fraction-accepted",),
+    "max-tokens-string": ("wrong-type-accepted",),
+    "messages-object": ("wrong-type-accepted",),
+}
+
+
 @check(
     argnames="case, requirement, what, build",
-    cases=[registry_case(*row, id=row[0], requirements=(row[1], *ERROR_SHAPE_REQS)) for row in INVALID],
+    cases=[registry_case(*row, id=row[0], requirements=(row[1], *ERROR_SHAPE_REQS),
+                         neighbours=NEIGHBOURS.get(row[0], ())) for row in INVALID],
 )
 def test_invalid_request_refused(client, judge, conformance_target, case, requirement, what, build):
     ex = client.chat(build(conformance_target), label=what)

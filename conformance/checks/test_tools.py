@@ -334,6 +334,39 @@ def test_choice_named_calls_that_function(shared, judge, conformance_target, pro
                      "the named function")
 
 
+@check("TOOLS-CALL-ID-UNIQUE", neighbours=("tool-call-id-reused",))
+def test_tool_call_ids_unique(shared, judge, conformance_target, profile):
+    # The calls of three responses the run asks anyway (tool_choice "required", "auto" and a named function):
+    # a tool message's tool_call_id names one call only if no two calls share an id. A server that numbers
+    # its calls per response ("call_0" in every response) passed every shape check.
+    answers = [("required", _required(shared, conformance_target, profile)),
+               ("auto", _auto(shared, conformance_target, profile)),
+               ("named", _with_retry(shared, "tools-named", conformance_target, profile, NAMED_CHOICE,
+                                     "tool_choice naming get_time (the second of two tools)",
+                                     tools=[WEATHER, TIME]))]
+    seen: dict[str, tuple[str, Any]] = {}
+    for what, ex in answers:
+        if ex.status is None or not 200 <= ex.status < 300:
+            continue
+        msg, _ = _choice(obj(ex.json()))
+        for i, call in enumerate(_calls(msg)):
+            cid = obj(call).get("id")
+            if not isinstance(cid, str) or not cid:
+                continue  # no id: TOOLS-CALL-SHAPE judges it
+            if cid in seen:
+                first, _ = seen[cid]
+                judge.check(False, "TOOLS-CALL-ID-UNIQUE",
+                            f"two tool calls share the id {cid!r} (tool_choice {first} and {what})",
+                            path=f"$.choices[0].message.tool_calls[{i}].id",
+                            expected=f"an id other than {cid!r}", received=cid, exchange=ex)
+                return
+            seen[cid] = (what, ex)
+    if len(seen) < 2:
+        raise Inconclusive(f"fewer than two tool calls with an id among the run's tool answers "
+                           f"({len(seen)}): no ids to compare")
+    judge.check(True, "TOOLS-CALL-ID-UNIQUE", "")
+
+
 @check("TOOLS-RESULT-TURN")
 def test_tool_result_turn_accepted(client, judge, conformance_target, profile):
     msgs: list[dict[str, Any]] = [

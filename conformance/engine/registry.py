@@ -32,10 +32,11 @@ class Case:
     id: str
     values: tuple[Any, ...]
     requirements: tuple[str, ...] = ()
+    neighbours: tuple[str, ...] = ()  # this case's nearest wrong fault modes besides the check's own
 
 
-def case(*values: Any, id: str, requirements: Iterable[str] = ()) -> Case:
-    return Case(id=id, values=values, requirements=tuple(requirements))
+def case(*values: Any, id: str, requirements: Iterable[str] = (), neighbours: Iterable[str] = ()) -> Case:
+    return Case(id=id, values=values, requirements=tuple(requirements), neighbours=tuple(neighbours))
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,9 @@ def check(*requirements: str, argnames: str | None = None, cases: Sequence[Case]
         for i, c in enumerate(cases if cases is not None else [None]):
             if c is None:
                 key, params, reqs, cid = f"{file}::{fn.__name__}", {}, requirements, None
+                near_here = near
             else:
+                near_here = tuple(dict.fromkeys((*c.neighbours, *near)))
                 if len(c.values) != len(names):
                     raise TypeError(f"@check on {fn.__name__}: case {c.id} has {len(c.values)} values for "
                                     f"{len(names)} names")
@@ -86,7 +89,7 @@ def check(*requirements: str, argnames: str | None = None, cases: Sequence[Case]
             if not reqs:
                 raise TypeError(f"@check on {fn.__name__}: name the requirement ids it judges")
             CHECKS[key] = Check(key=key, module=module, name=fn.__name__, func=fn, requirements=tuple(reqs),
-                                params=params, case_id=cid, order=(file, line, i), neighbours=near)
+                                params=params, case_id=cid, order=(file, line, i), neighbours=near_here)
             keys.append(key)
         fn.__conformance_checks__ = keys  # type: ignore[attr-defined]  # the pytest plugin's items
         return fn

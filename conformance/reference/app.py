@@ -340,7 +340,10 @@ class _Server:
         if v is None:
             return default
         if integer and not _is_int(v):
-            raise _type_error(name, "an integer")
+            if name == "top_k" and _is_num(v) and self.f("top-k-fraction-accepted"):
+                v = int(v)
+            else:
+                raise _type_error(name, "an integer")
         if not _is_num(v):
             raise _type_error(name, "a number")
         if not lo <= v <= hi:
@@ -923,7 +926,7 @@ class _Server:
                 used += 1
             arguments = "".join(p.text for p in out.tool_pieces)
             out.tool_call = {
-                "id": "call_" + uuid.uuid4().hex[:24],
+                "id": "call_0" if self.f("tool-call-id-reused") else "call_" + uuid.uuid4().hex[:24],
                 "name": name,
                 "arguments": arguments,
                 "args_value": args if not cut else None,

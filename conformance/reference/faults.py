@@ -265,6 +265,12 @@ _TABLE: list[tuple[str, str, str]] = [
     # --- tools
     ("tool-call-no-type", "TOOLS-CALL-SHAPE", "Tool calls carry no type."),
     (
+        "tool-call-id-reused",
+        "TOOLS-CALL-ID-UNIQUE",
+        'Every tool call, streamed or not, carries the id "call_0" (an id numbered per response, so every '
+        "response's first call has the same one).",
+    ),
+    (
         "tool-args-object",
         "TOOLS-CALL-SHAPE",
         "Non-streaming tool-call arguments are a JSON object, not a string.",
@@ -342,6 +348,12 @@ _TABLE: list[tuple[str, str, str]] = [
         "wrong-type-accepted",
         "ERROR-WRONG-TYPE",
         "max_tokens given as a numeric string is coerced; messages as an object is wrapped in a list.",
+    ),
+    (
+        "top-k-fraction-accepted",
+        "ERROR-WRONG-TYPE",
+        "top_k given as a fractional number (3.5) is accepted and read as its integer part (a C++ server's "
+        "json get<int>).",
     ),
     ("unknown-role-accepted", "ERROR-INVALID-ROLE", "Messages with unknown roles are treated as user."),
     (
