@@ -58,3 +58,20 @@ def test_a_penalty_explains_a_near_tie_flip_on_a_token_already_generated() -> No
     fresh_top = (("?", -1.58), ("o", -2.05))
     fresh = Answer("x],at?", tokens=(*(want.tokens or ())[:3], TokenLogprob("?", -1.58, fresh_top)))
     assert not _penalty_explains(fresh, got, 3, "frequency_penalty", 1.9)  # '?' was never generated before
+
+
+def test_distribution_shift_is_the_largest_logprob_change_over_the_common_prefix() -> None:
+    from conformance.checks.test_core import distribution_shift
+
+    top_a = ((" cat", -0.2), (" dog", -1.9))
+    sat = TokenLogprob(" sat", -0.1, ((" sat", -0.1),))
+    a = Answer(" cat sat", tokens=(TokenLogprob(" cat", -0.2, top_a), sat))
+    assert distribution_shift(a, a) == (0.0, 2, True)  # the same prompt, an exact server: the same to the bit
+    top_b = ((" cat", -0.3), (" sun", -1.5))  # " dog" not listed: below -1.5 on that side
+    b = Answer(" cat sat", tokens=(TokenLogprob(" cat", -0.3, top_b), sat))
+    shift, n, same = distribution_shift(a, b)
+    assert n == 2 and not same and abs(shift - 0.4) < 1e-9  # " sun": -1.5 against below -1.9
+    c = Answer(" dog", tokens=(TokenLogprob(" dog", -0.1, ((" dog", -0.1), (" cat", -3.0))),))
+    shift, n, same = distribution_shift(a, c)
+    assert n == 1 and not same and abs(shift - 2.8) < 1e-9  # compared up to the first divergence only
+    assert distribution_shift(Answer("x"), a) == (0.0, 0, False)  # no logprobs: nothing compared

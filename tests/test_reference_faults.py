@@ -114,6 +114,7 @@ PROBES: dict[str, Probe] = {
     ),
     "content-parts-text-dropped": p(**GREEDY, messages=[{"role": "user", "content": [{"type": "text",
                                                                                      "text": "hi"}]}]),
+    "history-counted-not-used": p(**GREEDY, messages=[{"role": "system", "content": "s"}, *STORY]),
     "history-ignored": p(
         **GREEDY,
         messages=[

@@ -126,6 +126,7 @@ class ChatRequest:
     refuse: bool = False  # variant refusal-json-schema: answer with message.refusal instead of content
     reasoning_tokens: int = 6  # length of the reasoning segment when there is one
     last_message_tokens: int = 0  # the prompt's size had it held the last message alone
+    counted_prompt_tokens: int | None = None  # fault history-counted-not-used: what usage counts instead
 
 
 @dataclass
@@ -686,8 +687,10 @@ class _Server:
             )  # bad-input-500 answers this with 500 as well
 
         # ---- prompt and context
-        prompt_ids = VOCAB.encode(_render_prompt(messages[-1:] if self.f("history-ignored") else messages))
+        dropped = self.f("history-ignored") or self.f("history-counted-not-used")
+        prompt_ids = VOCAB.encode(_render_prompt(messages[-1:] if dropped else messages))
         last_message_tokens = len(VOCAB.encode(_render_prompt(messages[-1:])))
+        counted = len(VOCAB.encode(_render_prompt(messages))) if self.f("history-counted-not-used") else None
         ctx = self.context_length
         if len(prompt_ids) >= ctx:
             if not self.f("prompt-too-long-accepted"):
@@ -817,6 +820,7 @@ class _Server:
             refuse=self._refuse(body, response_format, call),
             reasoning_tokens=reasoning_tokens,
             last_message_tokens=last_message_tokens,
+            counted_prompt_tokens=counted,
         )
 
     def _refuse(self, body: dict[str, Any], response_format: dict[str, Any] | None, call: str | None) -> bool:
@@ -1033,7 +1037,8 @@ class _Server:
     # ----------------------------------------------------------------------- rendering
 
     def usage(self, req: ChatRequest, choices: list[ChoiceOut], *, stream: bool) -> dict[str, Any]:
-        prompt: float = len(req.prompt_ids)
+        counted = req.counted_prompt_tokens
+        prompt: float = len(req.prompt_ids) if counted is None else counted
         if self.f("prompt-tokens-constant"):
             prompt = 10
         completion = sum(c.completion_tokens for c in choices)

@@ -58,6 +58,12 @@ _TABLE: list[tuple[str, str, str]] = [
         "CORE-MULTI-TURN",
         "Conversations are accepted, but only the last message reaches the prompt (history ignored).",
     ),
+    (
+        "history-counted-not-used",
+        "CORE-MULTI-TURN",
+        "Conversations are counted whole in usage.prompt_tokens, but only the last message reaches the model "
+        "(the history is billed, never read).",
+    ),
     ("models-missing", "CORE-MODELS-LIST", "GET /models answers 404."),
     (
         "models-no-context-size",
