@@ -74,6 +74,7 @@ BEARS_ON: dict[str, tuple[str, ...]] = {
     "reasoning-cut-content-null": ("reasoning", "core"),
     "reasoning-inline-always": ("logit-bias", "logprobs", "stop"),
     "near-tie-noise": ("seed", "sampling", "stop", "streaming", "usage", "penalties"),
+    "seeded-draw-drift": ("seed", "sampling"),
     "byte-level-vocab": ("logit-bias",),
     "rate-limit-429": ("errors", "auth", "sampling"),
     "overloaded-503": ("errors", "n"),

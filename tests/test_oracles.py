@@ -75,3 +75,19 @@ def test_distribution_shift_is_the_largest_logprob_change_over_the_common_prefix
     shift, n, same = distribution_shift(a, c)
     assert n == 1 and not same and abs(shift - 2.8) < 1e-9  # compared up to the first divergence only
     assert distribution_shift(Answer("x"), a) == (0.0, 0, False)  # no logprobs: nothing compared
+
+
+def test_shared_prefix_p_bounds_the_chance_of_a_shared_prefix() -> None:
+    from conformance.checks.test_seed import shared_prefix_p
+
+    def tok(t: str, lp: float) -> TokenLogprob:
+        return TokenLogprob(t, lp, ((t, lp), ("~", lp - 0.7)))
+
+    a = Answer("abcd", tokens=(tok("a", -1.0), tok("b", -1.0), tok("c", -1.0), tok("d", -1.0)))
+    b = Answer("abcx", tokens=(tok("a", -1.0), tok("b", -1.0), tok("c", -1.0), tok("x", -1.0)))
+    c = Answer("zzzz", tokens=(tok("z", -1.0),) * 4)
+    p_ab, p_ac = shared_prefix_p([a, b]), shared_prefix_p([a, c])
+    assert p_ac == [1.0]  # nothing shared: nothing improbable
+    # three shared tokens, each at most max(e^-1, e^(-1/1.5) / (e^(-1/1.5) + e^(-1.7/1.5))) likely at 1.5
+    assert 0.0 < p_ab[0] < 0.25
+    assert shared_prefix_p([a, b, b])[1] <= 2.0 * p_ab[0] + 1e-12  # a union bound over the earlier answers

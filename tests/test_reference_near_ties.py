@@ -45,3 +45,19 @@ def test_without_the_variant_identical_requests_agree() -> None:
     client = TestClient(create_app())
     texts = {answer_of(_ask(client, max_tokens=16, **DETERMINISTIC)).content for _ in range(10)}
     assert len(texts) == 1
+
+
+def test_seeded_draw_drift_parts_seeded_answers_after_prefixes_that_show_the_seed() -> None:
+    """seeded-draw-drift: identical seeded requests at temperature 1.5 may all differ, but they share prefixes
+    no independent sample would (SEED-DETERMINISM passes on them), while greedy requests are untouched."""
+    from conformance.checks.test_seed import SHARED_MOST, SHARED_P, shared_prefix_p
+
+    client = TestClient(create_app(variants=["seeded-draw-drift"]))
+    hot = {"temperature": 1.5, "seed": 11, "max_tokens": 12, "logprobs": True, "top_logprobs": 5}
+    answers = [answer_of(_ask(client, **hot)) for _ in range(5)]
+    assert len({a.content for a in answers}) == 5  # the false alarm the old oracle raised
+    assert sum(p <= SHARED_P for p in shared_prefix_p(answers)) >= SHARED_MOST
+    fresh = TestClient(create_app(faults=["seed-ignored"]))
+    ignored = [answer_of(_ask(fresh, **hot)) for _ in range(5)]
+    assert not any(p <= SHARED_P for p in shared_prefix_p(ignored))
+    assert len({answer_of(_ask(client, max_tokens=16, **DETERMINISTIC)).content for _ in range(5)}) == 1

@@ -852,7 +852,8 @@ class _Server:
         key = self._noise_key(req, index)
         rng = random.Random(f"{req.seed}/{index}") if req.seed is not None else random.Random(f"free/{key}")
         jitter = random.Random(f"near-tie-noise/{key}") if self.v("near-tie-noise") else None
-        dec = Decoder(req.prompt_ids, req.params, rng, jitter=jitter)
+        drift = random.Random(f"seeded-draw-drift/{key}") if self.v("seeded-draw-drift") else None
+        dec = Decoder(req.prompt_ids, req.params, rng, jitter=jitter, drift=drift)
         want = req.logprobs
         budget = req.max_tokens
         out = ChoiceOut(index=index)

@@ -61,6 +61,7 @@ __all__ = [
     "VALUE_WORD_IDS",
     "NOISE",
     "NEAR_TIE_RATE",
+    "DRIFT",
 ]
 
 EOS_ID = 0
@@ -69,6 +70,7 @@ END_THINK_ID = 2
 MASK = 1e4
 NOISE = 0.02  # amplitude of the per-request logit noise of the near-tie-noise variant (nats)
 NEAR_TIE_RATE = 5  # about one position in this many has a near-tie under that variant
+DRIFT = 0.4  # how far (nats) the seeded-draw-drift variant moves each temperature-scaled logit, per request
 
 _SPECIALS = ["<eos>", "<think>", "</think>"]
 _CHARS = ["\n", "\t"] + [chr(c) for c in range(32, 127)]
@@ -461,9 +463,11 @@ class Decoder:
         model: TinyModel = MODEL,
         salt: int | None = None,
         jitter: random.Random | None = None,
+        drift: random.Random | None = None,
     ) -> None:
         self.model = model
         self.jitter = jitter  # per-request logit noise (near-tie-noise variant), None for exact numerics
+        self.drift = drift  # per-request drift of the sampler's draw (seeded-draw-drift variant), or None
         self.params = params
         self.rng = rng
         self.context = list(prompt_ids)
@@ -560,6 +564,13 @@ class Decoder:
             candidates = order
         else:
             candidates = list(range(len(probs)))
+        if self.drift is not None:
+            # seeded-draw-drift: an exponential race as GPU samplers run it (vLLM: probs / Exp(1) noise, the
+            # largest wins), its noise drawn from the seed; this request's numerics move every scaled logit by
+            # up to DRIFT, so where the race's two leaders nearly tie the other one may win
+            drift = self.drift
+            return max(candidates, key=lambda i: scaled[i] - math.log(-math.log(self.rng.random() or 1e-300))
+                       + drift.uniform(-DRIFT, DRIFT))
         total = math.fsum(probs[i] for i in candidates)
         r = self.rng.random() * total
         acc = 0.0

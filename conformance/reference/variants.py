@@ -133,6 +133,16 @@ _TABLE: list[Variant] = [
         "(the seed calls seed determinism best effort).",
     ),
     Variant(
+        "seeded-draw-drift",
+        "legit",
+        "Seeded sampling on GPU numerics that are not batch-invariant (vLLM's exponential race with a "
+        "per-request generator): the seed fixes every draw, but each request's batch moves every "
+        "temperature-scaled logit by up to 0.4 nats (a few bf16 steps), so where the race's two leaders "
+        "nearly tie the other one may win: identical seeded requests share a prefix, then part, each at its "
+        "own place, often all five of them (the seed calls seed determinism best effort); greedy requests "
+        "are untouched.",
+    ),
+    Variant(
         "byte-level-vocab",
         "legit",
         "Token ids numbered as byte-level BPE vocabularies number them (GPT-2, Llama-3, Qwen2): the byte "
