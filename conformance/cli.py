@@ -488,12 +488,14 @@ _STOPS = _Stops()
 
 
 def _stopped_early(args: argparse.Namespace, base_url: str, model: str, cause: str, *, embedded: bool) -> int:
-    """A run stopped before its pytest session judged anything (preflight, start-up): its reports are
-    written all the same (INTERRUPTED, or INCOMPLETE for the time limit: 0 requirements judged)."""
+    """A run stopped before its engine judged anything (preflight, start-up): its reports are written all
+    the same, by the run's one writer (INTERRUPTED, or INCOMPLETE for the time limit: 0 requirements
+    judged)."""
     import time
 
+    from conformance.engine.session import write_reports
     from conformance.profiles import load_profile
-    from conformance.results import build_results, write_all
+    from conformance.results import build_results
     from conformance.target import Target
 
     profile = load_profile(args.profile)
@@ -517,14 +519,7 @@ def _stopped_early(args: argparse.Namespace, base_url: str, model: str, cause: s
         fail_on=args.fail_on,
         stopped_by=cause,
     )
-    report_dir = Path(args.report_dir)
-    paths = write_all(results, report_dir)
-    try:
-        from conformance.reports.html import write_html
-
-        paths.append(write_html(results, report_dir))
-    except Exception as exc:  # the suite's own fault: say so, keep the other reports
-        print(f"chat-conformance: internal error writing report.html: {type(exc).__name__}", file=sys.stderr)
+    paths = write_reports(results, Path(args.report_dir))
     print(f"chat-conformance: {results['verdict']}", file=sys.stderr)
     for path in paths:
         print(f"chat-conformance: wrote {path}", file=sys.stderr)
@@ -759,37 +754,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             return EXIT_UNREACHABLE
         from conformance.engine.options import RunConfig
 
-        cfg = RunConfig(
-            embedded=server is not None or getattr(args, "replay_embedded", False),
-            console=True,
-            progress=_progress_mode(getattr(args, "progress", "auto")),
-            base_url=base_url,
-            model=model,
-            api_key_env=env_key,
-            profile=args.profile,
-            level=args.level,
-            only=list(args.only),
-            require=list(args.require),
-            report_dir=args.report_dir,
-            expectations=args.expectations,
-            strict_waivers=bool(args.strict_waivers),
-            fail_on=args.fail_on,
-            max_requests=args.max_requests,
-            max_tokens_total=args.max_tokens_total,
-            rate_limit=args.rate_limit,
-            timeout=args.timeout,
-            idle_timeout=args.idle_timeout,
-            header=list(args.header),
-            insecure=bool(args.insecure),
-            ca_bundle=args.ca_bundle,
-            skip_discovery=bool(args.skip_discovery),
-            examples=args.examples if args.examples is not None else DEFAULTS["examples"],
-            record=args.record,
-            replay=replay,
-            concurrency=_concurrency(args),
-            hypothesis_seed=(args.hypothesis_seed if args.hypothesis_seed is not None
-                             else DEFAULTS["hypothesis_seed"]),
-        )
+        # every option of the table from the parsed flags of the same name; what the CLI decides itself
+        # (the target, the console, the progress mode, the concurrency) over it
+        cfg = RunConfig.from_values(lambda name: getattr(args, name, None))
+        cfg.embedded = server is not None or getattr(args, "replay_embedded", False)
+        cfg.console = True
+        cfg.progress = _progress_mode(getattr(args, "progress", "auto"))
+        cfg.base_url, cfg.model, cfg.api_key_env = base_url, model, env_key
+        cfg.replay = replay
+        cfg.concurrency = _concurrency(args)
         return _run_engine(cfg, verbose=args.verbose,
                            api_key=key if server is not None else getattr(args, "replay_api_key", None))
     except KeyboardInterrupt as exc:  # stopped before the run began (preflight): the reports say so
@@ -797,7 +770,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     finally:
         _STOPS.cancel_time_limit()
         if server is not None:
-            server.stop()
+            server.stop(wait=False)  # the run is over: nothing waits on its last 0.1 s
 
 
 REPLAY_KEY_ENV = "CONFORMANCE_REPLAY_API_KEY"
@@ -880,17 +853,20 @@ def _run_engine(cfg: Any, *, verbose: int = 0, api_key: str | None = None) -> in
             print(escape_controls(line), flush=True)
 
     try:
-        engine = run.engine(checks, on_record=on_record)
-        engine.start()
-        run.phase("running the checks")
-        engine.join()
-    except KeyboardInterrupt as exc:
-        run.interrupt(stop_cause(exc))
-    _STOPS.finishing = True  # the reports are written whatever comes now
-    run.settle()
-    records = [r.to_dict() for r in run.current.records()] if run.current is not None else []
-    results = run.finish(records, run_wide=run_wide, notes=[],
-                         selected={r for c in checks for r in c.requirements} or None)
+        try:
+            engine = run.engine(checks, on_record=on_record)
+            engine.start()
+            run.phase("running the checks")
+            engine.join()
+        except KeyboardInterrupt as exc:
+            run.interrupt(stop_cause(exc))
+        _STOPS.finishing = True  # the reports are written whatever comes now
+        run.settle()
+        records = [r.to_dict() for r in run.current.records()] if run.current is not None else []
+        results = run.finish(records, run_wide=run_wide, notes=[],
+                             selected={r for c in checks for r in c.requirements} or None)
+    finally:
+        run.close()
     print(section_rule())
     for line in summary_lines(results, run.written):
         print(line)

@@ -324,7 +324,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     run = config.stash.get(_run, None)
     if run is None:
         return
-    run.stop_progress()
+    run.close()  # the controller's state folder goes; a worker's is the controller's
     if run.results is None:
         return
     from conformance.console import summary_lines
@@ -342,7 +342,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     run = config.stash.get(_run, None)
     if run is None:
         return
-    run.stop_progress()
+    run.close()  # the controller's state folder goes; a worker's is the controller's
     if run.results is None:
         return
     tr = config.pluginmanager.get_plugin("terminalreporter")

@@ -259,3 +259,42 @@ def test_one_option_table_gives_the_plugin_and_the_cli_their_defaults() -> None:
     assert {o.flag for o in OPTIONS} >= {"--conformance-base-url", "--conformance-concurrency"}
     cfg = RunConfig.from_values(lambda name: None)
     assert cfg.concurrency == DEFAULTS["concurrency"] == 32 and cfg.only == []
+
+
+def test_a_run_leaves_no_state_folder_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's budget state lives in a folder of its own, removed when the run ends (a CI runner that runs
+    the gate on every commit kept thousands of them in /tmp)."""
+    import tempfile
+
+    from conformance.cli import main
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    code = main(["run", "--only", "CORE-OBJECT", "--report-dir", str(tmp_path / "r"), "--progress", "off"])
+    assert code == 0
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("conformance-run-")] == []
+
+
+def test_report_html_failing_is_the_suites_fault_and_keeps_the_other_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One writer of the reports: report.html raising is an internal error (exit 4, said in the notes), never
+    blamed on the target, and results.json, JUnit and summary.md are still written."""
+    import conformance.reports.html as html
+    from conformance.cli import main
+
+    def broken(results: dict[str, Any], out: Path) -> Path:
+        raise RuntimeError("template exploded")
+
+    monkeypatch.setattr(html, "write_html", broken)
+    report = tmp_path / "r"
+    code = main(["run", "--only", "CORE-OBJECT", "--report-dir", str(report), "--progress", "off"])
+    assert code == 4
+    results = json.loads((report / "results.json").read_text(encoding="utf-8"))
+    assert results["exit_code"] == 4
+    assert any(n.startswith("internal error writing report.html: RuntimeError") for n in results["notes"])
+    assert (report / "junit.xml").is_file() and (report / "summary.md").is_file()
+    assert not (report / "report.html").exists()
+    assert results["verdict"].startswith("internal error of the suite writing report.html (RuntimeError)")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("chat-conformance: internal error of the suite")

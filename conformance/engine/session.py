@@ -99,6 +99,26 @@ def hypothesis_home() -> None:
 
 
 
+def write_reports(results: dict[str, Any], report_dir: Path) -> list[Path]:
+    """results.json, JUnit, summary.md and report.html in ``report_dir``, whoever ends the run (its finish, or
+    the CLI's stop before any check ran); the paths. report.html failing is the suite's own fault: said in
+    the results (exit 4), the other reports kept."""
+    from conformance.results import write_all
+
+    paths = write_all(results, report_dir)
+    try:
+        from conformance.reports.html import write_html
+
+        paths.append(write_html(results, report_dir))
+    except Exception as exc:  # noqa: BLE001  # the suite's own fault: say so, keep the other reports
+        results["exit_code"] = 4
+        results["verdict"] = (f"internal error of the suite writing report.html ({type(exc).__name__}); the "
+                              f"other reports are written, their verdict: {results['verdict']}")
+        results["notes"].append(f"internal error writing report.html: {type(exc).__name__}: {exc}")
+        paths = write_all(results, report_dir)
+    return paths
+
+
 class RunSession:
     """One run's shared state and steps. ``worker``: a pytest-xdist worker's session, which shares the
     controller's state folder and capabilities (``state_dir``, ``capabilities``) and never discovers."""
@@ -122,6 +142,7 @@ class RunSession:
 
             self.waivers = load_expectations(cfg.expectations)
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="conformance-run-")
+        self._owns_state_dir = state_dir is None  # removed by close(): a CI runner's /tmp never fills up
         self._capabilities = capabilities
         self.started = time.time()
         self.interrupted = False
@@ -275,7 +296,7 @@ class RunSession:
                notes: list[str]) -> dict[str, Any]:
         """Judge the run over ``records`` (every check's, each once) and write the reports; the results."""
         from conformance.health import HEALTH, Health, availability_record, not_judged_in_a_collapse
-        from conformance.results import build_results, cost_of, write_all
+        from conformance.results import build_results, cost_of
 
         self.phase("judging the run and writing the reports")
         cfg, t = self.cfg, self.target
@@ -334,20 +355,21 @@ class RunSession:
             written.append(write_har(cfg.record, stored, self.discovery_exchanges, run=run))
             self.written = written
         if cfg.report_dir:
-            paths = write_all(results, Path(cfg.report_dir))
-            try:
-                from conformance.reports.html import write_html
+            self.written = [*write_reports(results, Path(cfg.report_dir)), *written]
+        self.close()
+        return results
 
-                paths.append(write_html(results, Path(cfg.report_dir)))
-            except Exception as exc:  # the suite's own fault: say so, keep the other reports
-                results["exit_code"] = 4
-                results["notes"].append(f"internal error writing report.html: {type(exc).__name__}: {exc}")
-                paths = write_all(results, Path(cfg.report_dir))
-            self.written = [*paths, *written]
+    def close(self) -> None:
+        """The checks' client closed, the progress line ended, the run's state folder removed (if this
+        session made it: an xdist worker's is its controller's). Safe to call more than once."""
         if self.checks_client is not None:
             self.checks_client.close()
         self.stop_progress()
-        return results
+        if self._owns_state_dir:
+            import shutil
+
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self._owns_state_dir = False
 
 
 class _ReplayProbes:
