@@ -16,6 +16,7 @@ from typing import Any
 
 from conformance import __version__
 from conformance.catalog import catalog, level_rank
+from conformance.console import escape_controls
 from conformance.errors import TIME_LIMIT
 from conformance.evidence import exchange_key
 from conformance.latency import latency_of
@@ -51,7 +52,6 @@ RESULTS_SCHEMA_VERSION = "1.0"
 # the share of the run's checks a target may leave unanswered (429/503 after the retries) before the run
 # is INCOMPLETE rather than judged: the rate-limited run must judge 95% of an unlimited one
 UNANSWERED_SHARE = 0.05
-_NO_ANSWER = "inconclusive: no answer"
 
 
 def _sent(record: dict[str, Any]) -> bool:
@@ -443,9 +443,6 @@ def finding_groups(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
 def _visible(m: re.Match[str]) -> str:
     """A character that must not be written as itself, written as a visible escape (\\x1b, \\u202e)."""
     code = ord(m.group())
@@ -454,7 +451,7 @@ def _visible(m: re.Match[str]) -> str:
 
 def _md(text: str) -> str:
     """Target text made inert in Markdown: no links, images, HTML, code spans or control characters."""
-    text = _CONTROL.sub(_visible, text.replace("\n", " "))
+    text = escape_controls(" ".join(text.split("\n")))  # the terminal's escaper: one set, one spelling
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
@@ -748,7 +745,8 @@ def _unanswered_gate(records: list[dict[str, Any]], code: int, verdict: str) -> 
             return EXIT_INCOMPLETE, (f"INCOMPLETE: the target stopped answering under the run's load "
                                      f"(TARGET-AVAILABLE); {said}: retry with a lower --concurrency"
                                      f"{_gate_details(verdict)}")
-        throttled = any(not r.get("skip_reason", "").startswith(_NO_ANSWER) for r in unanswered)
+        # throttled (a 429/503 survived the retries) or not answered at all: told by the exchanges, not words
+        throttled = any(ex.get("status") in (429, 503) for r in unanswered for ex in r.get("exchanges", []))
         hint = ("retry later, with fewer workers (-n) or a lower --rate-limit" if throttled else
                 "the target did not answer in time: retry later, or with a longer --timeout/--idle-timeout")
         return EXIT_INCOMPLETE, f"INCOMPLETE: {said}: {hint}{_gate_details(verdict)}"

@@ -35,8 +35,11 @@ from httpx_sse._decoders import SSEDecoder
 from .evidence import SSEEvent
 from .target import Limits
 
-__all__ = ["read_stream", "read_body", "parse_event_data", "ChunkReader", "DONE_GRACE"]
+__all__ = ["read_stream", "read_body", "parse_event_data", "ChunkReader", "DONE_GRACE", "CAPPED"]
 
+# the transport errors of an answer cut at the suite's byte caps (a target that floods): the only place that
+# knows their wording (the client marks such an exchange ``body_truncated``; nothing else reads the text)
+CAPPED = ("response larger than", "SSE event larger than")
 DONE_GRACE = 1.0  # seconds to keep reading after [DONE], bounded by the time left
 # past this many bytes a response is read only while holding the client's ``big`` lock: with many requests
 # in flight, at most one body grows towards the byte cap at a time (memory stays bounded by one cap)
@@ -215,7 +218,7 @@ class ChunkReader:
                     room = cap - self.nbytes
                     self.nbytes = cap
                     self.truncated = True
-                    self.error = f"response larger than {cap} bytes"
+                    self.error = f"{CAPPED[0]} {cap} bytes"
                     if room > 0:
                         yield chunk[:room]
                     return
@@ -285,7 +288,7 @@ class _EventParser:
                 return out
         self.buf = self.buf[pos:]
         if self.event_bytes + len(self.buf) > self.max_event_bytes:
-            self.error = f"SSE event larger than {self.max_event_bytes} bytes"
+            self.error = f"{CAPPED[1]} {self.max_event_bytes} bytes"
         if final and self.buf:
             tail, self.buf = self.buf, ""
             if tail.startswith(":"):
@@ -304,7 +307,7 @@ class _EventParser:
             self.has_data = True
             self.event_bytes += len(value.encode("utf-8", errors="replace")) + 1
             if self.event_bytes - 1 > self.max_event_bytes:
-                self.error = f"SSE event larger than {self.max_event_bytes} bytes"
+                self.error = f"{CAPPED[1]} {self.max_event_bytes} bytes"
         elif name == "id" and "\0" not in value:
             self.event_id = value
         self.decoder.decode(line)

@@ -532,3 +532,23 @@ def test_a_failing_check_prints_one_line_and_a_crash_keeps_its_traceback(tmp_pat
     crash = "\n".join(entry("test_suite_crash"))
     assert "KeyError" in crash and 'usage["prompt_tokens"] += 1' in crash  # the suite's bug, in full
     assert "pytest_runtest_call" not in out and "plugin.py" not in out.split(" test_suite_crash _")[0]
+
+
+@pytest.mark.parametrize("status, error, hint", [
+    (429, None, "retry later, with fewer workers (-n) or a lower --rate-limit"),
+    (503, None, "retry later, with fewer workers (-n) or a lower --rate-limit"),
+    (None, "read timeout (idle 20 s)", "the target did not answer in time: retry later, or with a longer"),
+    (None, "transport error (ConnectError): refused", "the target did not answer in time"),
+])
+def test_an_incomplete_run_names_the_fix_from_what_the_exchanges_show(
+    status: int | None, error: str | None, hint: str
+) -> None:
+    """Too many checks unanswered: the hint is told by the unanswered exchanges (a 429/503 that survived the
+    retries, or no answer at all), whatever the skip message says."""
+    records = [rec(f"t::ok{i}", ["CORE-OBJECT"]) for i in range(5)]
+    lost = rec("t::lost", ["CORE-ID-PRESENT"], "skipped", judged=[], skip_reason="inconclusive: anything")
+    lost["skip_kind"] = "unanswered"
+    lost["exchanges"] = [{"status": status, "transport_error": error}]
+    res = _results([*records, lost])
+    assert res["exit_code"] == 5
+    assert hint in res["verdict"], res["verdict"]
