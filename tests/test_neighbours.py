@@ -25,6 +25,6 @@ def test_neighbours_of_issue_24_are_named() -> None:
     named = {n for c in CHECKS.values() for n in c.neighbours}
     for fault in ("tool-required-as-auto", "history-counted-not-used", "stream-usage-last-message",
                   "stream-usage-first-choice", "reasoning-tokens-uncounted", "tool-call-id-reused",
-                  "top-k-fraction-accepted", "seed-ignored"):
+                  "top-k-fraction-accepted", "presence-penalty-ignored-confident", "seed-ignored"):
         if fault in FAULTS:
             assert fault in named, f"no check names the fault {fault} as its neighbour"

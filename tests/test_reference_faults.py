@@ -114,6 +114,7 @@ PROBES: dict[str, Probe] = {
     ),
     "content-parts-text-dropped": p(**GREEDY, messages=[{"role": "user", "content": [{"type": "text",
                                                                                      "text": "hi"}]}]),
+    "presence-penalty-ignored-confident": p(**GREEDY, presence_penalty=1.9),
     "history-counted-not-used": p(**GREEDY, messages=[{"role": "system", "content": "s"}, *STORY]),
     "history-ignored": p(
         **GREEDY,

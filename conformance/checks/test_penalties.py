@@ -37,6 +37,11 @@ from conformance.violations import Inconclusive
 
 MAX = 24
 STRENGTH = 1.9
+# where STRENGTH over MAX tokens is too weak against the model's margins to flip any token (per the
+# baseline's logprobs): the strongest value inside the seed's open range (-2 < x < 2), over an answer long
+# enough for repeats to build up (spec/DECISIONS.md#neighbours)
+STRONGEST = 1.99
+LONG = 64
 # the value of the opposite direction, inside the seed's ranges (-2 < x < 2; repetition_penalty 0 < x < 2,
 # where below 1 "encourage[s]" repetition)
 OPPOSITE = {"frequency_penalty": -STRENGTH, "presence_penalty": -STRENGTH, "repetition_penalty": 0.5}
@@ -67,12 +72,13 @@ def units_of(a: Answer, b: Answer) -> tuple[list[str], list[str], str]:
     return ua[:n], ub[:n], what
 
 
-def _request(target: Any, profile: Any, capabilities: Any, logprobs: bool, **penalty: Any) -> dict[str, Any]:
+def _request(target: Any, profile: Any, capabilities: Any, logprobs: bool, max_tokens: int = MAX,
+             **penalty: Any) -> dict[str, Any]:
     """The one request shape both sides use: only ``penalty`` differs."""
     fields: dict[str, Any] = dict(COMPARE_LOGPROBS) if logprobs else {}
     return deterministic_body(target, profile, messages=[{"role": "user", "content": REPEAT}],
-                              max_tokens=room(capabilities, MAX), **thinking_off(capabilities), **fields,
-                              **penalty)
+                              max_tokens=room(capabilities, max_tokens), **thinking_off(capabilities),
+                              **fields, **penalty)
 
 
 def _baseline(shared: Any, target: Any, profile: Any, capabilities: Any) -> tuple[Any, bool]:
@@ -146,25 +152,25 @@ def _penalty_explains(want: Answer, got: Answer, j: int | None, param: str, valu
 
 
 def _ask(client: Any, target: Any, profile: Any, capabilities: Any, logprobs: bool, param: str,
-         value: float) -> tuple[Any, Answer]:
-    req = _request(target, profile, capabilities, logprobs, **{param: value})
-    ex = client.chat(req, label=f"deterministic, repeat prompt, {MAX} tokens, {param} {value}"
+         value: float, max_tokens: int = MAX) -> tuple[Any, Answer]:
+    req = _request(target, profile, capabilities, logprobs, max_tokens, **{param: value})
+    ex = client.chat(req, label=f"deterministic, repeat prompt, {max_tokens} tokens, {param} {value}"
                      + (", logprobs" if logprobs else ""))
     return ex, answer_of(ok_json(ex, f"request with {param} {value}"))
 
 
 def _changed(client: Any, target: Any, profile: Any, capabilities: Any, logprobs: bool, param: str,
-             value: float, want: Answer) -> tuple[Any, Answer, str]:
+             value: float, want: Answer, max_tokens: int = MAX) -> tuple[Any, Answer, str]:
     """The penalised answer and how it compares with ``want``: equal or diverged (a near-tie difference is
     asked once more; still no confident divergence is Inconclusive, spec/DECISIONS.md#near-ties)."""
-    ex, got = _ask(client, target, profile, capabilities, logprobs, param, value)
+    ex, got = _ask(client, target, profile, capabilities, logprobs, param, value, max_tokens)
     cmp = compare_answers(want, got)
     if cmp.kind == EMPTY:
         raise Inconclusive(f"the answers with and without {param} are both empty: {cmp.detail}")
     if cmp.kind == NEAR_TIE and _penalty_explains(want, got, cmp.token, param, value):
         return ex, got, DIVERGED
     if cmp.kind in (NEAR_TIE, UNKNOWN):
-        ex2, got2 = _ask(client, target, profile, capabilities, logprobs, param, value)
+        ex2, got2 = _ask(client, target, profile, capabilities, logprobs, param, value, max_tokens)
         again = compare_answers(want, got2)
         if cmp.kind == UNKNOWN and again.kind == UNKNOWN and got2.text == got.text:
             # no logprobs say where they differ, but the penalised answer reproduces itself exactly: a
@@ -178,6 +184,15 @@ def _changed(client: Any, target: Any, profile: Any, capabilities: Any, logprobs
     return ex, got, cmp.kind
 
 
+def _could_not_flip(entries: list[Any] | None, param: str, value: float) -> bool:
+    """Whether ``param`` at ``value`` is too weak to flip any token of the answer whose logprobs are
+    ``entries`` (frequency/presence only: repetition_penalty scales raw logits, which logprobs hide)."""
+    if param == "repetition_penalty":
+        return False
+    return _penalty_could_not_flip(entries, value if param == "frequency_penalty" else 0.0,
+                                   value if param == "presence_penalty" else 0.0)
+
+
 def _judge_penalty(shared: Any, client: Any, judge: Any, target: Any, profile: Any, requirement: str,
                    param: str, capabilities: Any) -> None:
     base_ex, logprobs = _baseline(shared, target, profile, capabilities)
@@ -186,17 +201,29 @@ def _judge_penalty(shared: Any, client: Any, judge: Any, target: Any, profile: A
     if want.empty:
         raise Inconclusive("the unpenalised answer is empty: nothing to penalise")
     ex, got, kind = _changed(client, target, profile, capabilities, logprobs, param, STRENGTH, want)
+    strength = STRENGTH
+    if kind == EQUAL and logprobs and _could_not_flip(logprob_entries(base), param, STRENGTH):
+        # too weak against this model's margins over MAX tokens: the strongest value, over a longer answer,
+        # where repeats build up and more positions may have a narrow lead; only if even that cannot flip a
+        # token is an unchanged answer excused (a server that ignores the penalty on a confident model
+        # passed as Inconclusive here, spec/DECISIONS.md#neighbours)
+        long_ex = shared(BASELINE + "-long", _request(target, profile, capabilities, True, LONG),
+                         label=f"deterministic, repeat prompt, {LONG} tokens, logprobs (penalty baseline, "
+                         "longer)")
+        long_base = ok_json(long_ex, f"the unpenalised request, {LONG} tokens")
+        if _could_not_flip(logprob_entries(long_base), param, STRONGEST):
+            raise Inconclusive(f"{param} is too weak against this model's margins to change any token of "
+                               f"the answer (per its logprobs), at {STRENGTH} over {MAX} tokens and at "
+                               f"{STRONGEST} over {LONG}, so an unchanged answer proves nothing")
+        want = answer_of(long_base)
+        ex, got, kind = _changed(client, target, profile, capabilities, logprobs, param, STRONGEST, want,
+                                 LONG)
+        strength = STRONGEST
     if kind == EQUAL:
-        entries = logprob_entries(base) if logprobs else None
-        if param != "repetition_penalty" and _penalty_could_not_flip(
-                entries, STRENGTH if param == "frequency_penalty" else 0.0,
-                STRENGTH if param == "presence_penalty" else 0.0):
-            raise Inconclusive(f"{param} {STRENGTH} is too weak against this model's margins to change "
-                               "any token of the answer (per its logprobs), so an unchanged answer proves "
-                               "nothing")
         # repetition_penalty scales raw logits (divides the positive ones), which logprobs do not reveal, so
-        # an unchanged answer cannot be excused from them
-        judge.check(False, requirement, f"{param} {STRENGTH} left a deterministic answer unchanged",
+        # an unchanged answer cannot be excused from them; frequency/presence were shown strong enough above
+        # (or the target sent no logprobs to excuse it)
+        judge.check(False, requirement, f"{param} {strength} left a deterministic answer unchanged",
                     path="$.choices[0].message.content", expected=f"an answer other than {want.text!r}",
                     received=got.text, exchange=ex)
         return
@@ -213,7 +240,7 @@ def _judge_penalty(shared: Any, client: Any, judge: Any, target: Any, profile: A
                            got, ex, before, after, what)
         return
     if after >= before:
-        raise Inconclusive(f"{param} {STRENGTH} changed the answer but not the repeats the documented way "
+        raise Inconclusive(f"{param} {strength} changed the answer but not the repeats the documented way "
                            f"({before} -> {after} repeated {what} among the first {n}, fewer expected; "
                            f"clearly more, {before + margin(n)} or over, with the opposite value clearly "
                            "fewer, would fail)")
@@ -229,7 +256,7 @@ def _confirm_backwards(client: Any, judge: Any, target: Any, profile: Any, capab
     0.5, which the seed says encourages repetition) is asked too: only when it brings clearly fewer repeats
     than the penalty does the target have the two directions swapped."""
     value = OPPOSITE[param]
-    ex2 = client.chat(_request(target, profile, capabilities, logprobs, **{param: value}),
+    ex2 = client.chat(_request(target, profile, capabilities, logprobs, MAX, **{param: value}),
                       label=f"deterministic, repeat prompt, {MAX} tokens, {param} {value} (the opposite "
                       "direction)" + (", logprobs" if logprobs else ""))
     seen = (f"{param} {STRENGTH}: {before} -> {after} repeated {what} among the first "
@@ -254,19 +281,20 @@ def _confirm_backwards(client: Any, judge: Any, target: Any, profile: Any, capab
                 received=got.text, exchange=ex)
 
 
-@check("PENALTY-FREQUENCY-EFFECT")
+@check("PENALTY-FREQUENCY-EFFECT", neighbours=("penalties-ignored", "frequency-penalty-backwards"))
 def test_frequency_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-FREQUENCY-EFFECT",
                    "frequency_penalty", capabilities)
 
 
-@check("PENALTY-PRESENCE-EFFECT")
+@check("PENALTY-PRESENCE-EFFECT", neighbours=("presence-penalty-ignored", "presence-penalty-backwards",
+                                              "presence-penalty-ignored-confident"))
 def test_presence_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-PRESENCE-EFFECT",
                    "presence_penalty", capabilities)
 
 
-@check("PENALTY-REPETITION-EFFECT")
+@check("PENALTY-REPETITION-EFFECT", neighbours=("repetition-penalty-ignored", "repetition-penalty-backwards"))
 def test_repetition_penalty_effect(shared, client, judge, conformance_target, profile, capabilities):
     _judge_penalty(shared, client, judge, conformance_target, profile, "PENALTY-REPETITION-EFFECT",
                    "repetition_penalty", capabilities)

@@ -789,6 +789,8 @@ class _Server:
                 and not (v < 0 and self.f("logit-bias-ban-ignored"))
             },
         )
+        if self.f("presence-penalty-ignored-confident"):
+            params.presence_penalty, params.logit_scale = 0.0, 5.5
         if self.v("default-repeat-penalty") and "repetition_penalty" not in body:
             # llama.cpp's repeat_penalty 1.1 divides a real model's logits (20-30): on this model's small
             # logits (5-10) the same shift takes 1.3

@@ -444,6 +444,9 @@ class SamplingParams:
     # variant default-repeat-penalty: a server's own repeat penalty, applied to the pick (times
     # repetition_penalty) but left out of the reported logprobs (llama.cpp reports them before its samplers)
     unreported_repetition_penalty: float = 1.0
+    # how confident the model is: its raw logits times this (a large model is surer of its next token than
+    # this tiny one: wider margins between its candidates)
+    logit_scale: float = 1.0
 
 
 @dataclass
@@ -489,6 +492,8 @@ class Decoder:
 
     def _raw_logits(self) -> list[float]:
         logits = self.model.logits(self.salt, self.context, self.pos)
+        if self.params.logit_scale != 1.0:
+            logits = [v * self.params.logit_scale for v in logits]
         if self.jitter is not None:
             jit = self.jitter
             logits = self.model.near_ties(self.salt, self.context, self.pos, logits)
