@@ -22,6 +22,12 @@ FIELDS = ["messages", "temperature"]
 EXAMPLES = 3
 
 
+@pytest.fixture(autouse=True)
+def _no_lists_from_earlier_tests() -> None:
+    """Each test sees the helper start: nothing drawn by an earlier test of this process is recalled."""
+    G.forget_drawn()
+
+
 def _helpers() -> list[int]:
     """Pids of this process's live draw helper processes (Linux: /proc)."""
     out = []
@@ -185,3 +191,43 @@ def test_no_prefetch_draws_as_each_check_runs(flag: list[str], monkeypatch: pyte
         )
     assert code == 0 and outcomes == ["passed"]
     assert started == ([] if flag else [[]])  # the valid phase only: no field was selected
+
+
+def test_a_later_run_in_the_same_process_recalls_the_lists_and_starts_no_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A test process, a fleet or a kill matrix makes many runs: the lists a run drew are recalled by the
+    next run with the same target, profile and capabilities (no helper process, the same requests sent);
+    another model draws its own."""
+    import json
+
+    from conformance.checks import test_generated as module
+    from conformance.cli import main
+
+    helpers: list[object] = []
+    real = module.draw_ahead
+
+    def spy(*args: object, **kwargs: object) -> object:
+        started = real(*args, **kwargs)  # type: ignore[arg-type]
+        helpers.append(started)
+        return started
+
+    monkeypatch.setattr(module, "draw_ahead", spy)
+
+    def run(name: str, *extra: str) -> list[object]:
+        report = tmp_path / name
+        code = main(["run", "--only", "GEN-INVALID-REJECTED", "--only", "GEN-VALID-ACCEPTED", "--examples",
+                     "3", "--report-dir", str(report), "--progress", "off", *extra])
+        assert code == 0
+        results = json.loads((report / "results.json").read_text(encoding="utf-8"))
+        return sorted(e.get("request_body") or "" for c in results["checks"] for e in c["exchanges"])
+
+    first = run("first")
+    second = run("second")
+    other = run("other", "--embedded", "--model", "another-model")
+    assert helpers[0] is not None, "the first run draws in a helper"
+    assert helpers[1] is None, "the second run recalls every list: no helper"
+    assert helpers[2] is not None, "another model's requests are drawn anew"
+    assert first == second
+    assert len(first) > 10
+    assert other != first

@@ -297,4 +297,5 @@ def test_report_html_failing_is_the_suites_fault_and_keeps_the_other_reports(
     assert (report / "junit.xml").is_file() and (report / "summary.md").is_file()
     assert not (report / "report.html").exists()
     assert results["verdict"].startswith("internal error of the suite writing report.html (RuntimeError)")
-    assert capsys.readouterr().out.splitlines()[-1].startswith("chat-conformance: internal error of the suite")
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("chat-conformance: internal error of the suite")

@@ -58,6 +58,7 @@ schemathesis is imported lazily (inside ``_operation``): importing conformance.c
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
@@ -117,6 +118,7 @@ __all__ = [
     "VALID_LABEL",
     "invalid_label",
     "property_key",
+    "forget_drawn",
     "RunStats",
     "UNANSWERED_IN_A_ROW",
 ]
@@ -1019,6 +1021,34 @@ def property_key(
 
 
 _MEMO_LOCK = threading.RLock()  # held while a memoised draw is made: a draw is made once per run
+# the lists drawn in this process, across its runs (a test process, a fleet, a kill matrix: each run drew the
+# same lists again, in a helper process of its own). Drawing is a pure function of the key
+# (spec/DECISIONS.md#reproducible-draws): a list kept here is the list a new draw would give.
+_PROCESS_DRAWN: collections.OrderedDict[Any, list[Drawn]] = collections.OrderedDict()
+_PROCESS_KEEP = 256  # properties (a run has at most ~40): the oldest go first
+
+
+def _remember(key: Any, drawn: list[Drawn]) -> None:
+    with _MEMO_LOCK:
+        if key in _PROCESS_DRAWN:
+            _PROCESS_DRAWN.move_to_end(key)
+            return
+        _PROCESS_DRAWN[key] = copy.deepcopy(drawn)
+        while len(_PROCESS_DRAWN) > _PROCESS_KEEP:
+            _PROCESS_DRAWN.popitem(last=False)
+
+
+def forget_drawn() -> None:
+    """Empty this process's memo of drawn lists (a test that must see a helper start)."""
+    with _MEMO_LOCK:
+        _PROCESS_DRAWN.clear()
+
+
+def _recalled(key: Any) -> list[Drawn] | None:
+    """A copy of the list an earlier run of this process drew for ``key`` (a run's list is its own to use)."""
+    with _MEMO_LOCK:
+        got = _PROCESS_DRAWN.get(key)
+    return copy.deepcopy(got) if got is not None else None
 
 
 def drawn_once(memo: dict[Any, list[Drawn]] | None, key: Any, draw: Callable[[], list[Drawn]]) -> list[Drawn]:
@@ -1029,6 +1059,10 @@ def drawn_once(memo: dict[Any, list[Drawn]] | None, key: Any, draw: Callable[[],
         return draw()
     with _MEMO_LOCK:
         got = memo.get(key)
+        if got is None:
+            recalled = _recalled(key)
+            if recalled is not None:
+                got = memo[key] = recalled
     if isinstance(got, Future):  # drawn ahead in the helper process (``draw_ahead``)
         try:
             drawn = got.result()
@@ -1041,6 +1075,7 @@ def drawn_once(memo: dict[Any, list[Drawn]] | None, key: Any, draw: Callable[[],
         got = memo.get(key)
         if got is None or isinstance(got, Future):
             got = memo[key] = draw()
+        _remember(key, got)
         return got
 
 
@@ -1176,7 +1211,8 @@ def _property(
             strategy = valid_requests(model, profile, capabilities).map(lambda r: (r, "valid request"))
             return draw_requests(strategy, count=examples, seed=seed, valid=True, explicit=explicit)
 
-        return property_key(VALID_LABEL, seed, examples, True, explicit), draw_valid
+        return _in_context(property_key(VALID_LABEL, seed, examples, True, explicit), model, profile,
+                           capabilities), draw_valid
     explicit = invalid_explicit(model, profile, field)
     count = examples_per_field(examples)
 
@@ -1186,7 +1222,16 @@ def _property(
         strategy = invalid_requests(st.sampled_from(pool), field, muts).map(lambda rm: (rm[0], rm[1].what))
         return draw_requests(strategy, count=count, seed=seed, valid=False, explicit=explicit)
 
-    return property_key(invalid_label(field), seed, count, False, explicit), draw_invalid
+    return _in_context(property_key(invalid_label(field), seed, count, False, explicit), model, profile,
+                       capabilities), draw_invalid
+
+
+def _in_context(
+    key: tuple[Any, ...], model: str, profile: Any, capabilities: dict[str, Any]
+) -> tuple[Any, ...]:
+    """A property's key with what its strategy depends on beyond the property (the target's model, the
+    profile, the capabilities): the key of the process's memo of drawn lists, across runs."""
+    return (*key, model, repr(profile), json.dumps(capabilities, sort_keys=True, default=str))
 
 
 def drawn_property(
@@ -1249,8 +1294,19 @@ def draw_ahead(
         home: str | None = str(storage_directory(intent_to_write=False).home_directory)
     except Exception:  # another hypothesis layout: the helper keeps hypothesis's default home
         home = None
-    order: list[str | None] = [None, *fields]
-    keys = [_property(None, model, profile, capabilities, f, examples, seed)[0] for f in order]
+    order: list[str | None] = []
+    keys: list[Any] = []
+    for f in [None, *fields]:
+        key = _property(None, model, profile, capabilities, f, examples, seed)[0]
+        recalled = _recalled(key)
+        if recalled is not None:  # drawn by an earlier run of this process: no helper needed for it
+            with _MEMO_LOCK:
+                memo.setdefault(key, recalled)
+            continue
+        order.append(f)
+        keys.append(key)
+    if not order:
+        return None
     futures: list[Future[list[Drawn]]] = [Future() for _ in keys]
     env = dict(os.environ)  # the helper imports this very package, wherever it was imported from
     root = str(Path(__file__).resolve().parents[2])
