@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BudgetExhausted
+from .files import write_atomic
 
 __all__ = ["Budget"]
 
@@ -105,9 +105,7 @@ class Budget:
         return state
 
     def _write(self, state: dict[str, Any]) -> None:
-        tmp = self._state_path.with_name(f"{_STATE}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self._state_path)
+        write_atomic(self._state_path, json.dumps(state))
 
     # ---- public API -------------------------------------------------------------------------------
     def acquire(self, *, retry: bool = False) -> None:
@@ -152,9 +150,7 @@ class Budget:
                 before = dict(state)
                 yield state
                 if state != before or not self._pace_path.exists():
-                    tmp = self._pace_path.with_name(f"{_PACE}.{os.getpid()}.{threading.get_ident()}.tmp")
-                    tmp.write_text(json.dumps(state))
-                    os.replace(tmp, self._pace_path)
+                    write_atomic(self._pace_path, json.dumps(state))
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 

@@ -953,7 +953,9 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     root.mkdir(parents=True, exist_ok=True)
     html = write_matrix(results_list, root)
     md = root / "matrix.md"
-    md.write_text(matrix_markdown(results_list), encoding="utf-8")
+    from conformance.files import write_atomic
+
+    write_atomic(md, matrix_markdown(results_list))
     worst = worst_exit(codes)
     for t, code in zip(targets, codes, strict=True):
         print(f"chat-conformance: {t.label()}: exit {code} ({_EXIT_MEANING.get(code, '?')})", file=sys.stderr)

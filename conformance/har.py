@@ -31,6 +31,7 @@ import httpx
 from conformance import __version__
 from conformance.errors import UsageError
 from conformance.evidence import SENSITIVE_HEADERS, Exchange, exchange_key
+from conformance.files import write_atomic
 from conformance.violations import Inconclusive
 
 __all__ = [
@@ -234,7 +235,7 @@ def write_har(path: str | Path, records: Iterable[dict[str, Any]],
         out.parent.mkdir(parents=True, exist_ok=True)
     har = build_har(recorded_exchanges(records, probes), run=run)
     # a lone surrogate in a target's text is written as its JSON escape (\udcxx), never an encoding error
-    out.write_text(json.dumps(har, ensure_ascii=False, indent=1), encoding="utf-8", errors="backslashreplace")
+    write_atomic(out, json.dumps(har, ensure_ascii=False, indent=1), errors="backslashreplace")
     return out
 
 

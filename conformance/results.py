@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -19,6 +18,7 @@ from conformance.catalog import catalog, level_rank
 from conformance.console import escape_controls
 from conformance.errors import TIME_LIMIT
 from conformance.evidence import exchange_key
+from conformance.files import write_atomic
 from conformance.latency import latency_of
 from conformance.records import SkipKind, skip_kind_of
 
@@ -802,9 +802,5 @@ def write_all(results: dict[str, Any], report_dir: Path) -> list[Path]:
         ("junit.xml", render_junit(results)),
         ("summary.md", render_summary(results)),
     ):
-        path = report_dir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(write_atomic(report_dir / name, text))
     return written

@@ -89,6 +89,7 @@ CORE = [
     "health.py",
     "latency.py",
     "records.py",
+    "files.py",
 ]
 
 

@@ -81,6 +81,7 @@ from hypothesis.errors import Unsatisfiable
 
 from conformance.catalog import catalog
 from conformance.evidence import PARSE_LOCK, Exchange
+from conformance.files import write_atomic
 from conformance.schemas import schema_errors
 from conformance.specfiles import openapi
 from conformance.violations import Judge, Unanswered, Violation
@@ -890,10 +891,7 @@ def _seed_unicode_table() -> None:
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        with gzip.GzipFile(tmp, "wb", mtime=1) as f:
-            f.write(_UTF8_TABLE)
-        os.replace(tmp, path)
+        write_atomic(path, gzip.compress(_UTF8_TABLE, mtime=1))
     except Exception:  # noqa: BLE001  # best effort: hypothesis computes it
         pass
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from conformance.files import write_atomic
 from conformance.reports.schema import load_results
 
 __all__ = ["cmd_report", "cmd_diff"]
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, text)
 
 
 def cmd_report(paths: list[str], out: str) -> int:

@@ -12,7 +12,6 @@ import datetime as dt
 import functools
 import json
 import math
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ import jinja2
 
 from conformance.catalog import CAPABILITIES, level_rank
 from conformance.evidence import Exchange
+from conformance.files import write_atomic
 from conformance.latency import OUTCOMES, TIMELINE_CAP, latency_of, timeline_of
 from conformance.results import (
     VERDICTS,
@@ -332,8 +332,4 @@ def write_html(results: dict[str, Any], report_dir: Path) -> Path:
     """Write ``report_dir/report.html`` atomically and return its path."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_html(results), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(report_dir / "report.html", render_html(results))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from conformance.catalog import CAPABILITIES
+from conformance.files import write_atomic
 
 __all__ = ["write_matrix", "render_matrix", "matrix_markdown", "target_label"]
 
@@ -75,11 +75,7 @@ def write_matrix(results_list: list[dict[str, Any]], out_dir: Path) -> Path:
     """Write ``out_dir/matrix.html`` (requirements as rows, one column per run) and return its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "matrix.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(render_matrix(results_list), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(out_dir / "matrix.html", render_matrix(results_list))
 
 
 def _md(text: str) -> str:
