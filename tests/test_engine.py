@@ -299,3 +299,26 @@ def test_report_html_failing_is_the_suites_fault_and_keeps_the_other_reports(
     assert results["verdict"].startswith("internal error of the suite writing report.html (RuntimeError)")
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("chat-conformance: internal error of the suite")
+
+
+def test_every_run_option_of_the_table_reaches_the_cli_run_by_its_name() -> None:
+    """The CLI builds its RunConfig from the parsed flags by name (``RunConfig.from_values``): each option of
+    the table is a `run` flag of the same name with the table's default and choices, or one of the few the
+    CLI decides itself; nothing is re-spelt in between."""
+    from conformance.cli import _build_parser
+    from conformance.engine.options import OPTIONS, RunConfig
+
+    parser = _build_parser()
+    run_parser = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices["run"]
+    flags = {a.dest: a for a in run_parser._actions}
+    decided_by_the_cli = {"embedded", "console", "progress", "replay", "no_prefetch", "model"}
+    differs = {"report_dir": "reports"}  # the CLI writes reports/ by default; the plugin only when asked
+    parsed = parser.parse_args(["run"])
+    cfg = RunConfig.from_values(lambda name: getattr(parsed, name, None))
+    for o in OPTIONS:
+        if o.name in decided_by_the_cli:
+            continue
+        assert o.name in flags, f"--{o.name.replace('_', '-')} is a run option the CLI does not offer"
+        assert getattr(cfg, o.name) == differs.get(o.name, o.default), o.name
+        if o.choices is not None:
+            assert tuple(flags[o.name].choices) == o.choices, o.name
