@@ -791,7 +791,9 @@ class _Server:
         )
         if self.f("presence-penalty-ignored-confident"):
             params.presence_penalty, params.logit_scale = 0.0, 5.5
-        if self.v("default-repeat-penalty") and "repetition_penalty" not in body:
+        # (a server that ignores repetition_penalty keeps its own default whatever the request says)
+        if self.v("default-repeat-penalty") and ("repetition_penalty" not in body
+                                                 or self.f("repetition-penalty-ignored")):
             # llama.cpp's repeat_penalty 1.1 divides a real model's logits (20-30): on this model's small
             # logits (5-10) the same shift takes 1.3
             params.unreported_repetition_penalty = 1.3
