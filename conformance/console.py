@@ -48,7 +48,13 @@ def evidence_hint(res: dict[str, Any], rid: str) -> str:
 
 def summary_lines(res: dict[str, Any], written: list[Path]) -> list[str]:
     """The summary's lines (escaped), without the verdict line."""
-    from conformance.results import finding_groups, is_partial, levels_kept, not_judged_lines
+    from conformance.results import (
+        finding_groups,
+        is_partial,
+        levels_kept,
+        not_judged_lines,
+        only_waived_below,
+    )
 
     out: list[str] = []
 
@@ -70,7 +76,8 @@ def summary_lines(res: dict[str, Any], written: list[Path]) -> list[str]:
         write(f"  WAIVED {len(groups['waived'])}: " + ", ".join(r["id"] for r in groups["waived"][:10]))
     for line in not_judged_lines(res):
         write(line)
-    write(levels_kept(res["level_reached"], res.get("level", "MAY"), partial=is_partial(res)))
+    write(levels_kept(res["level_reached"], res.get("level", "MAY"), partial=is_partial(res),
+                      waived=only_waived_below(res)))
     c = res["cost"]
     write(
         f"cost: {c['requests']} requests, {c['prompt_tokens']} prompt + {c['completion_tokens']} "

@@ -97,6 +97,16 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     return "not-run", "the check ended before judging this requirement"
 
 
+def _not_judged_checks(req_id: str, records: list[dict[str, Any]]) -> list[str]:
+    """The checks of ``req_id`` that the run's frame kept from judging it (unanswered: throttled, or a
+    collapse of the target; not run for the budget; stopped; not in a replay's recording), each as "nodeid:
+    kind". An inconclusive or unsupported check is the target's own, the same every run: not among them (a
+    waiver it hides would never be found stale)."""
+    frame = (SkipKind.UNANSWERED, SkipKind.BUDGET, SkipKind.INTERRUPTED, SkipKind.NOT_RECORDED)
+    return [f"{r['nodeid']}: {kind.value}" for r in records
+            if req_id in r["requirements"] and (kind := skip_kind_of(r)) in frame]
+
+
 def blocks_gate(violations: list[dict[str, Any]], *, profile: str, fail_on: str,
                 waivers: dict[str, Any]) -> bool:
     """Whether one of a check's violations fails the gate: its requirement's level at ``fail_on`` or stricter
@@ -161,6 +171,12 @@ def aggregate(
                 reason = "passed this run; the waiver covers an intermittent deviation: " + str(
                     waiver.get("reason")
                 )
+            elif verdict == "pass" and (unjudged := _not_judged_checks(req.id, records)):
+                # what the waiver expects may be in the checks that did not judge (a collapse left them
+                # unanswered): a pass of the rest says nothing of it, and never fails a strict gate
+                reason = (f"passed what was judged; {len(unjudged)} of its checks did not judge it "
+                          f"({unjudged[0]}): the waived deviation may be among them: "
+                          + str(waiver.get("reason", "")))
             elif verdict == "pass":
                 verdict, reason = (
                     "unexpectedly-passing",
@@ -397,14 +413,33 @@ def blocking_ids(results: dict[str, Any]) -> set[str]:
 _KEPT = {"none": "none", "MUST": "MUST", "SHOULD": "MUST and SHOULD", "MAY": "MUST, SHOULD and MAY"}
 
 
-def levels_kept(reached: str, level: str = "MAY", *, partial: bool = False) -> str:
+_BROKEN_AT = {"none": "MUST", "MUST": "SHOULD", "SHOULD": "MAY"}  # the level whose failure set level_reached
+
+
+def only_waived_below(results: dict[str, Any]) -> bool:
+    """Whether every failure at the level that bounds ``level_reached`` is waived (a pinned target's run:
+    the levels are not kept, and the gate holds)."""
+    broken = _BROKEN_AT.get(str(results.get("level_reached")))
+    if broken is None:
+        return False
+    at = [r for r in results["requirements"].values()
+          if r["level"] == broken and r["verdict"] in ("fail", "informational", "waived")]
+    return bool(at) and all(r["verdict"] == "waived" for r in at)
+
+
+def levels_kept(reached: str, level: str = "MAY", *, partial: bool = False, waived: bool = False) -> str:
     """``level_reached`` said as the levels the target kept (``MAY`` alone reads as the weakest grade), and
-    why (``_REACHED``). ``partial``: the run stopped early; a level counts only where all of it was judged."""
+    why (``_REACHED``). ``partial``: the run stopped early; a level counts only where all of it was judged.
+    ``waived``: the failures that bound it are all waived (said, so that it never reads against a passing
+    gate)."""
     kept = _KEPT.get(reached, reached)
     if partial:
         kept = "none judged in full" if reached == "none" else kept
         return f"levels kept: {kept} (the run stopped early: a level counts only if all of it was judged)"
-    text = f"levels kept: {kept} ({_REACHED.get(reached, '')})"
+    why = _REACHED.get(reached, "")
+    if waived and why:
+        why = why.replace(" failed", " failed, waived", 1) if reached == "none" else why + ", waived"
+    text = f"levels kept: {kept} ({why})"
     if reached != "none" and level_rank(reached) > level_rank(level.upper()):
         text += f"; this run judged only up to {level.upper()}"
     return text

@@ -552,3 +552,53 @@ def test_an_incomplete_run_names_the_fix_from_what_the_exchanges_show(
     res = _results([*records, lost])
     assert res["exit_code"] == 5
     assert hint in res["verdict"], res["verdict"]
+
+
+@pytest.mark.parametrize("kind, stale", [
+    ("unanswered", False), ("budget", False), ("interrupted", False), ("not-recorded", False),
+    ("inconclusive", True), ("unsupported", True),
+])
+def test_a_waiver_is_never_called_stale_on_what_the_run_could_not_judge(kind: str, stale: bool) -> None:
+    """vLLM fell over mid-run: the generated checks that show a waived ERROR-WRONG-TYPE failure were left
+    unanswered, its three hand-written cases passed, and --strict-waivers failed the gate on
+    "unexpectedly-passing". A pass beside checks the run's frame kept from judging (unanswered, budget,
+    stopped, not recorded) is a plain pass that says why; one beside the target's own inconclusive or
+    unsupported checks still says the waiver is stale."""
+    records = [
+        rec("t::case", ["ERROR-WRONG-TYPE"]),
+        rec("t::generated", ["ERROR-WRONG-TYPE"], "skipped", judged=[], skip_reason=f"{kind}: x"),
+    ]
+    records[1]["skip_kind"] = kind
+    live = {"ERROR-WRONG-TYPE": {"reason": "coerces numeric strings"}}
+    reqs = aggregate(records, profile="seed", level="may", waivers=live)
+    r = reqs["ERROR-WRONG-TYPE"]
+    if stale:
+        assert r["verdict"] == "unexpectedly-passing"
+        assert gate(reqs, records, strict_waivers=True)[0] == 1
+    else:
+        assert r["verdict"] == "pass"
+        assert r["reason"].startswith(f"passed what was judged; 1 of its checks did not judge it (t::generated: "
+                                      f"{kind})")
+        assert gate(reqs, records, strict_waivers=True)[0] == 0
+
+
+def test_levels_kept_say_waived_when_only_waived_failures_bound_them() -> None:
+    """A pinned target's run printed "levels kept: none (a MUST requirement failed)" above "CONFORMANT — no
+    MUST failure": the failure was waived, and the summary now says so."""
+    from conformance.results import levels_kept, only_waived_below
+
+    waived = [rec("t::a", ["CORE-OBJECT"], "failed", violations=[viol("CORE-OBJECT")]),
+              rec("t::b", ["CORE-ID-PRESENT"])]
+    res = build_results(waived, target={"base_url": "http://x/v1", "model": "m", "profile": "seed"},
+                        profile="seed", level="may", started=0.0, finished=1.0,
+                        cost={"requests": 1, "retries": 0, "prompt_tokens": 1, "completion_tokens": 1},
+                        capabilities={}, waivers={"CORE-OBJECT": {"reason": "known"}})
+    assert res["exit_code"] == 0 and res["level_reached"] == "none"
+    assert only_waived_below(res)
+    assert levels_kept("none", waived=True) == "levels kept: none (a MUST requirement failed, waived)"
+    failing = build_results(waived, target={"base_url": "http://x/v1", "model": "m", "profile": "seed"},
+                            profile="seed", level="may", started=0.0, finished=1.0,
+                            cost={"requests": 1, "retries": 0, "prompt_tokens": 1, "completion_tokens": 1},
+                            capabilities={})
+    assert not only_waived_below(failing)
+    assert levels_kept("none") == "levels kept: none (a MUST requirement failed)"
