@@ -90,10 +90,12 @@ def _verdict_for(req_id: str, level: str, records: list[dict[str, Any]]) -> tupl
     skipped = sorted((r for r in mine if r["outcome"] == "skipped"),
                      key=lambda r: not str(r["nodeid"]).startswith("run-wide::"))
     if skipped and len(skipped) == len(mine):
-        for r in skipped:
-            if skip_kind_of(r) is SkipKind.UNSUPPORTED:
-                return "unsupported", r["skip_reason"]
-        return "not-run", skipped[0].get("skip_reason", "skipped")
+        # unsupported only when every check of it found its capability missing: one unsupported case beside
+        # unanswered ones (a collapse) is no word on the requirement ("separate_reasoning needs reasoning")
+        if all(skip_kind_of(r) is SkipKind.UNSUPPORTED for r in skipped):
+            return "unsupported", skipped[0]["skip_reason"]
+        other = next(r for r in skipped if skip_kind_of(r) is not SkipKind.UNSUPPORTED)
+        return "not-run", other.get("skip_reason", "skipped")
     return "not-run", "the check ended before judging this requirement"
 
 

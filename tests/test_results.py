@@ -124,6 +124,11 @@ def test_unsupported_only_when_every_check_of_it_was_skipped_as_unsupported() ->
     assert verdicts([skipped])["TOOLS-CALL-SHAPE"] == "unsupported"
     ran = rec("b", ["TOOLS-CALL-SHAPE"], "failed", judged=[], violations=[viol("ERROR-NO-5XX")])
     assert verdicts([skipped, ran])["TOOLS-CALL-SHAPE"] == "not-run"
+    # vLLM fell over mid-run: one field's case unsupported, the others unanswered: not "unsupported"
+    lost = rec("c", ["TOOLS-CALL-SHAPE"], "skipped", judged=[], skip_reason="inconclusive: no answer (x)")
+    lost["skip_kind"] = "unanswered"
+    out = aggregate([skipped, lost], profile="seed", level="may")["TOOLS-CALL-SHAPE"]
+    assert (out["verdict"], out["reason"]) == ("not-run", "inconclusive: no answer (x)")
 
 
 def test_not_judged_is_not_a_pass() -> None:
