@@ -275,6 +275,7 @@ PROBES: dict[str, Probe] = {
     "wrong-type-accepted": p(max_tokens="5", temperature=0),
     "unknown-role-accepted": p(messages=[{"role": "wizard", "content": "hi"}], **GREEDY),
     "stream-error-as-events": p(stream=True, temperature=5),
+    "stream-range-error-in-band": p(stream=True, logprobs=True, top_logprobs=21, max_tokens=2),
     "auth-not-checked": Probe(body=GREEDY, headers=NO_AUTH),
     "wrong-key-accepted": Probe(body=GREEDY, headers={"Authorization": "Bearer wrong"}),
     "auth-error-completion": Probe(body=GREEDY, headers=NO_AUTH),

@@ -94,6 +94,7 @@ class ApiError(Exception):
         code: str | None = None,
         err_type: str = "invalid_request_error",
         field_type_error: bool = False,
+        out_of_range: bool = False,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -102,6 +103,7 @@ class ApiError(Exception):
         self.code = code
         self.err_type = err_type
         self.field_type_error = field_type_error
+        self.out_of_range = out_of_range  # a number outside its documented range (found after parsing)
 
 
 @dataclass
@@ -300,6 +302,13 @@ class _Server:
                 ],
             }
         payload = json.dumps(body)
+        in_band = err.out_of_range and err.param == "top_logprobs"
+        if stream and in_band and self.f("stream-range-error-in-band"):
+            # vLLM 0.32: a range it checks only once generation is set up is sent inside a 200 stream, an
+            # error event then [DONE] (the same request without stream gets a JSON 400)
+            media = "text/event-stream" + ("; charset=utf-8" if self.v("content-type-charset") else "")
+            return Response("".join(self.sse([body])), status_code=200, media_type=media,
+                            headers={"Cache-Control": "no-cache"})
         if stream and self.f("stream-error-as-events"):
             return Response(
                 f"data: {payload}\n\ndata: [DONE]\n\n", status_code=status, media_type="text/event-stream"
@@ -350,7 +359,8 @@ class _Server:
         if not lo <= v <= hi:
             if fault is not None and self.f(fault):
                 return type(v)(min(max(v, lo), hi))
-            raise _bad(f"'{name}' must be between {lo} and {hi}, got {v}", name)
+            raise ApiError(400, f"'{name}' must be between {lo} and {hi}, got {v}", name, "invalid_value",
+                           out_of_range=True)
         return v
 
     def _bool(self, body: dict[str, Any], name: str) -> bool | None:

@@ -373,6 +373,13 @@ _TABLE: list[tuple[str, str, str]] = [
         "ERROR-STREAM-BEFORE-EVENTS",
         "Invalid requests with stream true get a 400 text/event-stream with an error event.",
     ),
+    (
+        "stream-range-error-in-band",
+        "ERROR-STREAM-BEFORE-EVENTS",
+        "A streamed request with top_logprobs outside [0, 20] gets 200 text/event-stream carrying data: "
+        '{"error": {...}} then data: [DONE] (vLLM 0.32 checks it once generation is set up); the same '
+        "request without stream still gets a JSON 400.",
+    ),
     # --- auth
     ("auth-not-checked", "AUTH-MISSING-KEY", "A request without Authorization is accepted."),
     ("wrong-key-accepted", "AUTH-WRONG-KEY", "Any bearer key is accepted."),
