@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.checks._support import ERROR_SHAPE_REQS, USER, body, judge_error_response
+from conformance.checks._stream import error_event
+from conformance.checks._support import ERROR_SHAPE_REQS, USER, body, is_4xx, judge_error_response
 from conformance.engine.registry import case as registry_case
 from conformance.engine.registry import check
+from conformance.records import SkipKind
+from conformance.violations import Inconclusive, Skipped
 
 MSG = [{"role": "user", "content": USER}]
 
@@ -102,3 +105,75 @@ def test_invalid_request_refused(client, judge, conformance_target, case, requir
             received=ex.content_type,
             exchange=ex,
         )
+
+
+
+# Invalid streamed requests whose invalidity a server finds only after parsing (a range, not a type): one
+# that checks them once generation is set up answers 200 and sends the error inside the stream (vLLM 0.32).
+# The value is the seed's own range, "Required range: 0 <= x <= 20" for top_logprobs
+# (spec/DECISIONS.md#stream-refusal-late).
+# (case id, what, request builder, the optional capability of the field, the requirement judging the value,
+#  the nearest wrong neighbours)
+LATE_INVALID: list[tuple[str, str, Any, str, str, tuple[str, ...]]] = [
+    (
+        "top-logprobs-21-stream",
+        "top_logprobs 21 (logprobs true) on a stream: outside the seed's range 0..20",
+        lambda t: body(t, max_tokens=2, logprobs=True, top_logprobs=21, stream=True),
+        "logprobs",
+        "RANGE-TOP-LOGPROBS-REJECT",
+        ("stream-range-error-in-band",),
+    ),
+]
+
+
+@check(
+    "ERROR-STREAM-BEFORE-EVENTS",
+    argnames="what, build, capability, range_req",
+    cases=[registry_case(what, build, cap, rng, id=cid, neighbours=near)
+           for cid, what, build, cap, rng, near in LATE_INVALID],
+)
+def test_stream_refused_before_events(client, judge, conformance_target, capabilities, what, build,
+                                      capability, range_req):
+    """Judges only how a refusal is sent (spec/DECISIONS.md#stream-refusal-late): a JSON 4xx passes; an error
+    object inside an event stream fails, whatever the status; an answer (the value accepted) is
+    ``range_req``'s finding, and any other status (a 5xx: ERROR-NO-5XX's) decides nothing here."""
+    info = capabilities.get(capability) or {}
+    if not info.get("supported", True):
+        # the field belongs to a capability the target does not offer: it may ignore the field or refuse it
+        # whole, and the field's range promises nothing of this target
+        raise Skipped(f"unsupported: {capability}: {info.get('reason', 'declared unsupported')}",
+                      SkipKind.UNSUPPORTED)
+    ex = client.chat(build(conformance_target), label=what)
+    ex.refusal_expected = True  # a 5xx here is a finding of the error requirements, not the target's health
+    ctype = ex.content_type or "no content type"
+    errors = [(i, ev) for i, ev in enumerate(ex.events)
+              if ev.event == "error" or (isinstance(ev.json, dict) and error_event(ev.json))]
+    if errors:
+        i, ev = errors[0]
+        judge.check(
+            False,
+            "ERROR-STREAM-BEFORE-EVENTS",
+            f"{what}: refused inside an event stream (HTTP {ex.status}, {ctype}, an error object at "
+            f"events[{i}] after {i} other event(s)), not with a JSON 4xx before it",
+            path=f"events[{i}]",
+            expected="a JSON 4xx error before any event",
+            received=f"HTTP {ex.status}: data: {ev.data[:300]}",
+            exchange=ex,
+        )
+        return
+    if is_4xx(ex):
+        judge.check(
+            ex.content_type == "application/json" and not ex.events,
+            "ERROR-STREAM-BEFORE-EVENTS",
+            f"{what}: the refusal was sent as an event stream",
+            path="headers.content-type",
+            expected="application/json",
+            received=ex.content_type,
+            exchange=ex,
+        )
+        return
+    if ex.status is not None and 200 <= ex.status < 300:
+        raise Inconclusive(f"{what}: answered HTTP {ex.status} without an error: the value was accepted "
+                           f"({range_req} judges that), so there was no refusal to send")
+    raise Inconclusive(f"{what}: answered HTTP {ex.status} ({ctype}), neither a 4xx nor an error inside a "
+                       "stream: a 5xx is ERROR-NO-5XX's finding, not this one's")
