@@ -32,7 +32,7 @@ __all__ = [
     "SLOW_ANSWER_EVERY",
 ]
 
-RATE_LIMIT_RPS = 30.0  # was 12: a whole run under the variant took 35 s of waiting for 2 s of work (now 16 s)
+RATE_LIMIT_RPS = 12.0
 RATE_LIMIT_BURST = 12.0
 OVERLOAD_EVERY = 10
 OVERLOAD_RETRY_AFTER = 1
