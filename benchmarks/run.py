@@ -712,10 +712,23 @@ def main(argv: list[str] | None = None) -> int:
         figures["latency"] = bench_latency(tuple(args.latency_concurrency) or LATENCY_CONCURRENCY)["figure"]
     total = time.perf_counter() - started
     _say(f"total {total:.0f}s; wrote {args.out}")
-    Path(args.out).write_text(
-        json.dumps({"machine": m, "total_s": round(total, 1), "figures": figures}, indent=1) + "\n",
-        encoding="utf-8",
-    )
+    # a run of some benchmarks (--skip) keeps the others' figures, each marked with the commit and machine it
+    # was measured on (a subset run overwrote the whole file), and any other key (the mutation score)
+    out = Path(args.out)
+    try:
+        data = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    old = data.get("figures") if isinstance(data.get("figures"), dict) else {}
+    for fig in old.values():
+        if isinstance(fig, dict):
+            fig.setdefault("measured_on", data.get("machine"))
+    measured = {name: {**fig, "measured_on": m} if isinstance(fig, dict) else fig
+                for name, fig in figures.items()}
+    data.update({"machine": m, "total_s": round(total, 1), "figures": {**old, **measured}})
+    out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
