@@ -60,7 +60,11 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL_REL = "conformance/reference/model.py"
 MODULE = "conformance.reference.model"
 TABLE = ROOT / "benchmarks" / "mutation_equivalents.toml"
-CLASSES = ("equivalent", "blind-spot")
+# equivalent: no request can tell it from the model (dead code, an unreachable branch, a no-op);
+# conformant: an observable change that stays inside the contract (another model: other words, other
+#   probabilities), which no oracle of a contract may kill;
+# blind-spot: a deviation from the contract that the suite misses (the requirement, the request that shows it)
+CLASSES = ("equivalent", "conformant", "blind-spot")
 # what --reclassify keeps of a run (the rest is recomputed from its records and the table)
 RUN_FIELDS = (
     "baseline",
@@ -257,8 +261,55 @@ def run_args(report: Path, max_duration: float) -> list[str]:
     return ["run", "--report-dir", str(report), "--progress", "off", "--max-duration", str(max_duration)]
 
 
-def judge(report: Path, code: int | None, baseline: dict[str, str] | None) -> dict[str, Any]:
-    """What a run said: exit code, failing requirements, verdicts that differ from the baseline's, cost."""
+_VOLATILE = {"id", "created", "system_fingerprint", "t", "xid", "sent_at", "ttfb", "elapsed", "date"}
+
+
+def _stable(value: Any) -> Any:
+    """An answer without what changes from run to run (ids, timestamps, timings)."""
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list):
+        return [_stable(v) for v in value]
+    return value
+
+
+def answers(res: dict[str, Any]) -> dict[str, str]:
+    """Each distinct request of a run -> what came back to it (each time it was sent, sorted), without
+    ids and timings: two runs whose maps are equal were answered alike. Identical requests are one key: the
+    reference server gives the n-th of them its n-th draw, and which one is n-th depends on the order they
+    arrive in when sent together."""
+    got: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for check in res["checks"]:
+        for ex in check["exchanges"]:
+            if ex.get("xid") in seen:
+                continue
+            seen.add(ex.get("xid"))
+            body: Any = ex.get("body_text")
+            with contextlib.suppress(ValueError, TypeError):
+                body = json.loads(body)
+            events = [
+                e.get("json") if e.get("json") is not None else e.get("data") for e in ex.get("events") or []
+            ]
+            key = f"{ex.get('method')} {ex.get('url', '').rsplit('/', 1)[-1]} {ex.get('request_body')}"
+            got.setdefault(key, []).append(
+                json.dumps(_stable([ex.get("status"), body, events]), sort_keys=True)
+            )
+    return {k: json.dumps(sorted(v)) for k, v in got.items()}
+
+
+def _deterministic(key: str) -> bool:
+    """The request (an ``answers`` key) is seeded or greedy: its answer does not depend on a draw order."""
+    try:
+        body = json.loads(key.split(" ", 2)[2])
+    except (ValueError, IndexError):
+        return False
+    return isinstance(body, dict) and (body.get("seed") is not None or body.get("temperature") == 0)
+
+
+def judge(report: Path, code: int | None, base: dict[str, Any] | None) -> dict[str, Any]:
+    """What a run said: exit code, failing requirements, verdicts that differ from the baseline's, answers
+    that differ from the baseline's (how many, and the first), 5xx answers, cost."""
     path = report / "results.json"
     out: dict[str, Any] = {"exit_code": code, "failed": [], "changed": {}, "requests": None}
     if not path.exists():
@@ -267,12 +318,26 @@ def judge(report: Path, code: int | None, baseline: dict[str, str] | None) -> di
     verdicts = {rid: r["verdict"] for rid, r in res["requirements"].items()}
     out["failed"] = sorted(rid for rid, v in verdicts.items() if v == "fail")
     out["levels"] = sorted({res["requirements"][rid]["level"] for rid in out["failed"]})
-    if baseline is not None:
-        out["changed"] = {
-            rid: f"{baseline.get(rid)} -> {v}" for rid, v in verdicts.items() if baseline.get(rid) != v
-        }
+    got = answers(res)
+    fives = [k for k, v in got.items() if any((json.loads(a)[0] or 0) >= 500 for a in json.loads(v))]
+    out["server_errors"] = len(fives)
+    if fives:
+        out["first_server_error"] = fives[0][:300]
+    if base is not None:
+        bv, ba = base["verdicts"], base["answers"]
+        out["changed"] = {rid: f"{bv.get(rid)} -> {v}" for rid, v in verdicts.items() if bv.get(rid) != v}
+        noisy = base.get("noisy", set())
+        differ = sorted(k for k in set(ba) | set(got) if ba.get(k) != got.get(k) and k not in noisy)
+        out["_differ"] = differ
+        out["answers_differ"] = len(differ)
+        # of those, the requests no draw order can change (seeded, or greedy): a difference there is real
+        out["answers_differ_deterministic"] = sum(_deterministic(k) for k in differ)
+        out["differ_keys"] = [k[:240] for k in differ[:8]]
+        if differ:
+            out["first_difference"] = differ[0][:300]
     out["requests"] = res["cost"]["requests"]
     out["verdicts"] = verdicts
+    out["answers"] = got
     return out
 
 
@@ -384,6 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--details", help="write every mutant's record to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep each run's report folder (under the snapshot)")
     ap.add_argument(
+        "--survivors-of", metavar="DETAILS", help="run only the survivors of an earlier --details file"
+    )
+    ap.add_argument(
         "--reclassify",
         metavar="DETAILS",
         help="run nothing: apply the table as it is now to the records of an earlier --details file",
@@ -402,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{len(mutants)} mutants")
         return 0
     selected = mutants
+    if args.survivors_of:
+        earlier = json.loads(Path(args.survivors_of).read_text(encoding="utf-8"))["records"]
+        args.only += [r["id"] for r in earlier if not r["killed"]]
     if args.only:
         want = set(args.only)
         selected = [m for m in mutants if m.name in want or m.id in want or m.name.rsplit(".", 1)[1] in want]
@@ -432,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     with traced(model_file, executed):
         base_code = cli_main(run_args(base_dir / "report", args.timeout))
     base = judge(base_dir / "report", base_code, None)
-    base_verdicts = base.pop("verdicts", {})
+    reference = {"verdicts": base.pop("verdicts", {}), "answers": base.pop("answers", {})}
     baseline = {
         "exit_code": base_code,
         "requests": base["requests"],
@@ -451,12 +522,19 @@ def main(argv: list[str] | None = None) -> int:
     executed_stmts = {stmt_of.get(line, line) for line in executed}
 
     control = fork_run(source, snap / "runs" / "control", args.timeout)
-    control |= judge(snap / "runs" / "control" / "report", control["exit_code"], base_verdicts)
+    control |= judge(snap / "runs" / "control" / "report", control["exit_code"], reference)
     control.pop("verdicts", None)
+    control.pop("answers", None)
+    # answers that differ between two runs of the same server (none expected: the reference is deterministic)
+    reference["noisy"] = set(control.pop("_differ", []))
     _say(
         f"baseline: exit {base_code}, {base['requests']} requests, {baseline['wall_s']} s (traced); control "
         f"child: exit {control['exit_code']}, {control['requests']} requests, {control['wall_s']} s wall, "
         f"{control['cpu_s']} s CPU"
+    )
+    _say(
+        f"control: {control.get('answers_differ')} answers differ from the baseline's (left out of the "
+        "comparisons)"
     )
     if control["exit_code"] != 0 or control["failed"] or control["changed"]:
         raise SystemExit(f"the control run (unmutated model, forked) disagrees with the baseline: {control}")
@@ -465,8 +543,10 @@ def main(argv: list[str] | None = None) -> int:
     for i, m in enumerate(selected, 1):
         work = snap / "runs" / m.name.rsplit(".", 1)[1]
         r = fork_run(m.source, work, args.timeout)
-        r |= judge(work / "report", r["exit_code"], base_verdicts)
+        r |= judge(work / "report", r["exit_code"], reference)
         r.pop("verdicts", None)
+        r.pop("answers", None)
+        r.pop("_differ", None)
         killed = r["timed_out"] or r["exit_code"] != 0 or bool(r["failed"])
         status = "timed out" if r["timed_out"] else ("killed" if killed else "survived")
         reached = any(stmt_of.get(line, line) in executed_stmts for line in m.lines)
@@ -490,7 +570,14 @@ def main(argv: list[str] | None = None) -> int:
         why = (
             f"exit {r['exit_code']}, failed {','.join(r['failed'][:4])}{' ...' * (len(r['failed']) > 4)}"
             if killed and not r["timed_out"]
-            else ("" if killed else ("unreached; " if not reached else "") + (rec["class"] or "UNCLASSIFIED"))
+            else (
+                ""
+                if killed
+                else ("unreached; " if not reached else "")
+                + (rec["class"] or "UNCLASSIFIED")
+                + f"; {r.get('answers_differ')} answers differ ({r.get('answers_differ_deterministic')} "
+                f"seeded or greedy), {r.get('server_errors')} 5xx"
+            )
         )
         _say(
             f"[{i}/{len(selected)}] {status:9} {m.name.rsplit('.', 1)[1]} L{m.line} ({r['requests']} req, "
@@ -563,6 +650,7 @@ def summarise(records: list[dict[str, Any]], table: dict[str, dict[str, Any]], r
     killed = [r for r in records if r["killed"]]
     survivors = [r for r in records if not r["killed"]]
     equivalent = [r for r in survivors if r["class"] == "equivalent"]
+    conformant = [r for r in survivors if r["class"] == "conformant"]
     blind = [r for r in survivors if r["class"] == "blind-spot"]
     unclassified = [r for r in survivors if r["class"] is None]
     denominator = len(records) - len(equivalent)
@@ -586,11 +674,17 @@ def summarise(records: list[dict[str, Any]], table: dict[str, dict[str, Any]], r
         "timed_out": sum(1 for r in killed if r["timed_out"]),
         "survived": len(survivors),
         "equivalent": len(equivalent),
+        "conformant": len(conformant),
         "blind_spots": len(blind),
         "unclassified": len(unclassified),
         "score": round(len(killed) / denominator, 4) if denominator else None,
         "score_gate_only": round(sum(1 for r in killed if r["exit_code"] != 0) / denominator, 4)
         if denominator
+        else None,
+        # the contract's score: what a contract can kill at all (neither equivalent nor another conformant
+        # model)
+        "score_contract": round(len(killed) / (denominator - len(conformant)), 4)
+        if denominator - len(conformant)
         else None,
         "survivors": [
             {
@@ -599,6 +693,9 @@ def summarise(records: list[dict[str, Any]], table: dict[str, dict[str, Any]], r
                 "line": r["line"],
                 "reached": r["reached"],
                 "changed": r["changed"],
+                "answers_differ": r.get("answers_differ"),
+                "answers_differ_deterministic": r.get("answers_differ_deterministic"),
+                "server_errors": r.get("server_errors"),
                 "class": r["class"],
                 "reason": table.get(r["id"], {}).get("reason"),
                 "requirement": table.get(r["id"], {}).get("requirement"),
@@ -628,11 +725,13 @@ def report(figure: dict[str, Any], records: list[dict[str, Any]]) -> None:
         f"\nmutants {f['mutants_run']} (of {f['mutants_generated']}): killed {f['killed']} "
         f"(gate {f['killed_by_gate']}"
         f", SHOULD/MAY only {f['killed_by_should_or_may_only']}, timed out {f['timed_out']}), survived "
-        f"{f['survived']} (equivalent {f['equivalent']}, blind spots {f['blind_spots']}, unclassified "
+        f"{f['survived']} (equivalent {f['equivalent']}, conformant {f['conformant']}, "
+        f"blind spots {f['blind_spots']}, unclassified "
         f"{f['unclassified']})"
     )
     _say(
-        f"score killed / (total - equivalent) = {f['score']}; {f['requests']} requests, "
+        f"score killed / (total - equivalent) = {f['score']}; killed / (total - equivalent - conformant) = "
+        f"{f['score_contract']}; {f['requests']} requests, "
         f"{f['wall_s']} s wall, "
         f"{f['cpu_s_children']} s CPU in the runs"
     )
