@@ -686,20 +686,18 @@ def summarise(records: list[dict[str, Any]], table: dict[str, dict[str, Any]], r
         "score_contract": round(len(killed) / (denominator - len(conformant)), 4)
         if denominator - len(conformant)
         else None,
+        # each survivor, its class and evidence (the reasons: benchmarks/mutation_equivalents.toml)
         "survivors": [
             {
                 "name": r["name"].rsplit(".", 1)[1],
                 "id": r["id"],
-                "line": r["line"],
+                "class": r["class"],
                 "reached": r["reached"],
-                "changed": r["changed"],
-                "answers_differ": r.get("answers_differ"),
                 "answers_differ_deterministic": r.get("answers_differ_deterministic"),
                 "server_errors": r.get("server_errors"),
-                "class": r["class"],
-                "reason": table.get(r["id"], {}).get("reason"),
-                "requirement": table.get(r["id"], {}).get("requirement"),
             }
+            | ({"verdicts_changed": r["changed"]} if r["changed"] else {})
+            | ({"requirement": table[r["id"]].get("requirement")} if r["class"] == "blind-spot" else {})
             for r in survivors
         ],
         "table_errors": [f"{r['id']}: {r['table_error']}" for r in records if r.get("table_error")],

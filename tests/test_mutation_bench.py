@@ -3,6 +3,7 @@ mutant is run here (benchmarks/mutation.py runs them: minutes)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
 def _bench():
     spec = importlib.util.spec_from_file_location("bench_mutation", ROOT / "benchmarks" / "mutation.py")
     assert spec is not None and spec.loader is not None
@@ -20,6 +22,12 @@ def _bench():
     sys.modules[spec.name] = mod  # its dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
+
+
+@functools.cache
+def _mutants():
+    bench = _bench()
+    return bench.generate((ROOT / bench.MODEL_REL).read_text(encoding="utf-8"))
 
 
 def _requirement_ids() -> set[str]:
@@ -46,8 +54,7 @@ def test_every_entry_has_a_class_and_a_reason():
 def test_every_entry_names_a_mutant_of_the_current_model():
     pytest.importorskip("mutmut")
     bench = _bench()
-    source = (ROOT / bench.MODEL_REL).read_text(encoding="utf-8")
-    ids = {m.id for m in bench.generate(source)}
+    ids = {m.id for m in _mutants()}
     stale = sorted(set(bench.load_table()) - ids)
     assert not stale, f"entries naming no mutant of model.py any more (re-run the benchmark): {stale}"
 
@@ -55,7 +62,7 @@ def test_every_entry_names_a_mutant_of_the_current_model():
 def test_the_sample_is_deterministic():
     pytest.importorskip("mutmut")
     bench = _bench()
-    mutants = bench.generate((ROOT / bench.MODEL_REL).read_text(encoding="utf-8"))
+    mutants = _mutants()
     a = [m.id for m in bench.sample(mutants, 10, 24)]
     assert a == [m.id for m in bench.sample(mutants, 10, 24)] and len(a) == 10
     assert len({m.id for m in mutants}) == len(mutants), "mutant ids are unique"
