@@ -40,6 +40,9 @@ class _Seen:
     refused: bool  # a 5xx to a request the suite sent to be refused: part of a collapse it falls in, no sign
     at: float  # when it completed
     sent: float  # when it was sent (its completion less its elapsed time)
+    # a 4xx: the target's front door answered (validation runs before any model): no sign that the engine
+    # behind it is up, nor down. Neither ends a collapse nor counts as the last good answer before one
+    front_door: bool = False
 
 
 @dataclass
@@ -94,7 +97,9 @@ class Health:
         refused = outcome is RequestOutcome.SERVER_ERROR and ex.refusal_expected
         seen = _Seen(ex, scope or "", unhealthy(ex.status, ex.transport_error) and not refused,
                      refused or outcome in (RequestOutcome.THROTTLED, RequestOutcome.NOT_SENT), refused, now,
-                     now - float(ex.elapsed or 0.0))
+                     now - float(ex.elapsed or 0.0),
+                     front_door=outcome is RequestOutcome.ANSWERED and ex.status is not None
+                     and 400 <= ex.status < 500 and not ex.transport_error)
         with self._lock:
             self._seen.append(seen)
 
@@ -148,7 +153,7 @@ class Health:
                                     swept=swept))
 
         for s in seen:
-            if s.neutral:
+            if s.neutral or s.front_door:
                 continue
             if s.bad:
                 run.append(s)

@@ -214,3 +214,24 @@ def test_a_burst_of_5xx_all_sent_before_the_first_came_back_is_no_collapse() -> 
     assert Health.of_run(burst).collapses() == []
     sustained = [*burst, {"nodeid": "late", "exchanges": [ex(9, 1000.5)]}]
     assert len(Health.of_run(sustained).collapses()) == 1
+
+
+def test_a_4xx_amid_a_collapse_neither_ends_it_nor_hides_the_refused_5xx_before_it() -> None:
+    """A crashed engine behind a live front door (vLLM: validation answers 400 while generation is dead):
+    collapse-seeded's run judged ERROR-SHAPE and ERROR-CONTENT-TYPE on a refused request's bare 500 that came
+    just before a 400 (1 run in 3 in CI). A 4xx says nothing of the engine: it is not the last good answer
+    before a collapse, nor a recovery."""
+    def ex(i: int, status: int, refusal: bool = False) -> dict[str, Any]:
+        return Exchange(label=f"r{i}", method="POST", url="u", request_headers={}, status=status, elapsed=0.01,
+                        sent_at=1000.0 + i, refusal_expected=refusal).to_dict()
+
+    run = [{"nodeid": "ok", "exchanges": [ex(0, 200)]},
+           {"nodeid": "inv", "exchanges": [ex(1, 500, refusal=True)]},
+           {"nodeid": "val", "exchanges": [ex(2, 400, refusal=True)]},
+           *({"nodeid": f"c{i}", "exchanges": [ex(i, 500)]} for i in range(3, 6)),
+           {"nodeid": "val2", "exchanges": [ex(6, 400, refusal=True)]},
+           *({"nodeid": f"d{i}", "exchanges": [ex(i, 500)]} for i in range(7, 10))]
+    (collapse,) = Health.of_run(run).collapses()
+    assert [e.label for e in collapse.swept] == ["r1"]
+    assert len(collapse.bad) == 6 and collapse.recovered is None
+    assert collapse.last_good is not None and collapse.last_good.label == "r0"

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -1504,14 +1504,35 @@ class _Server:
         except ApiError as err:
             return self.error_response(err, stream=stream_hint)
         seeded = req.seed is not None
-        self.traffic.enter(seeded)  # collapse-seeded: too many seeded requests in flight crash the engine
+        # collapse-seeded: too many seeded requests in flight crash the engine. A request is in flight until
+        # its answer is out (a stream: its last event), as on a server that holds its slot while it streams
+        self.traffic.enter(seeded)
+        held = [True]
+
+        def leave() -> None:
+            if held[0]:
+                held[0] = False
+                self.traffic.leave(seeded)
+
+        answer: Response | None = None
+        try:
+            answer = await self._answer(req, leave)
+            return answer
+        finally:
+            if not isinstance(answer, StreamingResponse):  # a stream leaves with its last event
+                leave()
+
+    async def _answer(self, req: ChatRequest, leave: Callable[[], None]) -> Response:
+        """A valid request's answer (``leave``: called when a stream's last event is out)."""
         try:
             if self.latency_s > 0:
                 await asyncio.sleep(self.latency_s)
             choices = await run_in_threadpool(self.complete, req)
-        finally:
-            self.traffic.leave(seeded)
+        except BaseException:
+            leave()
+            raise
         if self.traffic.crashed:
+            leave()
             refused = self.traffic.refuse()
             if refused is not None:
                 return refused
@@ -1533,16 +1554,19 @@ class _Server:
         token_s = self.token_s
 
         async def gen() -> AsyncIterator[str]:
-            if first_delay > 0:  # the headers are out already: the first event comes late
-                await asyncio.sleep(first_delay)
-            tokens = 0
-            for ev in events:
-                # --tps: one generated token per chunk of the first choice (the others come in the same step)
-                if token_s and '"delta"' in ev and _FIRST_CHOICE.search(ev):
-                    tokens += 1
-                    if tokens > 1:
-                        await asyncio.sleep(token_s)
-                yield ev
+            try:
+                if first_delay > 0:  # the headers are out already: the first event comes late
+                    await asyncio.sleep(first_delay)
+                tokens = 0
+                for ev in events:
+                    # --tps: one generated token per chunk of the first choice (the others in the same step)
+                    if token_s and '"delta"' in ev and _FIRST_CHOICE.search(ev):
+                        tokens += 1
+                        if tokens > 1:
+                            await asyncio.sleep(token_s)
+                    yield ev
+            finally:
+                leave()
 
         media = "application/x-ndjson" if self.f("stream-wrong-content-type") else "text/event-stream"
         if self.v("content-type-charset") and media.startswith("text/"):
