@@ -202,11 +202,24 @@ class _EffectProbes:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(len(todo), self.client.concurrency)) as pool:
+        pool = ThreadPoolExecutor(max_workers=min(len(todo), self.client.concurrency))
+        stopped = False
+        try:
             sent = {label: pool.submit(self.client.chat, body, label=f"discovery: {label}")
                     for label, body in todo.items()}
-        for label, fut in sent.items():
-            self.exchanges.setdefault(label, fut.result())
+            done = {label: fut.result() for label, fut in sent.items()}
+        except KeyboardInterrupt:
+            # stopped (Ctrl-C, SIGTERM) with probes in flight: they end now. A `with` block waited for them,
+            # up to their timeout (a run stopped during discovery hung 20 s and more against a slow target)
+            stopped = True
+            abort = getattr(self.client, "abort", None)
+            if abort is not None:
+                abort()
+            raise
+        finally:
+            pool.shutdown(wait=not stopped, cancel_futures=stopped)
+        for label, ex in done.items():
+            self.exchanges.setdefault(label, ex)
 
     def get(self, label: str, fields: dict[str, Any]) -> Any:
         return self.send(*self.request(label, fields))

@@ -176,3 +176,38 @@ def test_budgets_follow_the_capabilities() -> None:
         return _completion("Five.") if b.get("enable_thinking") is False else _completion("Five.", "hm")
     caps = _caps(glm)
     assert thinking_off(caps) == {"enable_thinking": False} and room(caps, 16) == 16
+
+
+def test_a_stop_during_the_probes_ends_them_and_waits_for_none() -> None:
+    """A SIGTERM while discovery's probes were in flight against a slow target: the main thread waited in
+    the probes' `with ThreadPoolExecutor` for every one to end (up to its timeout: the process hung past
+    the test's 20 s). The stop now aborts the probes in flight and waits for none of them."""
+    import os
+    import signal
+    import threading
+    import time as _time
+
+    from conformance.discovery import _EffectProbes
+
+    class Slow:
+        concurrency = 4
+        target = type("T", (), {"model": "m"})()
+
+        def __init__(self) -> None:
+            self.aborted = threading.Event()
+
+        def chat(self, body: dict, *, label: str = "") -> object:
+            self.aborted.wait(30)  # a probe waiting for a slow first token; ends when aborted
+            return object()
+
+        def abort(self) -> None:
+            self.aborted.set()
+
+    client = Slow()
+    probes = _EffectProbes(client, profile=None)
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()  # a real signal, as a CI cancel
+    start = _time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        probes.prefetch([("a", {}), ("b", {}), ("c", {})])
+    assert _time.monotonic() - start < 5
+    assert client.aborted.is_set()
