@@ -14,10 +14,12 @@ judges no further model.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -423,6 +425,8 @@ class _Stops:
         self.cause: str | None = None
         self.finishing = False
         self._pending: str | None = None
+        self._holding = 0  # inside held(): a stop is kept until it ends
+        self._held: str | None = None
         self._saved: dict[int, Any] = {}
         self._timer: Any = None
 
@@ -430,7 +434,7 @@ class _Stops:
         import signal
         import threading
 
-        self.cause, self.finishing, self._pending = None, False, None
+        self.cause, self.finishing, self._pending, self._held = None, False, None, None
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._saved[sig] = signal.signal(sig, self._handle)
@@ -453,9 +457,25 @@ class _Stops:
             return
         if self.cause is None:
             self.cause = cause
+            if self._holding:
+                self._held = cause  # raised when held() ends
+                return
             raise KeyboardInterrupt(cause)
         if cause == "SIGINT":  # a second Ctrl-C: stop now
             raise KeyboardInterrupt(self.cause)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A stretch a stop must not cut (imports: a KeyboardInterrupt raised inside one can leave a module
+        lock held, and the thread importing beside it waits forever): the stop is raised when it ends."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if not self._holding and self._held is not None:
+            cause, self._held = self._held, None
+            raise KeyboardInterrupt(cause)
 
     def start_run(self, max_duration: float | None) -> None:
         """A run (a fleet's model) starts: it may be stopped again; its time limit starts now."""
@@ -702,8 +722,9 @@ def _preflight_while_loading(
 
     sender = threading.Thread(target=send, name="conformance-preflight", daemon=True)
     sender.start()
-    import conformance.checks  # noqa: F401  (registers every check)
-    import conformance.results  # noqa: F401
+    with _STOPS.held():  # a stop lands after the imports, never inside one (the preflight imports too)
+        import conformance.checks  # noqa: F401  (registers every check)
+        import conformance.results  # noqa: F401
 
     sender.join()
     if failure:

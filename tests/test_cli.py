@@ -231,3 +231,23 @@ def test_a_closed_pipe_ends_a_listing_quietly() -> None:
         os.close(write_end)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
+
+
+def test_a_stop_is_held_past_the_imports_and_raised_after_them() -> None:
+    """A SIGTERM landing inside the run's imports (the preflight thread imports beside them) left a module
+    lock held: the preflight thread waited on it forever and the run never exited (2 of 20 stops under load,
+    py-spy). Inside ``held()`` the stop is kept, and raised when it ends."""
+    import os
+    import signal
+
+    from conformance.cli import _Stops
+
+    stops = _Stops()
+    reached_the_end = False
+    with stops, pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        with stops.held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # give the handler its chance to run (it runs between bytecodes)
+                pass
+            reached_the_end = True
+    assert reached_the_end and stops.cause == "SIGTERM"
