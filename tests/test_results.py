@@ -582,8 +582,8 @@ def test_a_waiver_is_never_called_stale_on_what_the_run_could_not_judge(kind: st
         assert gate(reqs, records, strict_waivers=True)[0] == 1
     else:
         assert r["verdict"] == "pass"
-        assert r["reason"].startswith(f"passed what was judged; 1 of its checks did not judge it (t::generated: "
-                                      f"{kind})")
+        said = f"passed what was judged; 1 of its checks did not judge it (t::generated: {kind})"
+        assert r["reason"].startswith(said)
         assert gate(reqs, records, strict_waivers=True)[0] == 0
 
 

@@ -222,8 +222,8 @@ def test_a_4xx_amid_a_collapse_neither_ends_it_nor_hides_the_refused_5xx_before_
     just before a 400 (1 run in 3 in CI). A 4xx says nothing of the engine: it is not the last good answer
     before a collapse, nor a recovery."""
     def ex(i: int, status: int, refusal: bool = False) -> dict[str, Any]:
-        return Exchange(label=f"r{i}", method="POST", url="u", request_headers={}, status=status, elapsed=0.01,
-                        sent_at=1000.0 + i, refusal_expected=refusal).to_dict()
+        return Exchange(label=f"r{i}", method="POST", url="u", request_headers={}, status=status,
+                        elapsed=0.01, sent_at=1000.0 + i, refusal_expected=refusal).to_dict()
 
     run = [{"nodeid": "ok", "exchanges": [ex(0, 200)]},
            {"nodeid": "inv", "exchanges": [ex(1, 500, refusal=True)]},
