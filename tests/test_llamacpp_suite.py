@@ -11,21 +11,18 @@ Skipped only when xllamacpp (or the model-building packages) is missing and CI i
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from conftest import (
     LLAMACPP_TARGET,
+    assert_two_runs_agree,
     check_pinned,
-    generated_requests,
     in_ci,
     logit_bias_probe_run,
     missing_llamacpp_modules,
     run_suite,
 )
-
-from conformance.expectations import load_expectations
 
 if missing_llamacpp_modules() and not in_ci():
     pytest.skip(f"{', '.join(missing_llamacpp_modules())} not installed (pip install -e '.[test]')",
@@ -62,18 +59,7 @@ def test_two_runs_give_identical_verdicts_and_send_identical_generated_requests(
     monkeypatch.setenv("CONFORMANCE_API_KEY", llamacpp_server.key)
     second = tmp_path / "second"
     run_suite(LLAMACPP_TARGET, llamacpp_server.base_url, llamacpp_server.model, second, *ARGS)
-    a, b = (json.loads((r / "results.json").read_text(encoding="utf-8")) for r in (first_run[0], second))
-    verdicts = [{k: v["verdict"] for k, v in r["requirements"].items()} for r in (a, b)]
-    waivers = load_expectations(LLAMACPP_TARGET / "expectations.toml")
-    intermittent = {rid for rid, w in waivers.items() if w.get("intermittent")}
-    flipped = {k: (v, verdicts[1].get(k)) for k, v in verdicts[0].items() if verdicts[1].get(k) != v
-               and not (k in intermittent and {v, verdicts[1].get(k)} <= {"pass", "waived"})}
-    reasons = {k: (a["requirements"][k]["reason"], b["requirements"].get(k, {}).get("reason"))
-               for k in flipped}
-    assert flipped == {}, f"verdicts differ between two runs: {flipped}\n{reasons}"
-    drawn = [generated_requests(r) for r in (a, b)]
-    assert len(drawn[0]) > 50
-    assert drawn[0] == drawn[1], next((x, y) for x, y in zip(*drawn, strict=False) if x != y)
+    assert_two_runs_agree(LLAMACPP_TARGET, first_run[0], second)
 
 
 def test_the_logit_bias_probe_finds_a_word_token(llamacpp_server, tmp_path: Path,

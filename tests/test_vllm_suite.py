@@ -18,15 +18,21 @@ Skipped when .venv-vllm/ is missing and CI is not "true"; in CI it runs, and a m
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, _free_port, _stop, check_pinned, generated_requests, in_ci, run_suite, wait_ready
-
-from conformance.expectations import load_expectations
+from conftest import (
+    ROOT,
+    _free_port,
+    _stop,
+    assert_two_runs_agree,
+    check_pinned,
+    in_ci,
+    run_suite,
+    wait_ready,
+)
 
 pytestmark = [pytest.mark.real_server, pytest.mark.whole_run]
 
@@ -85,15 +91,4 @@ def test_suite_verdicts_match_the_waivers_twice(tmp_path: Path, monkeypatch: pyt
 
     # A CI gate gives the same verdict twice: every requirement's verdict and every generated request (label
     # and body, in order) are the same; only a waiver marked intermittent may trade pass and waived.
-    a, b = (json.loads((r / "results.json").read_text(encoding="utf-8")) for r in (first, second))
-    verdicts = [{k: v["verdict"] for k, v in r["requirements"].items()} for r in (a, b)]
-    intermittent = {rid for rid, w in load_expectations(TARGET / "expectations.toml").items()
-                    if w.get("intermittent")}
-    flipped = {k: (v, verdicts[1].get(k)) for k, v in verdicts[0].items() if verdicts[1].get(k) != v
-               and not (k in intermittent and {v, verdicts[1].get(k)} <= {"pass", "waived"})}
-    reasons = {k: (a["requirements"][k]["reason"], b["requirements"].get(k, {}).get("reason"))
-               for k in flipped}
-    assert flipped == {}, f"verdicts differ between two runs: {flipped}\n{reasons}"
-    drawn = [generated_requests(r) for r in (a, b)]
-    assert len(drawn[0]) > 50
-    assert drawn[0] == drawn[1], next((x, y) for x, y in zip(*drawn, strict=False) if x != y)
+    assert_two_runs_agree(TARGET, first, second)
