@@ -306,6 +306,10 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (before a check is run again), or less if the run is stopped meanwhile."""
+        self._aborted.wait(seconds)
+
     def abort(self) -> None:
         """Stop the run now: every request in flight ends at once (its socket is shut down), and every later
         one raises ``RunAborted`` (a Ctrl-C while many requests are in flight)."""

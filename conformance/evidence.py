@@ -112,6 +112,9 @@ class Exchange:
     # a request the suite sent to be refused (a check judged it as an error answer): a 5xx there is a finding
     # of the error requirements (ERROR-NO-5XX), never a sign of the target's health (health.py)
     refusal_expected: bool = False
+    # on a request asked a second time because its first answer was a server error (the check was run again:
+    # engine.run.run_check): the first answer's xid. Judged run-wide (CORE-REQUEST-JSON); absent otherwise
+    asked_again: str | None = None
 
     # ---- derived views used by checks -------------------------------------------------------------
     @property
@@ -154,6 +157,8 @@ class Exchange:
         d = asdict(self)
         if not d["refusal_expected"]:  # said only where true: results.json keeps its shape
             del d["refusal_expected"]
+        if d["asked_again"] is None:
+            del d["asked_again"]
         return d
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,28 @@ class Inconclusive(Exception):
     """The check could not decide (e.g. the target's output gave nothing to judge); not a failure."""
 
 
+class ServerError(Inconclusive):
+    """A request of the check was answered with a server error (5xx) that does not stand yet: the check could
+    not decide, and the engine runs it again (``engine.run.run_check``): a one-off (a gateway's 502, a
+    restart) gets its answer on the next try; the same request answered 500 ``SERVER_ERROR_STANDS`` times
+    stands (spec/DECISIONS.md, "A server error is asked twice")."""
+
+    def __init__(self, message: str, exchange: Any) -> None:
+        super().__init__(message)
+        self.exchange = exchange
+
+
+# how many answers with a server error (500, 501, 505, ...) the same request needs before they stand as the
+# target's answer: a random hiccup (a gateway failing 2% of requests) meets the same request three times in a
+# row once in 2,500 such hiccups, an encoder that crashes on it every time (spec/DECISIONS.md, "A server error
+# is asked twice"). A gateway's 502 and 504 never stand: they are not the endpoint's answer
+SERVER_ERROR_STANDS = 3
+# set by the engine while it runs a check again after a ServerError: how many times each request (method,
+# url, body) was answered with a server error on the earlier tries
+ASKED_BEFORE: contextvars.ContextVar[dict[tuple[str, str, str | None], int]] = contextvars.ContextVar(
+    "conformance_asked_before", default={})  # noqa: B039 - never mutated: the engine sets a new dict
+
+
 class Skipped(Exception):
     """The check judges nothing, for a reason known before it asks (an optional capability the target does
     not offer, a requirement the profile judges with another check): ``kind`` says which."""
@@ -103,6 +126,9 @@ class Judge:
     violations: list[Violation] = field(default_factory=list)
     exchanges: list[Exchange] = field(default_factory=list)
     judged: set[str] = field(default_factory=set)
+    # a check's judge (the engine's): a violation evidenced by a server error that does not stand yet raises
+    # ServerError (the check is run again) instead of being recorded. Off for the run-wide judges
+    asks_again: bool = False
 
     def _index(self, exchange: Exchange | None) -> int | None:
         if exchange is None:
@@ -121,6 +147,10 @@ class Judge:
         received: Any,
         exchange: Exchange | None,
     ) -> Violation:
+        if self.asks_again and exchange is not None:
+            # a finding whose evidence is a server error that does not stand yet is no finding: the check is
+            # run again (spec/DECISIONS.md, "A server error is asked twice")
+            ask_again_on_server_error(exchange, f"{message} (HTTP {exchange.status})")
         if self.requirements and requirement not in self.requirements:
             raise ValueError(
                 f"check judges {requirement} but is not marked with it "
@@ -184,3 +214,16 @@ def run_wide_record(requirement: str, violations: list[dict[str, Any]], exchange
         "violations": violations,
         "exchanges": exchanges,
     }
+
+
+def ask_again_on_server_error(ex: Exchange, said: str) -> None:
+    """A request answered with a server error (500, 502, 504, ...; a 503 has had its retries) is no verdict
+    until it stands: the check is run again (``ServerError``) and asks it again. The same request answered
+    500 (501, 505, ...) ``SERVER_ERROR_STANDS`` times stands: this returns, and the caller judges it. A
+    gateway's 502 or 504 never stands (not the endpoint's answer): the check ends inconclusive."""
+    if ex.status is None or ex.status < 500 or ex.status == 503:
+        return
+    if ex.status in (502, 504):
+        raise ServerError(said + " (a gateway's status, never judged as the endpoint's answer)", ex)
+    if ASKED_BEFORE.get().get((ex.method, ex.url, ex.request_body), 0) + 1 < SERVER_ERROR_STANDS:
+        raise ServerError(said, ex)

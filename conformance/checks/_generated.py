@@ -84,7 +84,7 @@ from conformance.evidence import PARSE_LOCK, Exchange
 from conformance.files import write_atomic
 from conformance.schemas import schema_errors
 from conformance.specfiles import openapi
-from conformance.violations import Judge, Unanswered, Violation
+from conformance.violations import Judge, ServerError, Unanswered, Violation
 
 __all__ = [
     "REQUEST_SCHEMA",
@@ -1106,15 +1106,24 @@ def run_property(
         got = send_requests(batch, send, label=label, seed=seed, first=start + 1)
         answers.extend(got)
         found = False
+        asked_again: ServerError | None = None
         for d, answer in zip(batch, got, strict=False):
             if isinstance(answer, Unanswered):  # a "not now" says nothing: not judged
                 stats.unanswered += 1
                 unanswered = answer
                 continue
-            scratch = Judge(requirements=judge.requirements, exchanges=[answer])
-            evaluate(scratch, answer, d.request, d.what)
+            scratch = Judge(requirements=judge.requirements, exchanges=[answer], asks_again=judge.asks_again)
+            try:
+                evaluate(scratch, answer, d.request, d.what)
+            except ServerError as exc:
+                # the check is run again (engine.run.run_check); the batch's other answers are still read
+                # (an invalid request's is marked refusal_expected: its 5xx is no sign of the target's health)
+                asked_again = asked_again or exc
+                continue
             outcomes.append(_Outcome(d, answer, scratch.violations, scratch.judged))
             found = found or bool(scratch.violations)
+        if asked_again is not None:
+            raise asked_again
         start += size
         tail = answers[-UNANSWERED_IN_A_ROW:]
         if found or (len(tail) >= UNANSWERED_IN_A_ROW and all(isinstance(a, Unanswered) for a in tail)):

@@ -50,7 +50,7 @@ from conformance.checks._support import (
 from conformance.evidence import Exchange, exchange_key
 from conformance.records import SkipKind, skip_kind_of
 from conformance.schemas import schema_errors
-from conformance.violations import Judge, run_wide_record
+from conformance.violations import SERVER_ERROR_STANDS, Judge, run_wide_record
 
 __all__ = ["RUN_WIDE", "judge_run", "run_wide_selection"]
 
@@ -82,6 +82,10 @@ _COMPLETION = (
     "LOGPROBS-TOP-ORDER",
 )
 _ERROR = ("ERROR-SHAPE", "ERROR-CONTENT-TYPE")
+# judged on every request asked a second time because its first answer was a server error (the check was run
+# once more: engine.run.run_check): a valid request answered 5xx twice (spec/DECISIONS.md, "A server error is
+# asked twice")
+_ASKED_AGAIN = "CORE-REQUEST-JSON"
 _USAGE_STREAM = ("USAGE-TOTAL-SUM", "MAXTOK-STREAM-BOUND")
 # judged on every answer that shows the thing: a tool call, a stop sequence, a JSON response format
 # (spec/DECISIONS.md#opportunistic)
@@ -99,7 +103,8 @@ _JSON = ("JSON-OBJECT-VALID", "JSON-SCHEMA-VALID", "JSON-SCHEMA-STREAM")
 # every requirement this module can judge
 RUN_WIDE: tuple[str, ...] = tuple(
     dict.fromkeys(
-        (*_STREAM, *_COMPLETION, *_ERROR, *_USAGE_STREAM, "CORE-ID-UNIQUE", *_TOOLS, *_STOPS, *_JSON, *SDK)
+        (*_STREAM, *_COMPLETION, *_ERROR, *_USAGE_STREAM, "CORE-ID-UNIQUE", *_TOOLS, *_STOPS, *_JSON,
+         _ASKED_AGAIN, *SDK)
     )
 )  # SDK: the official openai SDK's reading of every answer, judged by _sdk (spec/DECISIONS.md#sdk)
 # statuses that are not the endpoint's own answer (rate limiter, gateway, overload): never judged here
@@ -415,6 +420,39 @@ def _answer_id(ex: Exchange) -> Any:
     return obj(ex.json()).get("id")
 
 
+def _judge_asked_again(judged: dict[str, int], found: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]],
+                       xid: str, repeats: list[dict[str, Any]], exchanges: dict[str, dict[str, Any]]) -> None:
+    """A valid request asked again after a server error (``repeats``: the later asks; ``xid``: the first
+    answer's): answered at last (judged, kept), or a server error on every ask, ``SERVER_ERROR_STANDS`` times
+    (CORE-REQUEST-JSON's finding: the target fails this request). A gateway's 502 or 504 is not the
+    endpoint's answer: a request answered one of those is not judged here."""
+    first = next((e for e in exchanges.values() if e.get("xid") == xid), None)
+    asks = [e for e in (first, *repeats) if e is not None]
+    statuses = [e.get("status") for e in asks]
+    if any(s in _NOT_THE_ENDPOINT for s in statuses):
+        return
+    judged[_ASKED_AGAIN] += 1
+    failing = all(isinstance(s, int) and s >= 500 for s in statuses)
+    if not failing or len(asks) < SERVER_ERROR_STANDS or len(found[_ASKED_AGAIN]) >= _SHOWN:
+        return
+    last = asks[-1]
+    found[_ASKED_AGAIN].append(
+        (
+            last,
+            {
+                "requirement": _ASKED_AGAIN,
+                "message": f"a valid request was answered with a server error each of the {len(asks)} times "
+                f"it was asked (HTTP {', '.join(str(s) for s in statuses)}; the check was run again after a "
+                "pause each time): the target fails this request, no passing hiccup",
+                "path": "status",
+                "expected": "2xx and a completion",
+                "received": f"{last.get('status')} {str(last.get('body_text') or '')[:160]}",
+                "exchange": 0,
+            },
+        )
+    )
+
+
 def run_wide_selection(
     records: list[dict[str, Any]], capabilities: dict[str, dict[str, Any]] | None = None
 ) -> set[str]:
@@ -466,6 +504,7 @@ def judge_run(
     judged: dict[str, int] = dict.fromkeys(wanted, 0)
     found: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {r: [] for r in wanted}
     ids: dict[str, dict[str, Any]] = {}
+    chains: dict[str, list[dict[str, Any]]] = {}  # a request asked again after a 5xx: its first answer's xid
     for raw in exchanges.values():
         if not str(raw.get("url", "")).rstrip("/").endswith("/chat/completions"):
             continue
@@ -480,6 +519,8 @@ def judge_run(
         for v in judge.violations:
             if len(found[v.requirement]) < _SHOWN and all(e is not raw for e, _ in found[v.requirement]):
                 found[v.requirement].append((raw, vars(v)))
+        if _ASKED_AGAIN in wanted and raw.get("asked_again") and not raw.get("refusal_expected"):
+            chains.setdefault(str(raw["asked_again"]), []).append(raw)
         if "CORE-ID-UNIQUE" in wanted:
             rid = _answer_id(ex)
             if isinstance(rid, str) and rid:
@@ -500,6 +541,8 @@ def judge_run(
                             },
                         )
                     )
+    for xid, repeats in chains.items():
+        _judge_asked_again(judged, found, xid, repeats, exchanges)
     out = []
     for rid in wanted:
         if not judged[rid]:

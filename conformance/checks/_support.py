@@ -11,7 +11,7 @@ from typing import Any
 from conformance.evidence import Exchange
 from conformance.har import RECORDED_AT_HEADER
 from conformance.schemas import schema_errors
-from conformance.violations import Inconclusive, Judge
+from conformance.violations import Inconclusive, Judge, ask_again_on_server_error
 
 __all__ = [
     "USER",
@@ -67,6 +67,7 @@ def ok_json(ex: Exchange, what: str = "request") -> dict[str, Any]:
     if ex.transport_error:
         raise Inconclusive(f"{what}: exchange did not complete: {ex.transport_error}")
     if ex.status is None or not 200 <= ex.status < 300:
+        ask_again_on_server_error(ex, f"{what}: a valid request was answered HTTP {ex.status}, not 2xx")
         raise Inconclusive(f"{what}: a valid request was answered HTTP {ex.status}, not 2xx")
     data = ex.json()
     if not isinstance(data, dict):
@@ -80,17 +81,19 @@ def stream_answered(ex: Exchange, what: str = "stream") -> None:
     (a stream that never ends with [DONE] is a failure, not a skip; one that never got its status line is
     judged only on its end, see ``_stream._judge_no_status_line``)."""
     if ex.status is not None and not 200 <= ex.status < 300:
-        raise Inconclusive(f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
-                           + (f" ({ex.transport_error})" if ex.transport_error else ""))
+        said = (f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
+                + (f" ({ex.transport_error})" if ex.transport_error else ""))
+        ask_again_on_server_error(ex, said)
+        raise Inconclusive(said)
 
 
 def ok_stream(ex: Exchange, what: str = "stream") -> list[dict[str, Any]]:
     """The parsed chunks of a 2xx stream, or Inconclusive."""
     if ex.status is None or not 200 <= ex.status < 300:
-        raise Inconclusive(
-            f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
-            + (f" ({ex.transport_error})" if ex.transport_error else "")
-        )
+        said = (f"{what}: a valid streaming request was answered HTTP {ex.status}, not 2xx"
+                + (f" ({ex.transport_error})" if ex.transport_error else ""))
+        ask_again_on_server_error(ex, said)
+        raise Inconclusive(said)
     chunks = [c for c in ex.chunks if isinstance(c, dict)]
     if not chunks:
         raise Inconclusive(
@@ -282,6 +285,9 @@ def judge_error_response(judge: Judge, ex: Exchange, requirement: str, what: str
             exchange=ex,
         )
         return False
+    # a server error is judged only once it stands (a gateway's one-off 502 is no finding): until then, the
+    # check is run again (ServerError)
+    ask_again_on_server_error(ex, f"{what}: answered HTTP {ex.status}")
     data = ex.json()
     has_error = isinstance(data, dict) and "error" in data
     if w("ERROR-NO-5XX"):
@@ -408,7 +414,10 @@ def finish_of(data: dict[str, Any], index: int = 0) -> Any:
 
 def require_completion(judge: Judge, ex: Exchange, requirement: str, what: str) -> dict[str, Any]:
     """The completion answering a request the target promises to serve (a capability it supports, a value in
-    range): anything but a 2xx with a non-empty choices array breaks ``requirement`` and stops the check."""
+    range): anything but a 2xx with a non-empty choices array breaks ``requirement`` and stops the check (a
+    server error only once it stands: ``ask_again_on_server_error``)."""
+    if ex.status is not None and not ex.transport_error:
+        ask_again_on_server_error(ex, f"{what}: answered HTTP {ex.status}")
     judge.require(ex.status is not None and 200 <= ex.status < 300, requirement, f"{what} was not answered",
                   path="status", expected="2xx",
                   received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)

@@ -76,6 +76,14 @@ class SharedExchanges:
 
         return get
 
+    def forget(self, xids: set[str]) -> None:
+        """Drop the shared answers that are these exchanges (server errors): the next asker (a check run again
+        after one) sends the request again."""
+        with self._lock:
+            for key, fut in list(self._futures.items()):
+                if fut.done() and fut.exception() is None and getattr(fut.result(), "xid", None) in xids:
+                    del self._futures[key]
+
 
 def _send_shared(h: Any, key: str, body: dict[str, Any] | None, kw: dict[str, Any]) -> Any:
     label = kw.pop("label", key)
@@ -120,18 +128,101 @@ def _unsupported(chk: Check, capabilities: dict[str, dict[str, Any]]) -> tuple[S
 
 
 def run_check(chk: Check, ctx: CheckContext) -> CheckRecord | None:
-    """Run one check once and say what became of it. None when the run was stopped while it ran (an
-    interruption: it judged nothing and is not a record). ``BudgetExhausted`` is recorded (skipped, kind
-    budget) and raised again for the engine to stop."""
+    """Run one check and say what became of it. None when the run was stopped while it ran (an interruption:
+    it judged nothing and is not a record). ``BudgetExhausted`` is recorded (skipped, kind budget) and raised
+    again for the engine to stop.
+
+    A check that could not decide because one of its requests was answered with a server error
+    (``ServerError``: 500, 502, 504, ...) is run again after a pause (``SERVER_ERROR_STANDS`` tries in all): a
+    one-off (a gateway's 502, a worker's restart) then gets its answer and the check its verdict. The same
+    request answered 500 on every try stands: the check judges it (an invalid request: ERROR-NO-5XX), and
+    each repeat carries ``asked_again`` (the first answer's xid), which the run-wide judge of
+    CORE-REQUEST-JSON reads: a valid request that always fails is the target's finding, not an unjudged check
+    (spec/DECISIONS.md, "A server error is asked twice"). The record holds every try's exchanges in order. A
+    shared exchange answered 5xx is asked again too (``SharedExchanges.forget``)."""
+    from conformance.violations import ASKED_BEFORE, SERVER_ERROR_STANDS
+
+    rec, failed = _run_once(chk, ctx)
+    tries = 1
+    while rec is not None and failed is not None and tries < SERVER_ERROR_STANDS:
+        errors = list({str(ex.get("xid")): ex for ex in rec.exchanges if _server_error(ex)}.values())
+        times: dict[tuple[str, str, str | None], int] = {}
+        first: dict[tuple[str, str, str | None], str] = {}
+        for ex in errors:
+            times[_request_of(ex)] = times.get(_request_of(ex), 0) + 1
+            first.setdefault(_request_of(ex), str(ex.get("xid")))
+        ctx.shared.forget({str(ex.get("xid")) for ex in errors})
+        if ctx.transport is None:  # live: a restarting worker gets a moment (a replay answers at once)
+            ctx.root.pause(PAUSE_S * tries)
+        token = ASKED_BEFORE.set(times)
+        try:
+            nxt, failed = _run_once(chk, ctx)
+        except _Budget as b:
+            raise _Budget(_merged(rec, b.record, first), b.exc) from None
+        finally:
+            ASKED_BEFORE.reset(token)
+        tries += 1
+        if nxt is None:
+            return None
+        if nxt.skip_kind is SkipKind.NOT_RECORDED:  # a replay of a recording made without this try
+            break
+        rec = _merged(rec, nxt, first)
+    return rec
+
+
+PAUSE_S = 0.5  # before a check's second try (and twice that before its third)
+
+
+def _request_of(ex: dict[str, Any]) -> tuple[str, str, str | None]:
+    return str(ex.get("method")), str(ex.get("url")), ex.get("request_body")
+
+
+def _server_error(ex: dict[str, Any]) -> bool:
+    status = ex.get("status")
+    return isinstance(status, int) and status >= 500 and status != 503
+
+
+def _merged(before: CheckRecord, again: CheckRecord, asked: dict[tuple[str, str, str | None], str]
+            ) -> CheckRecord:
+    """The record of a check run again: the new try's verdict, every try's exchanges (the new try's
+    requests that repeat one answered 5xx before marked ``asked_again``)."""
+    seen = {str(ex.get("xid")) for ex in before.exchanges}
+    new: list[dict[str, Any]] = []
+    for ex in again.exchanges:
+        earlier = asked.get(_request_of(ex))
+        if earlier is not None and str(ex.get("xid")) not in seen:
+            ex = {**ex, "asked_again": earlier}
+        new.append(ex)
+    shift = len(before.exchanges)
+    again.violations = [
+        {**v, "exchange": v["exchange"] + shift} if isinstance(v.get("exchange"), int) else v
+        for v in again.violations
+    ]
+    again.exchanges = [*before.exchanges, *new]
+    again.duration += before.duration
+    if again.skip_kind is SkipKind.INCONCLUSIVE and any(_server_error(ex) for ex in new):
+        repeated = any(ex.get("asked_again") and _server_error(ex) and not ex.get("refusal_expected")
+                       for ex in new)
+        again.skip_reason += (
+            " (the check was run again after a server error, and met one again"
+            + (": a request answered 5xx on every try is judged run-wide, CORE-REQUEST-JSON)" if repeated
+               else ")"))
+    return again
+
+
+def _run_once(chk: Check, ctx: CheckContext) -> tuple[CheckRecord | None, Any]:
+    """Run one check once: its record (None: stopped while it ran) and, when it could not decide because a
+    valid request was answered with a server error, that exchange."""
     from conformance.client import RunAborted
     from conformance.errors import BudgetExhausted
     from conformance.har import NotRecorded
-    from conformance.violations import Inconclusive, Judge, Skipped, Unanswered
+    from conformance.violations import Inconclusive, Judge, ServerError, Skipped, Unanswered
 
-    judge = Judge(requirements=chk.requirements)
+    judge = Judge(requirements=chk.requirements, asks_again=True)
     rec = CheckRecord(nodeid=chk.key, requirements=list(chk.requirements), outcome=Outcome.PASSED)
     t0 = time.perf_counter()
     budget: BudgetExhausted | None = None
+    server_error: Any = None
     try:
         why = _unsupported(chk, ctx.capabilities)
         if why is not None:
@@ -164,7 +255,7 @@ def run_check(chk: Check, ctx: CheckContext) -> CheckRecord | None:
         if judge.violations:
             rec.outcome = Outcome.FAILED
     except RunAborted:
-        return None
+        return None, None
     except Skipped as exc:
         rec.outcome, rec.skip_kind, rec.skip_reason = Outcome.SKIPPED, exc.kind, exc.reason
     except NotRecorded as exc:  # a replay's request the recording lacks: never judged
@@ -174,6 +265,8 @@ def run_check(chk: Check, ctx: CheckContext) -> CheckRecord | None:
         rec.outcome, rec.skip_kind = Outcome.SKIPPED, SkipKind.UNANSWERED
         rec.skip_reason = f"inconclusive: {exc}"
     except Inconclusive as exc:  # what it judged before it gave up is not a pass
+        if isinstance(exc, ServerError):
+            server_error = exc.exchange
         judge.judged.clear()
         rec.outcome, rec.skip_kind = Outcome.SKIPPED, SkipKind.INCONCLUSIVE
         rec.skip_reason = f"inconclusive: {exc}"
@@ -200,7 +293,7 @@ def run_check(chk: Check, ctx: CheckContext) -> CheckRecord | None:
     rec.exchanges = [ex.to_dict() for ex in judge.exchanges]
     if budget is not None:
         raise _Budget(rec, budget)
-    return rec
+    return rec, server_error
 
 
 def _flooded(rec: CheckRecord) -> bool:
@@ -214,6 +307,7 @@ class _Budget(Exception):
     def __init__(self, record: CheckRecord, exc: Exception) -> None:
         super().__init__(str(exc))
         self.record = record
+        self.exc = exc
 
 
 class Engine:

@@ -1503,6 +1503,12 @@ class _Server:
             req = self.validate(body)
         except ApiError as err:
             return self.error_response(err, stream=stream_hint)
+        if self.f("non-ascii-prompt-500") and not json.dumps(body.get("messages"),
+                                                            ensure_ascii=False).isascii():
+            # an encoder that crashes on non-ASCII text: the same valid request fails every time it is asked
+            return Response(json.dumps({"error": {"message": "'ascii' codec can't encode character",
+                                                  "type": "server_error", "param": None, "code": None}}),
+                            status_code=500, media_type="application/json")
         seeded = req.seed is not None
         # collapse-seeded: too many seeded requests in flight crash the engine. A request is in flight until
         # its answer is out (a stream: its last event), as on a server that holds its slot while it streams

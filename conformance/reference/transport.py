@@ -6,6 +6,9 @@ gateway in front of it, does to the traffic itself.
   token is back, as RFC 9110 writes it) and OpenAI's rate-limit headers and error body.
 * ``overloaded-503``: every ``OVERLOAD_EVERY``-th request is answered 503 with ``Retry-After:
   OVERLOAD_RETRY_AFTER`` (deterministic, so a run is reproducible).
+* ``server-error-once``: now and then (every ``HICCUP_EVERY``-th request after the ``HICCUP_AFTER``-th) one
+  request is answered with a server error, once: a gateway's 502 (HTML) and a worker's 500 (OpenAI's error
+  body) in turn; asked again, it is answered (a restarted worker, a load balancer's bad node).
 * ``slow-first-token``: the status line and headers at once, the first stream event after
   ``FIRST_TOKEN_DELAY_S``; every ``SLOW_ANSWER_EVERY``-th non-stream completion after the same delay (every
   one would make a run of ~110 completions two minutes longer and prove nothing more).
@@ -30,6 +33,8 @@ __all__ = [
     "OVERLOAD_RETRY_AFTER",
     "FIRST_TOKEN_DELAY_S",
     "SLOW_ANSWER_EVERY",
+    "HICCUP_AFTER",
+    "HICCUP_EVERY",
 ]
 
 RATE_LIMIT_RPS = 12.0
@@ -41,6 +46,10 @@ SLOW_ANSWER_EVERY = 8
 # collapse-seeded: more seeded requests than this in flight at once and the engine falls over for good (vLLM
 # 0.32's CPU engine under concurrent seeded requests: "CPU Generator does not use offset", then nothing)
 COLLAPSE_SEEDED_IN_FLIGHT = 2
+# server-error-once: after the HICCUP_AFTER-th request, every HICCUP_EVERY-th request is answered once with a
+# server error (a gateway's 502 and a worker's 500 in turn), the next request served as usual
+HICCUP_AFTER = 40
+HICCUP_EVERY = 53
 # stall-mid-run: from the STALL_AFTER-th request on, every request waits until STALL_S seconds have passed
 STALL_AFTER = 40
 STALL_S = 30.0
@@ -83,6 +92,7 @@ class Traffic:
         self.slow = "slow-first-token" in variants
         self.collapsing = "collapse-seeded" in variants
         self.stalling = "stall-mid-run" in variants
+        self.hiccups = "server-error-once" in variants
         self.crashed = False
         self._seeded = 0
         self._stall_until: float | None = None
@@ -102,6 +112,14 @@ class Traffic:
         if self.crashed:
             return Response("Internal Server Error: CPU Generator does not use offset", status_code=500,
                             media_type="text/plain")
+        if self.hiccups and n > HICCUP_AFTER and n % HICCUP_EVERY == 0:
+            if (n // HICCUP_EVERY) % 2:
+                page = ("<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad "
+                        "Gateway</h1></center></body></html>")
+                return Response(page, status_code=502, media_type="text/html")
+            body = {"error": {"message": "The server had an error while processing your request. Sorry about "
+                              "that!", "type": "server_error", "param": None, "code": None}}
+            return Response(json.dumps(body), status_code=500, media_type="application/json")
         if self.overloaded and n % OVERLOAD_EVERY == 0:
             return _error(
                 503,

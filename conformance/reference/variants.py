@@ -164,6 +164,13 @@ _TABLE: list[Variant] = [
         "'engine is currently overloaded', TGI's queue, vLLM behind a load balancer).",
     ),
     Variant(
+        "server-error-once",
+        "legit",
+        "Now and then (every 53rd request after the 40th) one request is answered with a server error, "
+        "once: a gateway's 502 (HTML) and OpenAI's 500 'The server had an error while processing your "
+        "request' in turn; asked again, it is answered (a restarted worker, a load balancer's bad node).",
+    ),
+    Variant(
         "slow-first-token",
         "legit",
         "A slow first token: the status line and headers come at once, the first event 1 s later; "
