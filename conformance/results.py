@@ -736,11 +736,20 @@ def _partial_verdict(
         why = "the run reached its time limit (--max-duration) before every check ran"
     elif _budget_stopped(records):
         why = "the run's budget was exhausted before every check ran"
+    elif code == 0 and judged == 0 and any(
+            str(r.get("reason", "")).startswith(_SET_OUT_BUT_UNJUDGED) for r in reqs.values()):
+        # it set out to judge requirements (a check ran) and judged none: no verdict on the contract
+        why = "no requirement it set out to judge could be judged (see why below)"
     else:
         return code, verdict, False
     if code == 0:
         return EXIT_INCOMPLETE, f"INCOMPLETE: {why}: {ran}; {body}", True
     return code, f"{verdict}; INCOMPLETE: {why}: {ran}", True
+
+
+# the reasons of a requirement a check of the run set out to judge and did not (not: deselected, above the
+# run's level, unsupported by the target)
+_SET_OUT_BUT_UNJUDGED = ("inconclusive", "not run", "not recorded", "internal error")
 
 
 def _budget_stopped(records: list[dict[str, Any]]) -> bool:

@@ -78,6 +78,7 @@ BEARS_ON: dict[str, tuple[str, ...]] = {
     "byte-level-vocab": ("logit-bias",),
     "rate-limit-429": ("errors", "auth", "sampling"),
     "overloaded-503": ("errors", "n"),
+    "server-error-once": ("core", "errors"),
     "slow-first-token": ("streaming",),
     "usage-on-finish-chunk": ("usage",),
     "forced-call-finish-stop": ("tools",),

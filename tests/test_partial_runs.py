@@ -45,7 +45,11 @@ def _signal_mid_run(tmp_path: Path, sig: signal.Signals, args: list[str]) -> tup
     """A slow embedded server's run, stopped by ``sig`` once its checks are under way: (exit code, seconds
     from the signal to the exit, console, report folder)."""
     report = tmp_path / "report"
-    proc, out, err = _start(report, ["--ttft", "0.5", *args])
+    # ttft 2: the run's streams take ~10 s, so the signal a second after the checks start always lands while
+    # many are left, even on a loaded machine (at 0.5 the run ended ~3 s after its checks started: under a
+    # full test run's load, once, every check was done when the signal came). It costs nothing: the run is
+    # stopped, not waited for.
+    proc, out, err = _start(report, ["--ttft", "2", *args])
     start = time.monotonic()
     # its checks are under way once the progress says so (or, whatever it says, after 4 s), plus a second
     while time.monotonic() - start < 4 and "running the checks" not in err.read_text():

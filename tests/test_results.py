@@ -607,3 +607,19 @@ def test_levels_kept_say_waived_when_only_waived_failures_bound_them() -> None:
                             capabilities={})
     assert not only_waived_below(failing)
     assert levels_kept("none") == "levels kept: none (a MUST requirement failed)"
+
+
+def test_a_run_that_judged_nothing_it_set_out_to_is_incomplete_never_conformant() -> None:
+    """--only one requirement whose check ended inconclusive: 0 judged. It said CONFORMANT, exit 0, "levels
+    kept: MUST, SHOULD and MAY" (found while proving SAMPLING-TEMPERATURE-SAMPLES's fault). Now INCOMPLETE,
+    exit 5, no level claimed. Deselected and unsupported requirements alone are not such a run."""
+    undecided = rec("t", ["SAMPLING-TEMPERATURE-SAMPLES"], "skipped", judged=[],
+                    skip_reason="inconclusive: the model is confident there")
+    res = _results([undecided])
+    assert res["exit_code"] == 5 and res["level_reached"] == "none"
+    assert res["verdict"].startswith("INCOMPLETE: no requirement it set out to judge could be judged")
+    assert "0 of" in res["verdict"] and "CONFORMANT" not in res["verdict"].replace("NOT CONFORMANT", "")
+    judged = _results([undecided, rec("u", ["CORE-OBJECT"])])
+    assert judged["exit_code"] == 0 and judged["verdict"].startswith("CONFORMANT")
+    unsupported = rec("v", ["TOOLS-CALL-SHAPE"], "skipped", judged=[], skip_reason="unsupported: tools: none")
+    assert _results([unsupported])["exit_code"] == 0

@@ -780,10 +780,13 @@ class _Server:
         reasoning_tokens = 12 + sum(prompt_ids) % 13 if realistic else REASONING_TOKENS
 
         params = SamplingParams(
-            temperature=0.0 if self.f("always-greedy") else float(temperature),
-            top_p=1.0 if self.f("top-p-ignored") else float(top_p),
+            temperature=0.0 if self.f("always-greedy")
+            or (self.f("greedy-at-temperature-1") and temperature <= 1) else float(temperature),
+            top_p=1.0 if self.f("top-p-ignored")
+            else 1e-9 if self.f("top-p-keeps-only-the-top") and top_p < 1 else float(top_p),
             top_k=None if self.f("top-k-ignored") else top_k,
-            min_p=0.0 if self.f("min-p-ignored") else float(min_p),
+            min_p=0.0 if self.f("min-p-ignored")
+            else 1.0 if self.f("min-p-keeps-only-the-top") and min_p > 0 else float(min_p),
             frequency_penalty=0.0 if self.f("penalties-ignored")
             else -float(fp) if self.f("frequency-penalty-backwards") else float(fp),
             presence_penalty=0.0 if self.f("presence-penalty-ignored")

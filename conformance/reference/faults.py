@@ -189,6 +189,13 @@ _TABLE: list[tuple[str, str, str]] = [
     # --- seed and sampling
     ("seed-ignored", "SEED-DETERMINISM", "seed is ignored (fresh randomness)."),
     ("always-greedy", "SEED-VARIES", "Sampling is always greedy, whatever the temperature."),
+    (
+        "greedy-at-temperature-1",
+        "SAMPLING-TEMPERATURE-SAMPLES",
+        "Decoding is greedy at any temperature up to 1 (the default): only higher temperatures sample.",
+    ),
+    ("top-p-keeps-only-the-top", "SAMPLING-TOP-P-KEEPS", "Any top_p below 1 keeps the top token only."),
+    ("min-p-keeps-only-the-top", "SAMPLING-MIN-P-KEEPS", "Any min_p above 0 keeps the top token only."),
     ("top-p-ignored", "SAMPLING-TOP-P-EFFECT", "top_p is ignored."),
     ("min-p-ignored", "SAMPLING-MIN-P-EFFECT", "min_p is ignored."),
     ("top-k-ignored", "SAMPLING-TOP-K-EFFECT", "top_k is ignored."),
