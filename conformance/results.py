@@ -737,7 +737,9 @@ def _partial_verdict(
     elif _budget_stopped(records):
         why = "the run's budget was exhausted before every check ran"
     elif code == 0 and judged == 0 and any(
-            str(r.get("reason", "")).startswith(_SET_OUT_BUT_UNJUDGED) for r in reqs.values()):
+            str(r.get("reason", "")).startswith(_SET_OUT_BUT_UNJUDGED)
+            and "judged run-wide" not in str(r.get("reason", ""))  # a placeholder: the run-wide judge's own
+            for r in reqs.values()):
         # it set out to judge requirements (a check ran) and judged none: no verdict on the contract
         why = "no requirement it set out to judge could be judged (see why below)"
     else:
@@ -748,8 +750,9 @@ def _partial_verdict(
 
 
 # the reasons of a requirement a check of the run set out to judge and did not (not: deselected, above the
-# run's level, unsupported by the target)
-_SET_OUT_BUT_UNJUDGED = ("inconclusive", "not run", "not recorded", "internal error")
+# run's level, unsupported by the target, or absent from the recording a replay was given: what a recording
+# holds is the user's choice, said as "not in the recording", spec/DECISIONS.md#replay-own-answers)
+_SET_OUT_BUT_UNJUDGED = ("inconclusive", "not run", "internal error")
 
 
 def _budget_stopped(records: list[dict[str, Any]]) -> bool:
