@@ -195,6 +195,8 @@ PROBES: dict[str, Probe] = {
     "logit-bias-ignored": p(**GREEDY, logit_bias={"100": 100}),
     "logit-bias-ban-ignored": p(**GREEDY, logit_bias={str(FIRST_GREEDY): -100}),
     "logprobs-count-wrong": p(**GREEDY, logprobs=True),
+    "logprob-bytes-replacement": p(messages=[{"role": "user", "content": "Zoë, crème brûlée, 東京"}],
+                                   max_tokens=24, temperature=0, logprobs=True),
     "logprobs-positive": p(**GREEDY, logprobs=True),
     "logprobs-tokens-wrong": p(**GREEDY, logprobs=True, top_logprobs=2),
     "top-logprobs-count-wrong": p(**GREEDY, logprobs=True, top_logprobs=3),

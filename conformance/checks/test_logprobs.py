@@ -123,6 +123,51 @@ def test_logprobs_tokens_concatenate(shared, judge, conformance_target, profile,
                 received="".join(t if isinstance(t, str) else "?" for t in tokens), exchange=ex)
 
 
+# the prompt with multi-byte characters (test_streaming's): a model that copies or answers in kind writes
+# characters several tokens long, whose tokens carry only part of a character's bytes
+BYTES_PROMPT = "Write a short story about a cat named Zoë who loves crème brûlée — in 東京."
+
+
+def _spells(raw: bytes, text: str) -> bool:
+    """Whether the tokens' bytes ``raw`` spell ``text``: exactly, or with an answer cut inside a character
+    (max_tokens) read as U+FFFD or dropped by the server."""
+    if raw == text.encode("utf-8") or raw.decode("utf-8", errors="replace") == text:
+        return True
+    for cut in range(1, 4):  # a trailing partial character the server left out of the content
+        if len(raw) > cut and raw[:-cut] == text.encode("utf-8") and raw[-cut:][0] >= 0x80:
+            return True
+    return False
+
+
+@check("LOGPROBS-BYTES-CONCAT", neighbours=("logprob-bytes-replacement",))
+def test_logprobs_bytes_spell_the_content(client, judge, conformance_target, profile, capabilities):
+    """Where every logprob entry carries bytes, they spell the content's UTF-8 (OpenAI: "Useful in instances
+    where characters are represented by multiple tokens and their byte representations must be combined to
+    generate the correct text representation"). Asked on a prompt with multi-byte characters: a token that
+    holds part of a character has only its own bytes to give (the nearest wrong neighbour reports the
+    bytes of U+FFFD there, from the decoded token string: the tokens still concatenate to the content)."""
+    request = deterministic_body(conformance_target, profile, max_tokens=room(capabilities, 24),
+                                 logprobs=True, top_logprobs=1,
+                                 messages=[{"role": "user", "content": BYTES_PROMPT}],
+                                 **thinking_off(capabilities))
+    ex = client.chat(request, label="deterministic, multi-byte prompt, logprobs")
+    data = ok_json(ex, "request with logprobs on a multi-byte prompt")
+    entries = logprob_entries(data)
+    if not entries:
+        raise Inconclusive("no logprobs.content to judge (judged by LOGPROBS-PRESENT)")
+    lists = [e.get("bytes") if isinstance(e, dict) else None for e in entries]
+    if not all(isinstance(b, list) and all(isinstance(x, int) and 0 <= x <= 255 for x in b) for b in lists):
+        raise Inconclusive("some entries carry no bytes (null is allowed: 'Can be null if there is no bytes "
+                           "representation for the token'; LOGPROBS-VALUES judges their type)")
+    raw = b"".join(bytes(b) for b in lists)  # type: ignore[arg-type]
+    content = content_of(data)
+    rc = reasoning_text(data) if not split_think(content)[0] else ""
+    judge.check(_spells(raw, content) or (bool(rc) and _spells(raw, rc + content)), "LOGPROBS-BYTES-CONCAT",
+                "the logprob entries' bytes do not spell the content's UTF-8",
+                path="$.choices[0].logprobs.content[*].bytes", expected=list(content.encode("utf-8"))[:200],
+                received=list(raw)[:200], exchange=ex)
+
+
 def _tops(e: Any) -> Any:
     return e.get("top_logprobs") if isinstance(e, dict) else None
 

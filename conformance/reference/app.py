@@ -1130,6 +1130,8 @@ class _Server:
         # null-optional-fields: OpenAI documents bytes as "Can be null if there is no bytes representation"
         if self.v("null-optional-fields"):
             return None
+        if self.f("logprob-bytes-replacement"):  # the decoded token string's bytes: U+FFFD for a partial one
+            return list(token.encode("utf-8"))
         return list(raw if raw is not None else token.encode("utf-8"))
 
     def choice_logprobs(self, req: ChatRequest, c: ChoiceOut) -> dict[str, Any] | None:

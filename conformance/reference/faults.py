@@ -188,6 +188,12 @@ _TABLE: list[tuple[str, str, str]] = [
     ("n-usage-one-choice", "N-USAGE-COUNTS-ALL", "completion_tokens counts only choice 0."),
     # --- seed and sampling
     ("seed-ignored", "SEED-DETERMINISM", "seed is ignored (fresh randomness)."),
+    (
+        "logprob-bytes-replacement",
+        "LOGPROBS-BYTES-CONCAT",
+        "A logprob entry's bytes are its decoded token string's: a token holding part of a multi-byte "
+        "character carries the bytes of U+FFFD (EF BF BD), not its own.",
+    ),
     ("always-greedy", "SEED-VARIES", "Sampling is always greedy, whatever the temperature."),
     (
         "greedy-at-temperature-1",
