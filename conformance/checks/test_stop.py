@@ -40,7 +40,7 @@ from conformance.checks._support import (
 )
 from conformance.engine.registry import check
 from conformance.records import SkipKind
-from conformance.violations import Inconclusive, Skipped
+from conformance.violations import Inconclusive, ServerError, Skipped
 
 MAX = 16
 LONG = 32
@@ -128,6 +128,8 @@ def _stop(
     for src in sources(capabilities):
         try:
             base = _base(shared, target, profile, src, capabilities)
+        except ServerError:
+            raise  # a server error is asked again (the check is run again), not a source to skip
         except Inconclusive:
             if src is DEFAULT:
                 raise  # the plain deterministic request went unanswered: other checks judge that
