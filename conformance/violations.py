@@ -62,10 +62,6 @@ class ServerError(Inconclusive):
     restart) gets its answer on the next try; the same request answered 500 ``SERVER_ERROR_STANDS`` times
     stands (spec/DECISIONS.md, "A server error is asked twice")."""
 
-    def __init__(self, message: str, exchange: Any) -> None:
-        super().__init__(message)
-        self.exchange = exchange
-
 
 # how many answers with a server error (500, 501, 505, ...) the same request needs before they stand as the
 # target's answer: a random hiccup (a gateway failing 2% of requests) meets the same request three times in a
@@ -224,6 +220,6 @@ def ask_again_on_server_error(ex: Exchange, said: str) -> None:
     if ex.status is None or ex.status < 500 or ex.status == 503:
         return
     if ex.status in (502, 504):
-        raise ServerError(said + " (a gateway's status, never judged as the endpoint's answer)", ex)
+        raise ServerError(said + " (a gateway's status, never judged as the endpoint's answer)")
     if ASKED_BEFORE.get().get((ex.method, ex.url, ex.request_body), 0) + 1 < SERVER_ERROR_STANDS:
-        raise ServerError(said, ex)
+        raise ServerError(said)

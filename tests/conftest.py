@@ -232,3 +232,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.whole_run)
         if name in REAL_SERVER_MODULES:
             item.add_marker(pytest.mark.real_server)
+
+
+# ---- a check run in process against a mock transport (test_engine.py, test_server_errors.py) ---------------
+
+def mock_target() -> Any:
+    """A target no request ever reaches (the checks' client gets a mock transport), with no retries."""
+    from conformance.target import Limits, Target
+
+    return Target("https://api.example.test/v1", "tiny", limits=Limits(max_retries=0))
+
+
+def mock_completion(request: Any = None, *, obj: str = "chat.completion") -> Any:
+    """A mock target's 200 with a one-token completion (``obj``: its object field)."""
+    import httpx
+
+    return httpx.Response(200, json={
+        "id": "chatcmpl-1", "object": obj, "created": int(time.time()), "model": "tiny",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    })
+
+
+def check_context(transport: Any, *, capabilities: dict[str, Any] | None = None, concurrency: int = 1,
+                  replay: Any = None, target: Any = None) -> Any:
+    """A CheckContext over ``transport`` (seed profile), as the engine makes one for a run."""
+    from conformance.client import Client
+    from conformance.engine.run import CheckContext, RunOptions
+    from conformance.profiles import load_profile
+
+    target = target or mock_target()
+    root = Client(target, transport=transport, raise_unanswered=True, concurrency=concurrency)
+    return CheckContext(conformance_target=target, profile=load_profile("seed"),
+                        capabilities=capabilities or {}, options=RunOptions(), root=root, transport=replay)
+
+
+def fake_check(name: str, func: Any, *requirements: str) -> Any:
+    """A registered-check stand-in calling ``func`` (marked CORE-OBJECT unless ``requirements``)."""
+    from conformance.engine.registry import Check
+
+    return Check(key=f"test_fake.py::{name}", module="tests.fake", name=name, func=func,
+                 requirements=requirements or ("CORE-OBJECT",), order=("test_fake.py", 0, 0))

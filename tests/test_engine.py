@@ -11,42 +11,19 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import check_context, fake_check, mock_completion, mock_target
 
 import conformance.checks  # noqa: F401  (registers every check)
-from conformance.client import Client
 from conformance.engine.registry import CHECKS, Check, case, check, ordered
-from conformance.engine.run import CheckContext, Engine, RunOptions, run_check
+from conformance.engine.run import Engine, run_check
 from conformance.errors import BudgetExhausted
 from conformance.har import ReplayTransport, write_har
-from conformance.profiles import load_profile
 from conformance.records import CheckRecord, Outcome, SkipKind, skip_kind_of
-from conformance.target import Limits, Target
 from conformance.violations import Inconclusive, Skipped
 
 # Requirement ids: the engine's own (no requirement of the contract): how checks are run, not what they judge.
 
-TARGET = Target("https://api.example.test/v1", "tiny", limits=Limits(max_retries=0))
-
-
-def _completion(request: httpx.Request, *, obj: str = "chat.completion") -> httpx.Response:
-    return httpx.Response(200, json={
-        "id": "chatcmpl-1", "object": obj, "created": int(time.time()), "model": "tiny",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-    })
-
-
-def _context(transport: httpx.BaseTransport, *, capabilities: dict[str, Any] | None = None,
-             concurrency: int = 1, replay: Any = None) -> CheckContext:
-    root = Client(TARGET, transport=transport, raise_unanswered=True, concurrency=concurrency)
-    return CheckContext(conformance_target=TARGET, profile=load_profile("seed"),
-                        capabilities=capabilities or {}, options=RunOptions(), root=root, transport=replay)
-
-
-def _fake(name: str, func: Any, *requirements: str) -> Check:
-    return Check(key=f"test_fake.py::{name}", module="tests.fake", name=name, func=func,
-                 requirements=requirements or ("CORE-OBJECT",), order=("test_fake.py", 0, 0))
+TARGET = mock_target()
 
 
 # ---- the registry ------------------------------------------------------------------------------------------
@@ -86,11 +63,11 @@ def test_a_case_adds_its_requirements_and_values() -> None:
 
 def test_a_check_is_unit_tested_with_a_mock_transport_then_from_its_har(tmp_path: Path) -> None:
     fields = CHECKS["test_core.py::test_completion_fields"]
-    rec = run_check(fields, _context(httpx.MockTransport(_completion)))
+    rec = run_check(fields, check_context(httpx.MockTransport(mock_completion)))
     assert rec is not None and rec.outcome is Outcome.PASSED, rec
     assert "CORE-OBJECT" in rec.judged and len(rec.exchanges) == 1
 
-    wrong = run_check(fields, _context(httpx.MockTransport(lambda r: _completion(r, obj="list"))))
+    wrong = run_check(fields, check_context(httpx.MockTransport(lambda r: mock_completion(r, obj="list"))))
     assert wrong is not None and wrong.outcome is Outcome.FAILED
     assert [v["requirement"] for v in wrong.violations] == ["CORE-OBJECT"]
 
@@ -98,13 +75,13 @@ def test_a_check_is_unit_tested_with_a_mock_transport_then_from_its_har(tmp_path
     run = {"base_url": TARGET.base_url, "model": "tiny", "auth": False, "started": time.time()}
     har = write_har(tmp_path / "one.har", [rec.to_dict()], [], run=run)
     replay = ReplayTransport.from_file(har)
-    again = run_check(fields, _context(replay, replay=replay))
+    again = run_check(fields, check_context(replay, replay=replay))
     assert again is not None and again.outcome is Outcome.PASSED and again.judged == rec.judged
     assert replay.served == 1
 
 
 def test_typed_outcomes_of_a_check(tmp_path: Path) -> None:
-    ctx = _context(httpx.MockTransport(_completion))
+    ctx = check_context(httpx.MockTransport(mock_completion))
 
     def unsupported(judge: Any) -> None:
         raise Skipped("unsupported: tools: not offered", SkipKind.UNSUPPORTED)
@@ -122,10 +99,10 @@ def test_typed_outcomes_of_a_check(tmp_path: Path) -> None:
     def throttled(client: Any, judge: Any) -> None:
         client.chat({"model": "tiny", "messages": []})
 
-    outs = {f.__name__: run_check(_fake(f.__name__, f), ctx)
+    outs = {f.__name__: run_check(fake_check(f.__name__, f), ctx)
             for f in (unsupported, inconclusive, bare_assert, crash)}
-    limited = _context(httpx.MockTransport(lambda r: httpx.Response(429, headers={"retry-after": "0"})))
-    outs["throttled"] = run_check(_fake("throttled", throttled), limited)
+    limited = check_context(httpx.MockTransport(lambda r: httpx.Response(429, headers={"retry-after": "0"})))
+    outs["throttled"] = run_check(fake_check("throttled", throttled), limited)
     got = {k: (r.outcome, r.skip_kind) for k, r in outs.items() if r is not None}
     assert got == {
         "unsupported": (Outcome.SKIPPED, SkipKind.UNSUPPORTED),
@@ -140,7 +117,7 @@ def test_typed_outcomes_of_a_check(tmp_path: Path) -> None:
     assert outs["throttled"].skip_reason.startswith("inconclusive: rate-limited after 0 retries")
     for r in outs.values():
         assert skip_kind_of(r.to_dict()) is r.skip_kind
-    unknown = run_check(_fake("asks", lambda wizard: None), ctx)
+    unknown = run_check(fake_check("asks", lambda wizard: None), ctx)
     assert unknown is not None and unknown.outcome is Outcome.ERROR and "asks for 'wizard'" in unknown.error
 
 
@@ -166,7 +143,7 @@ class _Counting:
         with self._lock:
             self.calls += 1
         time.sleep(self.delay)
-        return _completion(request)
+        return mock_completion(request)
 
 
 @pytest.mark.parametrize("concurrency", [1, 8])
@@ -187,7 +164,7 @@ def test_each_check_runs_once_and_a_shared_exchange_is_sent_once(concurrency: in
                      requirements=("CORE-OBJECT",), order=("test_fake.py", i, 0))
 
     checks = [make(i) for i in range(20)]
-    engine = Engine(_context(httpx.MockTransport(target), concurrency=concurrency), checks,
+    engine = Engine(check_context(httpx.MockTransport(target), concurrency=concurrency), checks,
                     concurrency=concurrency)
     records = engine.run()
     assert calls == {f"c{i}": 1 for i in range(20)}  # once each
@@ -204,9 +181,9 @@ def test_a_spent_budget_stops_the_engine() -> None:
     def never(judge: Any) -> None:
         raise AssertionError("runs after the budget was spent")
 
-    checks = [_fake("a", f), Check(key="test_fake.py::b", module="tests.fake", name="b", func=never,
+    checks = [fake_check("a", f), Check(key="test_fake.py::b", module="tests.fake", name="b", func=never,
                                     requirements=("CORE-OBJECT",), order=("test_fake.py", 1, 0))]
-    engine = Engine(_context(httpx.MockTransport(_completion)), checks, concurrency=1)
+    engine = Engine(check_context(httpx.MockTransport(mock_completion)), checks, concurrency=1)
     records = engine.run()
     assert [(r.nodeid, r.skip_kind) for r in records] == [("test_fake.py::a", SkipKind.BUDGET)]
     assert engine.stop_reason == "budget exhausted: --max-requests 1 reached"
@@ -226,11 +203,11 @@ def test_a_stop_cuts_the_checks_in_flight_and_keeps_the_finished_ones() -> None:
 
     def stall(request: httpx.Request) -> httpx.Response:
         time.sleep(1)
-        return _completion(request)
+        return mock_completion(request)
 
-    checks = [_fake("quick", quick), Check(key="test_fake.py::slow", module="tests.fake", name="slow",
+    checks = [fake_check("quick", quick), Check(key="test_fake.py::slow", module="tests.fake", name="slow",
                                            func=slow, requirements=("CORE-OBJECT",), order=("z", 0, 0))]
-    engine = Engine(_context(httpx.MockTransport(stall)), checks, concurrency=1)
+    engine = Engine(check_context(httpx.MockTransport(stall)), checks, concurrency=1)
     engine.start()
     assert started.wait(5)
     t0 = time.monotonic()

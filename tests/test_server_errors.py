@@ -10,35 +10,21 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import check_context, fake_check, mock_completion
 
 from conformance.checks._runwide import judge_run
 from conformance.cli import main
-from conformance.client import Client
-from conformance.engine.registry import Check
-from conformance.engine.run import CheckContext, RunOptions, run_check
+from conformance.engine.run import CheckContext, run_check
 from conformance.evidence import Exchange
-from conformance.profiles import load_profile
 from conformance.records import Outcome, SkipKind
-from conformance.target import Limits, Target
 from conformance.violations import ASKED_BEFORE, SERVER_ERROR_STANDS, Judge, ServerError
 
-TARGET = Target("https://api.example.test/v1", "tiny", limits=Limits(max_retries=0))
 BODY = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]}
-
-
-def _completion() -> httpx.Response:
-    return httpx.Response(200, json={
-        "id": "chatcmpl-1", "object": "chat.completion", "created": int(time.time()), "model": "tiny",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
-    })
 
 
 def _error(status: int) -> httpx.Response:
@@ -60,14 +46,13 @@ class _Server:
             self.calls += 1
             n = self.calls
         status = self.always or self.statuses.get(n)
-        return _error(status) if status else _completion()
+        return _error(status) if status else mock_completion()
 
 
 def _context(server: _Server) -> CheckContext:
-    root = Client(TARGET, transport=httpx.MockTransport(server), raise_unanswered=True)
-    root.pause = lambda seconds: None  # type: ignore[method-assign]  # no pause in a unit test
-    return CheckContext(conformance_target=TARGET, profile=load_profile("seed"), capabilities={},
-                        options=RunOptions(), root=root)
+    ctx = check_context(httpx.MockTransport(server))
+    ctx.root.pause = lambda seconds: None  # no pause in a unit test
+    return ctx
 
 
 def _valid(client: Any, judge: Any) -> None:
@@ -75,8 +60,7 @@ def _valid(client: Any, judge: Any) -> None:
     judge.check(ex.status == 200, "CORE-OBJECT", "the valid request was not answered", exchange=ex)
 
 
-CHECK = Check(key="test_fake.py::valid", module="tests.fake", name="valid", func=_valid,
-              requirements=("CORE-OBJECT",), order=("test_fake.py", 0, 0))
+CHECK = fake_check("valid", _valid)
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
@@ -122,9 +106,7 @@ def test_server_errors_on_different_requests_leave_the_check_inconclusive_not_fa
 
     # try 1: request a -> 500; try 2: a -> 200, b -> 500; try 3: a -> 200, b -> 500 (b's second: no stand)
     server = _Server({1: 500, 3: 500, 5: 500})
-    chk = Check(key="test_fake.py::two", module="tests.fake", name="two", func=two,
-                requirements=("CORE-OBJECT",), order=("test_fake.py", 0, 0))
-    rec = run_check(chk, _context(server))
+    rec = run_check(fake_check("two", two), _context(server))
     assert rec is not None and server.calls == 5
     assert rec.outcome is Outcome.SKIPPED and rec.skip_kind is SkipKind.INCONCLUSIVE, rec
     assert "the check was run again after a server error, and met one again" in rec.skip_reason

@@ -426,7 +426,7 @@ def _judge_asked_again(judged: dict[str, int], found: dict[str, list[tuple[dict[
     answer's): answered at last (judged, kept), or a server error on every ask, ``SERVER_ERROR_STANDS`` times
     (CORE-REQUEST-JSON's finding: the target fails this request). A gateway's 502 or 504 is not the
     endpoint's answer: a request answered one of those is not judged here."""
-    first = next((e for e in exchanges.values() if e.get("xid") == xid), None)
+    first = exchanges.get(xid)  # keyed by exchange_key: the xid
     asks = [e for e in (first, *repeats) if e is not None]
     statuses = [e.get("status") for e in asks]
     if any(s in _NOT_THE_ENDPOINT for s in statuses):

@@ -285,9 +285,6 @@ def judge_error_response(judge: Judge, ex: Exchange, requirement: str, what: str
             exchange=ex,
         )
         return False
-    # a server error is judged only once it stands (a gateway's one-off 502 is no finding): until then, the
-    # check is run again (ServerError)
-    ask_again_on_server_error(ex, f"{what}: answered HTTP {ex.status}")
     data = ex.json()
     has_error = isinstance(data, dict) and "error" in data
     if w("ERROR-NO-5XX"):
@@ -414,10 +411,7 @@ def finish_of(data: dict[str, Any], index: int = 0) -> Any:
 
 def require_completion(judge: Judge, ex: Exchange, requirement: str, what: str) -> dict[str, Any]:
     """The completion answering a request the target promises to serve (a capability it supports, a value in
-    range): anything but a 2xx with a non-empty choices array breaks ``requirement`` and stops the check (a
-    server error only once it stands: ``ask_again_on_server_error``)."""
-    if ex.status is not None and not ex.transport_error:
-        ask_again_on_server_error(ex, f"{what}: answered HTTP {ex.status}")
+    range): anything but a 2xx with a non-empty choices array breaks ``requirement`` and stops the check."""
     judge.require(ex.status is not None and 200 <= ex.status < 300, requirement, f"{what} was not answered",
                   path="status", expected="2xx",
                   received=f"{ex.status} {(ex.body_text or ex.transport_error or '')[:160]}", exchange=ex)

@@ -35,12 +35,7 @@ from conformance.checks._generated import (
     mutations,
     run_property,
 )
-from conformance.checks._support import (
-    ERROR_SHAPE_REQS,
-    ask_again_on_server_error,
-    judge_error_response,
-    judge_schema,
-)
+from conformance.checks._support import ERROR_SHAPE_REQS, judge_error_response, judge_schema
 from conformance.engine.registry import case, check, prepare
 from conformance.evidence import Exchange
 from conformance.records import SkipKind
@@ -80,9 +75,6 @@ def _judge_valid(scratch: Judge, ex: Exchange, req: dict[str, Any], what: str) -
             exchange=ex,
         )
         return
-    # the first server error to a request is no verdict: the check is run again, and the same request
-    # answered 5xx a second time stands (spec/DECISIONS.md, "A server error is asked twice")
-    ask_again_on_server_error(ex, f"{what}: a valid generated request was answered HTTP {ex.status}")
     shown = f"{ex.status} {(ex.body_text or '')[:200]}"
     if not scratch.check(
         ex.status < 500,

@@ -183,12 +183,15 @@ def test_sampling_is_not_greedy(client, judge, conformance_target, requirement, 
     answer where its own logprobs say sampling repeats it four times with probability at most CHANCE. The
     same answer where the model is confident is no finding (Inconclusive, with the chance)."""
     label = f"{what}, temperature {WARM:g}"
+
+    def ask(req: dict[str, Any], said: str) -> Any:
+        return ask_neutral(lambda b: with_logprobs(lambda c: client.chat(c, label=said), b), req)[0]
+
     req = body(conformance_target, temperature=WARM, max_tokens=NG_MAX, seed=NOT_GREEDY_SEEDS[0], **fields)
-    first, _ = ask_neutral(lambda b: with_logprobs(lambda c: client.chat(c, label=f"{label}, seed "
-                                                                          f"{NOT_GREEDY_SEEDS[0]}"), b), req)
+    first = ask(req, f"{label}, seed {NOT_GREEDY_SEEDS[0]}")
     if is_4xx(first):  # the seed refused: the requests differ by nothing (fresh draws all the same)
         req.pop("seed")
-        first, _ = ask_neutral(lambda b: with_logprobs(lambda c: client.chat(c, label=label), b), req)
+        first = ask(req, label)
     sent = json.loads(first.request_body or "{}")
     seeded = "seed" in sent
     again = [({**sent, "seed": s} if seeded else sent, f"{label}, seed {s}" if seeded else label)

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -144,17 +145,14 @@ def run_check(chk: Check, ctx: CheckContext) -> CheckRecord | None:
 
     rec, failed = _run_once(chk, ctx)
     tries = 1
-    while rec is not None and failed is not None and tries < SERVER_ERROR_STANDS:
+    while rec is not None and failed and tries < SERVER_ERROR_STANDS:
         errors = list({str(ex.get("xid")): ex for ex in rec.exchanges if _server_error(ex)}.values())
-        times: dict[tuple[str, str, str | None], int] = {}
-        first: dict[tuple[str, str, str | None], str] = {}
-        for ex in errors:
-            times[_request_of(ex)] = times.get(_request_of(ex), 0) + 1
-            first.setdefault(_request_of(ex), str(ex.get("xid")))
+        times = Counter(_request_of(ex) for ex in errors)
+        first = {_request_of(ex): str(ex.get("xid")) for ex in reversed(errors)}  # the earliest wins
         ctx.shared.forget({str(ex.get("xid")) for ex in errors})
         if ctx.transport is None:  # live: a restarting worker gets a moment (a replay answers at once)
             ctx.root.pause(PAUSE_S * tries)
-        token = ASKED_BEFORE.set(times)
+        token = ASKED_BEFORE.set(dict(times))
         try:
             nxt, failed = _run_once(chk, ctx)
         except _Budget as b:
@@ -210,9 +208,9 @@ def _merged(before: CheckRecord, again: CheckRecord, asked: dict[tuple[str, str,
     return again
 
 
-def _run_once(chk: Check, ctx: CheckContext) -> tuple[CheckRecord | None, Any]:
-    """Run one check once: its record (None: stopped while it ran) and, when it could not decide because a
-    valid request was answered with a server error, that exchange."""
+def _run_once(chk: Check, ctx: CheckContext) -> tuple[CheckRecord | None, bool]:
+    """Run one check once: its record (None: stopped while it ran) and whether it could not decide because
+    a request was answered with a server error that does not stand yet (``ServerError``)."""
     from conformance.client import RunAborted
     from conformance.errors import BudgetExhausted
     from conformance.har import NotRecorded
@@ -222,7 +220,7 @@ def _run_once(chk: Check, ctx: CheckContext) -> tuple[CheckRecord | None, Any]:
     rec = CheckRecord(nodeid=chk.key, requirements=list(chk.requirements), outcome=Outcome.PASSED)
     t0 = time.perf_counter()
     budget: BudgetExhausted | None = None
-    server_error: Any = None
+    server_error = False
     try:
         why = _unsupported(chk, ctx.capabilities)
         if why is not None:
@@ -255,7 +253,7 @@ def _run_once(chk: Check, ctx: CheckContext) -> tuple[CheckRecord | None, Any]:
         if judge.violations:
             rec.outcome = Outcome.FAILED
     except RunAborted:
-        return None, None
+        return None, False
     except Skipped as exc:
         rec.outcome, rec.skip_kind, rec.skip_reason = Outcome.SKIPPED, exc.kind, exc.reason
     except NotRecorded as exc:  # a replay's request the recording lacks: never judged
@@ -265,8 +263,7 @@ def _run_once(chk: Check, ctx: CheckContext) -> tuple[CheckRecord | None, Any]:
         rec.outcome, rec.skip_kind = Outcome.SKIPPED, SkipKind.UNANSWERED
         rec.skip_reason = f"inconclusive: {exc}"
     except Inconclusive as exc:  # what it judged before it gave up is not a pass
-        if isinstance(exc, ServerError):
-            server_error = exc.exchange
+        server_error = isinstance(exc, ServerError)
         judge.judged.clear()
         rec.outcome, rec.skip_kind = Outcome.SKIPPED, SkipKind.INCONCLUSIVE
         rec.skip_reason = f"inconclusive: {exc}"
